@@ -1,0 +1,47 @@
+"""aimterm: run many interactive command-line tools under real PTYs and drive them as one fleet.
+
+The public API is re-exported here lazily so that ``import aimterm`` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Session",
+    "Turn",
+    "TurnStatus",
+    "State",
+    "load_adapter",
+    "AimtermError",
+]
+
+_LAZY = {
+    "Session": ("aimterm.session", "Session"),
+    "Turn": ("aimterm.session", "Turn"),
+    "TurnStatus": ("aimterm.session", "TurnStatus"),
+    "State": ("aimterm.states", "State"),
+    "load_adapter": ("aimterm.adapter.registry", "load_adapter"),
+    "AimtermError": ("aimterm.errors", "AimtermError"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aimterm.adapter.registry import load_adapter
+    from aimterm.errors import AimtermError
+    from aimterm.session import Session, Turn, TurnStatus
+    from aimterm.states import State
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'aimterm' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,120 @@
+"""Rule evaluation: which state a screen shows, which dialog or question is on it.
+
+Pure functions of (adapter, lines, cursor row, title): no processes, no clocks, so the live
+session and the replay of a recording (``adapter explain``) run the very same code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aimterm.adapter.spec import AdapterSpec, AnswerRule, Dialog, Region, StateRule
+from aimterm.term.matcher import line_of
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the rules say the screen shows. ``state`` is None when no rule fires."""
+
+    state: str | None
+    rule: StateRule | None = None
+    text: str = ""  # the line the deciding pattern matched (or the title)
+
+    @property
+    def rule_name(self) -> str | None:
+        return self.rule.name if self.rule else None
+
+
+NO_VERDICT = Verdict(None)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A dialog or answer rule whose pattern is on screen."""
+
+    rule: Dialog | AnswerRule
+    match: re.Match[str]
+    text: str  # the whole line(s) the match touches
+
+
+def _region_text(region: Region, lines: Sequence[str], cursor_row: int,
+                 cache: dict[Region, str]) -> str:
+    text = cache.get(region)
+    if text is None:
+        text = "\n".join(region.select(list(lines), cursor_row))
+        cache[region] = text
+    return text
+
+
+class Detector:
+    """Evaluates one adapter's rules. Cheap to call on every screen update."""
+
+    def __init__(self, spec: AdapterSpec) -> None:
+        self.spec = spec
+        self._rules = spec.rules_by_priority()
+        self.idle_patterns = tuple(p for r in spec.states if r.state == "idle" for p in r.any)
+
+    def evaluate(self, lines: Sequence[str], cursor_row: int = -1, title: str = "") -> Verdict:
+        cache: dict[Region, str] = {}
+        for rule in self._rules:
+            text = _region_text(rule.region, lines, cursor_row, cache)
+            hit = _rule_hit(rule, text, title)
+            if hit is not None:
+                return Verdict(rule.state, rule, hit)
+        return NO_VERDICT
+
+    def find_dialog(self, lines: Sequence[str], cursor_row: int = -1) -> Found | None:
+        return self._find(self.spec.startup.dialogs, lines, cursor_row)
+
+    def find_answer(self, lines: Sequence[str], cursor_row: int = -1) -> Found | None:
+        """The first answer rule whose pattern matches and whose ``when`` conditions hold."""
+        return self._find(self.spec.answers, lines, cursor_row)
+
+    def _find(self, rules: Sequence[Dialog | AnswerRule], lines: Sequence[str],
+              cursor_row: int) -> Found | None:
+        cache: dict[Region, str] = {}
+        for rule in rules:
+            text = _region_text(rule.region, lines, cursor_row, cache)
+            m = rule.match.search(text)
+            if m is None:
+                continue
+            if isinstance(rule, AnswerRule) and not _when_holds(rule, m):
+                continue
+            return Found(rule, m, line_of(text, m))
+        return None
+
+
+def _rule_hit(rule: StateRule, text: str, title: str) -> str | None:
+    """The text that made ``rule`` fire, or None if it does not."""
+    hit: str | None = None
+    if rule.any or rule.title is not None:
+        for pattern in rule.any:
+            m = pattern.search(text)
+            if m:
+                hit = line_of(text, m)
+                break
+        if hit is None and rule.title is not None and rule.title.search(title):
+            hit = f"title: {title}"
+        if hit is None:
+            return None
+    for pattern in rule.all:
+        m = pattern.search(text)
+        if m is None:
+            return None
+        if hit is None:
+            hit = line_of(text, m)
+    for pattern in rule.not_:
+        if pattern.search(text):
+            return None
+    return hit if hit is not None else ""
+
+
+def _when_holds(rule: AnswerRule, m: re.Match[str]) -> bool:
+    groups = m.groupdict()
+    for name, pattern in rule.when:
+        value = groups.get(name)
+        if value is None or not pattern.search(value):
+            return False
+    return True

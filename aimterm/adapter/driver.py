@@ -1,0 +1,139 @@
+"""The adapter's recipes turned into bytes and text: keys to send, replies to cut, metrics.
+
+The session (L3) decides *when*; this module knows *how*: how a key sequence becomes writes
+with pauses, how the reply is cut out of the screen or the stream, how metrics are read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aimterm.adapter.spec import AdapterSpec, KeyItem, KeySeq
+from aimterm.term.keys import bracketed_paste, is_key, key_bytes
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to the terminal, after waiting ``pause_s``."""
+
+    data: bytes
+    pause_s: float = 0.0
+
+
+def key_writes(keys: KeySeq, *, gap_ms: int, paste_ok: bool = True) -> list[Write]:
+    """Turn a key sequence into writes: each item its own write, ``gap_ms`` apart.
+
+    Separate writes matter: several CLIs treat an Enter that arrives in the same read as text
+    as part of a paste and insert a newline instead of submitting.
+    """
+    writes: list[Write] = []
+    pause = 0.0
+    for item in keys:
+        if item.kind == "wait":
+            pause += item.ms / 1000.0
+            continue
+        data = _item_bytes(item, paste_ok)
+        if not data:
+            continue
+        if writes and pause == 0.0:
+            pause = gap_ms / 1000.0
+        writes.append(Write(data, pause))
+        pause = 0.0
+    return writes
+
+
+def _item_bytes(item: KeyItem, paste_ok: bool) -> bytes:
+    if item.kind == "key":
+        return key_bytes(item.value)
+    if item.kind == "paste":
+        return bracketed_paste(item.value) if paste_ok else item.value.encode("utf-8")
+    return item.value.encode("utf-8")
+
+
+def parse_keys(keys: str | Sequence[str]) -> KeySeq:
+    """Keys given by a caller: a string is literal text; in a list, a known key name is that
+    key and anything else is text (``["y", "enter"]``)."""
+    if isinstance(keys, str):
+        return (KeyItem("text", keys),)
+    return tuple(KeyItem("key", k.lower()) if is_key(k) else KeyItem("text", k) for k in keys)
+
+
+def submit_writes(spec: AdapterSpec, prompt: str, *, paste_ok: bool) -> tuple[list[Write],
+                                                                                list[Write]]:
+    """(writes that put the prompt in the input, writes that submit it)."""
+    recipe = spec.submit
+    gap = spec.terminal.key_gap_ms
+    body: list[Write] = key_writes(recipe.clear, gap_ms=gap) if recipe.clear else []
+    multiline = "\n" in prompt
+    if (recipe.paste == "bracketed" or multiline) and paste_ok:
+        data = bracketed_paste(prompt)
+    else:
+        data = prompt.replace("\n", "\r").encode("utf-8")
+    body.append(Write(data, gap / 1000.0 if body else 0.0))
+    keys = key_writes(recipe.keys, gap_ms=gap)
+    if keys:
+        first = keys[0]
+        keys[0] = Write(first.data, recipe.delay_ms / 1000.0)
+    return body, keys
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+def _echo_pattern(line: str) -> re.Pattern[str]:
+    # The tool shows the prompt back, often behind a marker such as "> ", "❯ " or "│ > ".
+    return re.compile(r"^\W{0,6}\s*" + re.escape(line.strip()) + r"\s*$")
+
+
+def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
+                idle_patterns: Sequence[re.Pattern[str]] = ()) -> str:
+    """Apply the adapter's ``reply.strip`` to the lines a turn produced."""
+    out = [line.rstrip() for line in lines]
+    strip = set(spec.reply.strip)
+    if "echo" in strip and prompt.strip():
+        prompt_lines = [p for p in prompt.splitlines() if p.strip()]
+        if prompt_lines:
+            first = _echo_pattern(prompt_lines[0])
+            for i, line in enumerate(out):
+                if first.match(line):
+                    j = i + 1
+                    for rest in prompt_lines[1:]:
+                        if j < len(out) and _echo_pattern(rest).match(out[j]):
+                            j += 1
+                    del out[i:j]
+                    break
+    if "prompt" in strip and idle_patterns:
+        while out and (not out[-1].strip() or any(p.search(out[-1]) for p in idle_patterns)):
+            out.pop()
+    if "chrome" in strip and spec.reply.chrome:
+        out = [line for line in out if not any(p.search(line) for p in spec.reply.chrome)]
+    while out and not out[0].strip():
+        out.pop(0)
+    while out and not out[-1].strip():
+        out.pop()
+    return "\n".join(out)
+
+
+def screen_delta(before: Sequence[str], after: Sequence[str]) -> list[str]:
+    """Lines of ``after`` that are new relative to ``before``, in order."""
+    matcher = difflib.SequenceMatcher(None, list(before), list(after), autojunk=False)
+    new: list[str] = []
+    for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("insert", "replace"):
+            new.extend(after[j1:j2])
+    return new
+
+
+def read_metrics(spec: AdapterSpec, text: str) -> dict[str, dict[str, str]]:
+    """The last match of each metric pattern in ``text``, as its named groups."""
+    found: dict[str, dict[str, str]] = {}
+    for name, pattern in spec.metrics:
+        last = None
+        for m in pattern.finditer(text):
+            last = m
+        if last is not None:
+            found[name] = {k: v for k, v in last.groupdict().items() if v is not None}
+    return found

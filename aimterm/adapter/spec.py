@@ -1,0 +1,215 @@
+"""Typed adapter objects: what a loaded, validated, ``extends``-resolved adapter file is.
+
+The loader (:mod:`aimterm.adapter.loader`) builds these from YAML; nothing else should
+construct them from raw data. All regexes are compiled here once, at load time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+StateName = Literal["idle", "busy", "waiting"]
+DetectMode = Literal["screen", "stream"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where on the screen a rule looks.
+
+    ``all`` (default), ``top:N``, ``bottom:N``, ``rows:A-B`` (1-based, inclusive), ``cursor``
+    (the cursor's line) or ``cursor:N`` (N lines ending at the cursor's line). In stream mode
+    the "screen" is the text the tool printed since the turn began, split in lines.
+    """
+
+    kind: Literal["all", "top", "bottom", "rows", "cursor"] = "all"
+    start: int = 0  # rows: first row (1-based); top/bottom/cursor: N
+    end: int = 0  # rows: last row (1-based, inclusive)
+
+    def __str__(self) -> str:
+        if self.kind == "all":
+            return "all"
+        if self.kind == "rows":
+            return f"rows:{self.start}-{self.end}"
+        if self.kind == "cursor" and self.start == 1:
+            return "cursor"
+        return f"{self.kind}:{self.start}"
+
+    def select(self, lines: list[str], cursor_row: int = -1) -> list[str]:
+        """Pick this region's lines out of ``lines`` (``cursor_row`` is 0-based)."""
+        if self.kind == "all":
+            return lines
+        if self.kind == "top":
+            return lines[: self.start]
+        if self.kind == "bottom":
+            return lines[-self.start :] if self.start else []
+        if self.kind == "rows":
+            return lines[self.start - 1 : self.end]
+        row = cursor_row if cursor_row >= 0 else len(lines) - 1
+        return lines[max(0, row - self.start + 1) : row + 1]
+
+
+ALL = Region()
+
+
+@dataclass(frozen=True)
+class KeyItem:
+    """One write to the terminal: a named key, literal text, a bracketed paste, or a pause."""
+
+    kind: Literal["key", "text", "paste", "wait"]
+    value: str = ""
+    ms: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "key":
+            return f"<{self.value}>"
+        if self.kind == "wait":
+            return f"<wait {self.ms}ms>"
+        if self.kind == "paste":
+            return f"<paste {self.value!r}>"
+        return repr(self.value)
+
+
+KeySeq = tuple[KeyItem, ...]
+
+
+def describe_keys(keys: KeySeq) -> str:
+    return " ".join(str(k) for k in keys)
+
+
+@dataclass(frozen=True)
+class StateRule:
+    """``state`` holds when every given condition holds.
+
+    ``any`` and ``title`` form one alternative group: at least one ``any`` pattern matches in
+    the region, or the window title matches ``title``. ``all``: every pattern matches in the
+    region. ``not``: no pattern matches in the region. Lines are matched with trailing blanks
+    removed, joined by ``\\n``, with ``re.MULTILINE``. Highest ``priority`` is tried first;
+    ties keep file order.
+    """
+
+    state: StateName
+    name: str
+    priority: int = 0
+    region: Region = ALL
+    any: tuple[re.Pattern[str], ...] = ()
+    all: tuple[re.Pattern[str], ...] = ()
+    not_: tuple[re.Pattern[str], ...] = ()
+    title: re.Pattern[str] | None = None
+    line: int = 0  # where the rule stands in its file, for reports
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Dialog:
+    """A start-up dialog: when ``match`` is seen while STARTING, send ``send``."""
+
+    name: str
+    match: re.Pattern[str]
+    send: KeySeq
+    region: Region = ALL
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class StartupSpec:
+    timeout_s: float = 60.0
+    dialogs: tuple[Dialog, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubmitRecipe:
+    """How to hand the tool a prompt.
+
+    Type the text (``paste: none``) or paste it (``paste: bracketed``), wait ``delay_ms``,
+    send ``keys`` as separate writes, then confirm the tool took it (``verify``): ``busy`` — a
+    busy rule fired, or the turn visibly ran and ended; ``output`` — the tool printed
+    anything; ``none``. If not confirmed within ``verify_timeout_ms``, send ``keys`` again, up
+    to ``retry`` times. ``clear`` is sent before the text to empty the input line.
+    """
+
+    paste: Literal["none", "bracketed"] = "none"
+    keys: KeySeq = (KeyItem("key", "enter"),)
+    delay_ms: int = 0
+    verify: Literal["busy", "output", "none"] = "busy"
+    verify_timeout_ms: int = 3000
+    retry: int = 1
+    clear: KeySeq = ()
+
+
+@dataclass(frozen=True)
+class AnswerRule:
+    """While busy, when ``match`` is seen in ``region`` and every named group in ``when``
+    matches its pattern, send ``send``. A question no rule answers makes the session WAITING."""
+
+    name: str
+    match: re.Pattern[str]
+    send: KeySeq
+    when: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    region: Region = ALL
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ReplySpec:
+    """How to cut the reply out of what the tool showed during a turn.
+
+    ``from``: ``screen-delta`` (lines that are new on the screen and in its scrollback since
+    the turn began), ``stream`` (text printed since the turn began) or ``none``. ``strip``
+    removes the ``echo`` of the prompt, the idle ``prompt`` line, and ``chrome`` — every line
+    matching a pattern in ``chrome``. ``region`` limits screen-delta to part of the screen.
+    """
+
+    from_: Literal["screen-delta", "stream", "none"] = "screen-delta"
+    strip: tuple[Literal["prompt", "echo", "chrome"], ...] = ("prompt", "echo", "chrome")
+    chrome: tuple[re.Pattern[str], ...] = ()
+    region: Region = ALL
+
+
+@dataclass(frozen=True)
+class ExitRecipe:
+    """Polite quit: send ``keys``, wait ``timeout_s``; then SIGHUP, SIGTERM, SIGKILL to the
+    process group, ``signal_grace_s`` apart."""
+
+    keys: KeySeq = ()
+    timeout_s: float = 5.0
+    signal_grace_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class TerminalSpec:
+    rows: int = 40
+    cols: int = 120
+    term: str = "xterm-256color"
+    key_gap_ms: int = 25  # pause between separate writes of a key sequence
+    scrollback: int = 2000  # lines of scrollback kept as text
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    command: tuple[str, ...]
+    source: str = "<memory>"
+    origin: str = "memory"  # builtin | user | env | file | memory
+    description: str = ""
+    extends: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    env_remove: tuple[str, ...] = ()
+    cwd: str | None = None
+    terminal: TerminalSpec = field(default_factory=TerminalSpec)
+    detect: DetectMode = "screen"
+    states: tuple[StateRule, ...] = ()
+    settle_ms: int = 300
+    startup: StartupSpec = field(default_factory=StartupSpec)
+    submit: SubmitRecipe = field(default_factory=SubmitRecipe)
+    answers: tuple[AnswerRule, ...] = ()
+    reply: ReplySpec = field(default_factory=ReplySpec)
+    metrics: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    exit: ExitRecipe = field(default_factory=ExitRecipe)
+    interrupt: KeySeq = (KeyItem("key", "ctrl-c"),)
+    resume: tuple[str, ...] = ()
+    turn_timeout_s: float = 600.0
+
+    def rules_by_priority(self) -> tuple[StateRule, ...]:
+        return tuple(sorted(self.states, key=lambda r: -r.priority))

@@ -1,0 +1,1 @@
+"""L5 front-end: the ``aimterm`` command line (click). Heavy modules are imported lazily."""

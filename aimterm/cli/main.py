@@ -1,0 +1,155 @@
+"""The ``aimterm`` command. Exceptions become exit codes here, and only here.
+
+Every command imports what it needs inside its body, so ``aimterm --help`` and status-type
+calls stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from aimterm import __version__
+from aimterm.errors import AimtermError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn aimterm errors into a one-line message on stderr and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AimtermError as exc:
+            click.echo(f"aimterm: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("aimterm: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aimterm")
+def cli() -> None:
+    """Run many interactive CLIs (AI coding agents, REPLs) under real PTYs as one fleet."""
+
+
+@cli.command()
+@click.option("--adapter", "adapter_name", default="demo", show_default=True,
+              help="Adapter to run the demo turns on.")
+@click.option("--think", type=float, default=0.4, show_default=True,
+              help="Demo agent think time per turn, in seconds.")
+@click.option("--cast", type=click.Path(dir_okay=False), default=None,
+              help="Also save the session as an asciicast v2 file.")
+@handle_errors
+def demo(adapter_name: str, think: float, cast: str | None) -> None:
+    """Run the bundled demo agent through a few turns and show what happens."""
+    from aimterm.cli.demo import run_demo
+
+    run_demo(adapter_name, think=think, cast=cast)
+
+
+@cli.group()
+def adapter() -> None:
+    """Write, check and try adapters (the YAML that teaches aimterm a tool)."""
+
+
+@adapter.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def adapter_list(as_json: bool) -> None:
+    """List adapters on the search path, and where each came from."""
+    import json
+
+    from aimterm.adapter.registry import AdapterRegistry
+
+    infos = AdapterRegistry().list()
+    if as_json:
+        click.echo(json.dumps([{"name": i.name, "origin": i.origin, "path": str(i.path),
+                                "overrides": [str(p) for p in i.overrides]} for i in infos],
+                              indent=2))
+        return
+    width = max((len(i.name) for i in infos), default=4)
+    for info in infos:
+        extra = f"  (overrides {', '.join(map(str, info.overrides))})" if info.overrides else ""
+        click.echo(f"{info.name:<{width}}  {info.origin:<7}  {info.path}{extra}")
+
+
+@adapter.command("show")
+@click.argument("name")
+@handle_errors
+def adapter_show(name: str) -> None:
+    """Print an adapter as resolved (after extends), in the file format."""
+    import yaml
+
+    from aimterm.adapter.loader import spec_to_dict
+    from aimterm.adapter.registry import load_adapter
+
+    spec = load_adapter(name)
+    click.echo(f"# {spec.name} from {spec.source} ({spec.origin})")
+    click.echo(yaml.safe_dump(spec_to_dict(spec), sort_keys=False, allow_unicode=True,
+                              width=100).rstrip())
+
+
+@adapter.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def adapter_validate(paths: tuple[str, ...]) -> None:
+    """Check adapter files; print every error as path:line: key: what was expected."""
+    from aimterm.adapter.registry import load_adapter
+
+    failed = 0
+    for path in paths:
+        try:
+            spec = load_adapter(path if ("/" in path or path.endswith((".yaml", ".yml")))
+                                else path)
+        except AimtermError as exc:
+            failed += 1
+            click.echo(str(exc), err=True)
+            continue
+        click.echo(f"{path}: ok ({spec.name}, {len(spec.states)} state rules)")
+    if failed:
+        sys.exit(2)
+
+
+@adapter.command("schema")
+def adapter_schema() -> None:
+    """Print the JSON Schema of adapter files (for editor completion)."""
+    from aimterm.adapter.schema import schema_json
+
+    click.echo(schema_json())
+
+
+@adapter.command("test")
+@click.argument("name")
+@click.option("--prompt", "prompts", multiple=True, required=True,
+              help="Prompt to send (repeat for several turns).")
+@click.option("--cwd", type=click.Path(file_okay=False), default=None,
+              help="Working directory for the tool.")
+@click.option("--timeout", type=float, default=None, help="Turn timeout in seconds.")
+@click.option("--cast", type=click.Path(dir_okay=False), default=None,
+              help="Save the session as an asciicast v2 file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def adapter_test(name: str, prompts: tuple[str, ...], cwd: str | None, timeout: float | None,
+                 cast: str | None, as_json: bool) -> None:
+    """Run live turns and print the reply, timings and every state change with its cause."""
+    from aimterm.cli.demo import run_adapter_test
+
+    sys.exit(run_adapter_test(name, list(prompts), cwd=cwd, timeout=timeout, cast=cast,
+                              as_json=as_json))
+
+
+def main() -> None:
+    cli(prog_name="aimterm")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,126 @@
+"""Typed events and the small synchronous bus that delivers them.
+
+Every state change, answered question and turn boundary is an event. Events are plain
+dataclasses with a stable ``kind`` (used in the store and on the wire) and two clocks:
+``ts`` (wall clock, for people and the store) and ``mono`` (monotonic, for measuring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _mono() -> float:
+    return time.monotonic()
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    instance: str
+    ts: float = field(default_factory=_now, kw_only=True)
+    mono: float = field(default_factory=_mono, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["kind"] = self.kind
+        for key, value in data.items():
+            if hasattr(value, "value") and not isinstance(value, (int, float, str)):
+                data[key] = value.value
+        return data
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    """The session moved ``old`` → ``new``. ``rule`` and ``text`` say what caused it."""
+
+    kind: ClassVar[str] = "state_changed"
+    old: str
+    new: str
+    reason: str = ""
+    rule: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class QuestionAnswered(Event):
+    """An adapter rule (a start-up dialog or an answer rule) answered the tool."""
+
+    kind: ClassVar[str] = "question_answered"
+    rule: str
+    question: str
+    keys: str
+
+
+@dataclass(frozen=True)
+class QuestionPending(Event):
+    """The tool asked something no rule answers; the session is WAITING."""
+
+    kind: ClassVar[str] = "question_pending"
+    question: str
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnStarted(Event):
+    kind: ClassVar[str] = "turn_started"
+    turn: int
+    prompt: str
+
+
+@dataclass(frozen=True)
+class TurnFinished(Event):
+    kind: ClassVar[str] = "turn_finished"
+    turn: int
+    status: str
+    submit_to_busy_ms: float | None = None
+    busy_to_idle_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcessExited(Event):
+    kind: ClassVar[str] = "process_exited"
+    pid: int
+    returncode: int | None
+    signal: int | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous fan-out. A listener that raises is logged and kept; emit never fails."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = [cb for cb in self._listeners if cb is not listener]
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:  # copy-on-write list: safe without the lock
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a bad listener must not break the session
+                log.exception("event listener %r failed on %s", listener, event.kind)

@@ -1,0 +1,805 @@
+"""One interactive tool under a PTY, driven by its adapter, with a guarded state machine.
+
+A :class:`Session` owns a :class:`~aimterm.term.terminal.Terminal` and decides, from what the
+screen (or the stream, for line tools) shows, which :class:`~aimterm.states.State` the tool is
+in. All decisions run on the shared reader loop, right after the bytes that caused them, so
+there are no polling sleeps: busy and waiting are entered at once; idle only after the screen
+has been still for the adapter's ``settle_ms`` (agents draw idle-looking frames mid-turn).
+
+Callers in any thread use the blocking API (:meth:`Session.start`, :meth:`Session.send`,
+:meth:`Session.stop`); each call hands its work to the loop and waits on a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aimterm.adapter.detector import Detector, Found, Verdict
+from aimterm.adapter.driver import Write, clean_reply, key_writes, parse_keys, read_metrics, \
+    screen_delta, submit_writes
+from aimterm.adapter.spec import ALL, AdapterSpec, describe_keys
+from aimterm.errors import InvalidTransition, NotReady, SessionError, SessionExited, \
+    StartupTimeout, SubmitFailed, TurnTimeout
+from aimterm.events import Event, EventBus, ProcessExited, QuestionAnswered, QuestionPending, \
+    StateChanged, TurnFinished, TurnStarted
+from aimterm.states import LIVE_STATES, State, can_transition
+from aimterm.term.loop import IOLoop
+from aimterm.term.matcher import TextTail
+from aimterm.term.screen import Snapshot
+from aimterm.term.terminal import Terminal
+
+_ids = itertools.count(1)
+
+
+class TurnStatus(str, enum.Enum):
+    RUNNING = "running"
+    DONE = "done"
+    WAITING = "waiting"  # the tool asked something no rule answers: answer(), then wait_turn()
+    INTERRUPTED = "interrupted"
+    TIMEOUT = "timeout"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Turn:
+    """One prompt and what came of it. Times are ``time.monotonic()`` seconds."""
+
+    number: int
+    prompt: str
+    instance: str
+    adapter: str
+    status: TurnStatus = TurnStatus.RUNNING
+    reply: str = ""
+    question: str | None = None
+    answered: list[QuestionAnswered] = field(default_factory=list)
+    metrics: dict[str, dict[str, str]] = field(default_factory=dict)
+    started_at: float = 0.0
+    submitted_at: float | None = None
+    busy_at: float | None = None
+    idle_at: float | None = None
+    last_output_at: float | None = None
+    retries: int = 0
+    error: str | None = None
+
+    @property
+    def submit_to_busy_ms(self) -> float | None:
+        if self.submitted_at is None or self.busy_at is None:
+            return None
+        return max(0.0, (self.busy_at - self.submitted_at) * 1000)
+
+    @property
+    def busy_to_idle_ms(self) -> float | None:
+        if self.busy_at is None or self.idle_at is None:
+            return None
+        return (self.idle_at - self.busy_at) * 1000
+
+    @property
+    def total_ms(self) -> float | None:
+        if self.idle_at is None:
+            return None
+        return (self.idle_at - self.started_at) * 1000
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TurnStatus.DONE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "turn": self.number, "instance": self.instance, "adapter": self.adapter,
+            "prompt": self.prompt, "status": self.status.value, "reply": self.reply,
+            "question": self.question,
+            "answered": [{"rule": a.rule, "question": a.question, "keys": a.keys}
+                         for a in self.answered],
+            "metrics": self.metrics, "retries": self.retries, "error": self.error,
+            "timings_ms": {"submit_to_busy": self.submit_to_busy_ms,
+                           "busy_to_idle": self.busy_to_idle_ms, "total": self.total_ms},
+        }
+
+
+class _Run:
+    """Loop-side bookkeeping of the turn in flight."""
+
+    def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop) -> None:
+        self.turn = turn
+        self.loop = loop
+        self.future: asyncio.Future[str] = loop.create_future()
+        self.verified = asyncio.Event()
+        self.before: Snapshot | None = None
+        self.submitted = False
+        self.saw_output = False
+        self.saw_busy = False
+        self.forced = False
+        self.interrupted = False
+
+    def renew(self) -> None:
+        self.future = self.loop.create_future()
+
+
+def expand_template(value: str, variables: Mapping[str, str]) -> str:
+    for key, sub in variables.items():
+        value = value.replace("{" + key + "}", sub)
+    return value
+
+
+class Session:
+    """One running tool. Use as a context manager, or call :meth:`start` / :meth:`stop`."""
+
+    def __init__(self, adapter: AdapterSpec | str, *, instance_id: str | None = None,
+                 cwd: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+                 args: Sequence[str] = (), resume: bool = False,
+                 transcript: str | os.PathLike[str] | None = None,
+                 rows: int | None = None, cols: int | None = None,
+                 bus: EventBus | None = None, loop: IOLoop | None = None,
+                 history: int = 500) -> None:
+        if isinstance(adapter, str):
+            from aimterm.adapter.registry import load_adapter
+
+            adapter = load_adapter(adapter)
+        self.spec = adapter
+        self.id = instance_id or f"{adapter.name}-{next(_ids)}"
+        self._cwd = os.fspath(cwd) if cwd is not None else None
+        self._env_extra = dict(env or {})
+        self._args = list(args)
+        self._resume = resume
+        self._transcript = transcript
+        self.rows = rows or adapter.terminal.rows
+        self.cols = cols or adapter.terminal.cols
+        self.bus = bus or EventBus()
+        self._ioloop = loop or IOLoop.shared()
+        self._loop = self._ioloop.loop
+        self.detector = Detector(adapter)
+        self._stream = adapter.detect == "stream"
+        self._text = TextTail(adapter.terminal.scrollback or 2000)
+        self._state = State.EXITED
+        self._state_since = time.monotonic()
+        self._cond = threading.Condition()
+        self.history: collections.deque[Event] = collections.deque(maxlen=history)
+        self.terminal: Terminal | None = None
+        self._run: _Run | None = None
+        self._startup: asyncio.Future[str] | None = None
+        self._settle: asyncio.TimerHandle | None = None
+        self._eval_scheduled = False
+        self._marks: dict[str, str] = {}  # rule name -> text it answered, until it goes away
+        self.question: str | None = None
+        self.last_verdict: Verdict | None = None
+        self.turns_done = 0
+        self.starts = 0
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self._numbers = itertools.count(1)
+
+    # -- state machine ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def pid(self) -> int | None:
+        return self.terminal.pid if self.terminal else None
+
+    def _set_state(self, new: State, reason: str, rule: str | None = None,
+                   text: str | None = None) -> None:
+        """The one guarded setter: checks the edge table, then emits StateChanged."""
+        old = self._state
+        if old is new:
+            return
+        if not can_transition(old, new):
+            raise InvalidTransition(f"{old} -> {new} is not an allowed transition ({reason})",
+                                    instance=self.id, adapter=self.spec.name, state=str(old))
+        with self._cond:
+            self._state = new
+            self._state_since = time.monotonic()
+            self._cond.notify_all()
+        self._emit(StateChanged(self.id, old=old.value, new=new.value, reason=reason, rule=rule,
+                                text=text))
+
+    def _emit(self, event: Event) -> None:
+        self.history.append(event)
+        self.bus.emit(event)
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        return self.bus.subscribe(listener)
+
+    def wait_state(self, *states: State, timeout: float = 30.0) -> State:
+        """Block until the session is in one of ``states``; raises SessionError on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._state not in states:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._error(SessionError, f"timed out waiting for {', '.join(map(str, states))}")
+                self._cond.wait(left)
+            return self._state
+
+    def _error(self, cls: type[SessionError], message: str) -> SessionError:
+        tail: list[str] = []
+        if self.terminal is not None:
+            try:
+                tail = self.terminal.tail(12)
+            except Exception:  # noqa: BLE001 - context is best effort
+                tail = []
+        return cls(message, instance=self.id, adapter=self.spec.name, state=str(self._state),
+                   screen_tail=tail)
+
+    # -- start --------------------------------------------------------------------------------------
+
+    def _variables(self) -> dict[str, str]:
+        cwd = self._cwd or os.getcwd()
+        return {"instance": self.id, "adapter": self.spec.name, "cwd": cwd, "worktree": cwd,
+                "home": os.path.expanduser("~"), "python": sys.executable}
+
+    def _build_env(self) -> dict[str, str]:
+        variables = self._variables()
+        env = dict(os.environ)
+        for key in self.spec.env_remove:
+            env.pop(key, None)
+        for key, value in self.spec.env:
+            env[key] = expand_template(value, variables)
+        env.update(self._env_extra)
+        env["TERM"] = self.spec.terminal.term
+        env["AIMTERM_INSTANCE"] = self.id
+        env.pop("COLUMNS", None)
+        env.pop("LINES", None)
+        return env
+
+    def command(self) -> list[str]:
+        variables = self._variables()
+        argv = [expand_template(a, variables) for a in self.spec.command]
+        if self._resume:
+            argv += list(self.spec.resume)
+        return argv + self._args
+
+    def start(self, *, wait: bool = True, timeout: float | None = None) -> State:
+        """Spawn the tool; with ``wait``, block until it is IDLE (or WAITING on a question)."""
+        if self._state in LIVE_STATES:
+            raise self._error(NotReady, "already running")
+        variables = self._variables()
+        cwd = self.spec.cwd if self.spec.cwd and self._cwd is None else self._cwd
+        if cwd is not None:
+            cwd = os.path.expandvars(os.path.expanduser(expand_template(cwd, variables)))
+        terminal = Terminal(self.command(), env=self._build_env(), cwd=cwd, rows=self.rows,
+                            cols=self.cols, scrollback=self.spec.terminal.scrollback,
+                            transcript=self._transcript, lazy_screen=self._stream,
+                            loop=self._ioloop)
+        self._ioloop.run_sync(self._prepare_start, terminal)
+        try:
+            terminal.start()
+        except BaseException:
+            self._ioloop.run_sync(self._set_state, State.EXITED, "spawn failed")
+            raise
+        self.starts += 1
+        if not wait:
+            return self._state
+        limit = timeout if timeout is not None else self.spec.startup.timeout_s
+        fut = asyncio.run_coroutine_threadsafe(self._await_startup(), self._loop)
+        try:
+            outcome = fut.result(limit + 5.0)
+        except TimeoutError:
+            outcome = "timeout"
+        if outcome == "timeout" or (outcome == "pending" and self._state is State.STARTING):
+            err = self._error(StartupTimeout, f"not ready after {limit:g}s")
+            self.stop()
+            raise err
+        if outcome == "exited":
+            raise self._exit_error("exited during start-up")
+        return self._state
+
+    def _exit_error(self, what: str) -> SessionError:
+        how = (f"signal {self.exit_signal}" if self.exit_signal is not None
+               else f"exit code {self.exit_code}")
+        return self._error(SessionExited, f"{os.path.basename(self.command()[0])} {what} ({how})")
+
+    def _prepare_start(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+        self._text = TextTail(self.spec.terminal.scrollback or 2000)
+        self._marks.clear()
+        self.question = None
+        self.exit_code = self.exit_signal = None
+        self._startup = self._loop.create_future()
+        terminal.add_output_listener(self._on_output)
+        terminal.add_exit_listener(self._on_exit_threadsafe)
+        self._set_state(State.STARTING, "start" if self.starts == 0 else "restart")
+
+    async def _await_startup(self) -> str:
+        assert self._startup is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._startup),
+                                          self.spec.startup.timeout_s)
+        except TimeoutError:
+            return "timeout"
+
+    # -- output and detection (loop thread) ---------------------------------------------------------
+
+    def _on_output(self, data: bytes, at: float) -> None:
+        if self._stream:
+            self._text.feed(data)
+        run = self._run
+        if run is not None and run.submitted and not run.saw_output:
+            run.saw_output = True
+            if self.spec.submit.verify == "output":
+                self._mark_busy(run, at)
+        if not self._eval_scheduled:
+            self._eval_scheduled = True
+            self._loop.call_soon(self._evaluate)
+
+    def _schedule_eval(self) -> None:
+        if not self._eval_scheduled:
+            self._eval_scheduled = True
+            self._loop.call_soon(self._evaluate)
+
+    def _view(self) -> tuple[list[str], int, str]:
+        if self._stream:
+            lines = self._text.lines()
+            return lines, len(lines) - 1, ""
+        assert self.terminal is not None
+        snap = self.terminal.snapshot()
+        return snap.lines, snap.cursor[0], snap.title
+
+    def _evaluate(self) -> None:
+        self._eval_scheduled = False
+        state = self._state
+        if state not in (State.STARTING, State.IDLE, State.BUSY, State.WAITING):
+            return
+        lines, row, title = self._view()
+        verdict = self.detector.evaluate(lines, row, title)
+        self.last_verdict = verdict
+        if state is State.STARTING:
+            found = self.detector.find_dialog(lines, row)
+            self._forget_marks(lines, row)
+            if found is not None:
+                self._cancel_settle()
+                self._answer(found, startup=True)
+                return
+            if verdict.state == "idle":
+                self._arm_settle()
+            elif verdict.state == "waiting":
+                self._cancel_settle()
+                self._ask(verdict)
+            else:
+                self._cancel_settle()
+            return
+        run = self._run
+        if verdict.state == "busy":
+            self._cancel_settle()
+            if run is not None and run.submitted:
+                self._mark_busy(run, time.monotonic())
+            if state is not State.BUSY:
+                self._set_state(State.BUSY, "busy on screen", verdict.rule_name, verdict.text)
+        elif verdict.state == "waiting":
+            self._cancel_settle()
+            found = self.detector.find_answer(lines, row)
+            self._forget_marks(lines, row)
+            if found is not None:
+                self._answer(found, startup=False)
+                if self._state is State.WAITING:
+                    self._set_state(State.BUSY, "answered by rule", found.rule.name, found.text)
+            else:
+                self._ask(verdict)
+        elif verdict.state == "idle":
+            if run is None or run.verified.is_set():
+                self._arm_settle()
+            else:
+                self._cancel_settle()
+        else:
+            self._cancel_settle()
+
+    def _mark_busy(self, run: _Run, at: float) -> None:
+        if not run.saw_busy:
+            run.saw_busy = True
+            run.turn.busy_at = at
+        run.verified.set()
+
+    def _forget_marks(self, lines: list[str], row: int) -> None:
+        """An answered question that left the screen may be answered again if it comes back."""
+        if not self._marks:
+            return
+        text = "\n".join(lines)
+        for name, seen in list(self._marks.items()):
+            if seen not in text:
+                del self._marks[name]
+
+    def _answer(self, found: Found, *, startup: bool) -> None:
+        name = found.rule.name
+        if self._marks.get(name) == found.text:
+            return  # already answered; the tool has not redrawn yet
+        self._marks[name] = found.text
+        keys = found.rule.send
+        event = QuestionAnswered(self.id, rule=name, question=found.text,
+                                 keys=describe_keys(keys))
+        self._emit(event)
+        if self._run is not None and not startup:
+            self._run.turn.answered.append(event)
+        self._loop.create_task(self._write_all(key_writes(keys,
+                                                          gap_ms=self.spec.terminal.key_gap_ms)))
+
+    def _ask(self, verdict: Verdict) -> None:
+        question = verdict.text
+        if self._state is not State.WAITING:
+            self.question = question
+            self._set_state(State.WAITING, "question no rule answers", verdict.rule_name,
+                            question)
+            self._emit(QuestionPending(self.id, question=question, rule=verdict.rule_name))
+            run = self._run
+            if run is not None:
+                run.turn.question = question
+                if not run.future.done():
+                    run.future.set_result("waiting")
+            if self._startup is not None and not self._startup.done():
+                self._startup.set_result("waiting")
+
+    def _arm_settle(self) -> None:
+        settle = self.spec.settle_ms / 1000.0
+        if settle <= 0:
+            self._settled()
+            return
+        if self._settle is None:
+            assert self.terminal is not None
+            due = self.terminal.last_output_at + settle - time.monotonic()
+            self._settle = self._loop.call_later(max(due, 0.0), self._settle_fire)
+
+    def _cancel_settle(self) -> None:
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
+
+    def _settle_fire(self) -> None:
+        self._settle = None
+        assert self.terminal is not None
+        due = self.terminal.last_output_at + self.spec.settle_ms / 1000.0
+        now = time.monotonic()
+        if now < due:  # output arrived meanwhile: the screen is not still yet
+            self._settle = self._loop.call_later(due - now, self._settle_fire)
+            return
+        if self._state not in (State.STARTING, State.BUSY, State.WAITING):
+            return
+        lines, row, title = self._view()
+        verdict = self.detector.evaluate(lines, row, title)
+        self.last_verdict = verdict
+        if verdict.state == "idle":
+            self._settled(verdict)
+
+    def _settled(self, verdict: Verdict | None = None) -> None:
+        verdict = verdict or self.last_verdict or Verdict("idle")
+        state = self._state
+        if state is State.IDLE:
+            return
+        if state not in (State.STARTING, State.BUSY, State.WAITING):
+            return
+        run = self._run
+        if run is not None and not run.verified.is_set():
+            return
+        self._set_state(State.IDLE, "idle and settled", verdict.rule_name, verdict.text)
+        self.question = None
+        if state is State.STARTING and self._startup is not None and not self._startup.done():
+            self._startup.set_result("ready")
+        if run is not None:
+            self._finish(run)
+
+    def _finish(self, run: _Run) -> None:
+        turn = run.turn
+        turn.idle_at = time.monotonic()
+        assert self.terminal is not None
+        turn.last_output_at = self.terminal.last_output_at
+        if turn.busy_at is None:
+            turn.busy_at = turn.submitted_at
+        lines = self._turn_lines(run)
+        turn.reply = (clean_reply(self.spec, lines, turn.prompt, self.detector.idle_patterns)
+                      if self.spec.reply.from_ != "none" else "")
+        turn.metrics = read_metrics(self.spec, "\n".join(lines))
+        turn.status = TurnStatus.INTERRUPTED if run.interrupted else TurnStatus.DONE
+        self._run = None
+        self.turns_done += 1
+        self._emit(TurnFinished(self.id, turn=turn.number, status=turn.status.value,
+                                submit_to_busy_ms=turn.submit_to_busy_ms,
+                                busy_to_idle_ms=turn.busy_to_idle_ms))
+        if not run.future.done():
+            run.future.set_result("idle")
+
+    def _turn_lines(self, run: _Run) -> list[str]:
+        if self._stream or self.spec.reply.from_ == "stream":
+            return self._text.lines()
+        assert self.terminal is not None and run.before is not None
+        region = self.spec.reply.region
+        after = self.terminal.snapshot()
+        before_lines = region.select(run.before.lines, run.before.cursor[0])
+        after_lines = region.select(after.lines, after.cursor[0])
+        if region == ALL:
+            after_lines = self.terminal.scrollback_since(run.before.pushed) + after_lines
+        return screen_delta(before_lines, after_lines)
+
+    # -- exit (loop thread) -------------------------------------------------------------------------
+
+    def _on_exit_threadsafe(self, code: int | None, sig: int | None) -> None:
+        self._on_exit(code, sig)
+
+    def _on_exit(self, code: int | None, sig: int | None) -> None:
+        self._cancel_settle()
+        self.exit_code, self.exit_signal = code, sig
+        reason = f"killed by signal {sig}" if sig is not None else f"exit code {code}"
+        if self._state is State.BACKOFF or self._state is State.FATAL:
+            return
+        if self._state is not State.EXITED:
+            self._set_state(State.EXITED, reason)
+        self._emit(ProcessExited(self.id, pid=self.pid or 0, returncode=code, signal=sig))
+        run = self._run
+        if run is not None:
+            run.turn.status = TurnStatus.FAILED
+            run.turn.error = f"process exited ({reason})"
+            self._run = None
+            if not run.future.done():
+                run.future.set_result("exited")
+        if self._startup is not None and not self._startup.done():
+            self._startup.set_result("exited")
+
+    # -- turns --------------------------------------------------------------------------------------
+
+    def send(self, prompt: str, *, timeout: float | None = None) -> Turn:
+        """Submit ``prompt`` and block until the turn is done (or WAITING on a question)."""
+        return self._await_turn(self._begin(prompt), timeout)
+
+    def wait_turn(self, timeout: float | None = None) -> Turn:
+        """After a WAITING turn was answered with :meth:`answer`, wait for it to finish."""
+        run = self._run
+        if run is None:
+            raise self._error(NotReady, "no turn in progress")
+        return self._await_turn(run, timeout)
+
+    def _begin(self, prompt: str) -> _Run:
+        def begin() -> _Run:
+            if self._state is not State.IDLE or self._run is not None:
+                raise self._error(NotReady, f"cannot take a prompt while {self._state}")
+            turn = Turn(next(self._numbers), prompt, self.id, self.spec.name,
+                        started_at=time.monotonic())
+            run = _Run(turn, self._loop)
+            self._run = run
+            self._cancel_settle()
+            self._set_state(State.BUSY, "turn started")
+            self._emit(TurnStarted(self.id, turn=turn.number, prompt=prompt))
+            self._loop.create_task(self._submit(run))
+            return run
+
+        return self._ioloop.run_sync(begin)
+
+    async def _submit(self, run: _Run) -> None:
+        assert self.terminal is not None
+        terminal = self.terminal
+        recipe = self.spec.submit
+        try:
+            if not self._stream:
+                run.before = terminal.snapshot()
+            body, keys = submit_writes(self.spec, run.turn.prompt,
+                                       paste_ok=terminal.bracketed_paste)
+            if self._stream:
+                self._text.clear()
+            if all(w.pause_s == 0 for w in keys):  # one write: the fast path for line tools
+                body = [Write(b"".join(w.data for w in body + keys), body[0].pause_s)]
+                keys = []
+            await self._write_all(body)
+            if keys:
+                await self._write_all(keys)
+            run.submitted = True
+            run.turn.submitted_at = time.monotonic()
+            if recipe.verify == "none" or (recipe.verify == "output" and run.saw_output):
+                self._mark_busy(run, run.turn.submitted_at)
+            if run.saw_output:
+                self._schedule_eval()
+            attempts = 0
+            while not run.verified.is_set() and not run.future.done():
+                try:
+                    await asyncio.wait_for(run.verified.wait(), recipe.verify_timeout_ms / 1000)
+                except TimeoutError:
+                    if run.future.done() or self._run is not run:
+                        return
+                    if run.saw_output and self._screen_moved(run):
+                        # Too quick to catch busy on screen, but the turn visibly ran.
+                        run.forced = True
+                        run.verified.set()
+                        self._schedule_eval()
+                        return
+                    if attempts >= recipe.retry:
+                        self._fail(run, f"the tool did not take the prompt after "
+                                        f"{attempts + 1} tries")
+                        return
+                    attempts += 1
+                    run.turn.retries += 1
+                    await self._write_all(key_writes(recipe.keys,
+                                                     gap_ms=self.spec.terminal.key_gap_ms))
+        except (BrokenPipeError, OSError) as exc:
+            if self._run is run and not run.future.done():
+                self._fail(run, f"write failed: {exc}")
+
+    def _screen_moved(self, run: _Run) -> bool:
+        if self._stream:
+            return True
+        assert self.terminal is not None and run.before is not None
+        now = self.terminal.snapshot().lines
+        before = run.before.lines
+        # Ignore the cursor line: that is where the typed text itself shows.
+        row = run.before.cursor[0]
+        return [x for i, x in enumerate(now) if i != row] != \
+            [x for i, x in enumerate(before) if i != row]
+
+    def _fail(self, run: _Run, message: str) -> None:
+        run.turn.status = TurnStatus.FAILED
+        run.turn.error = message
+        if self._run is run:
+            self._run = None
+        self._emit(TurnFinished(self.id, turn=run.turn.number, status="failed", error=message))
+        if not run.future.done():
+            run.future.set_exception(self._error(SubmitFailed, message))
+        # The tool may be idle after all: let detection settle the state.
+        self._schedule_eval_idle()
+
+    def _schedule_eval_idle(self) -> None:
+        if self._state is State.BUSY:
+            self._schedule_eval()
+
+    async def _write_all(self, writes: Sequence[Write]) -> None:
+        assert self.terminal is not None
+        for w in writes:
+            if w.pause_s > 0:
+                await asyncio.sleep(w.pause_s)
+            self.terminal.write(w.data)
+
+    def _await_turn(self, run: _Run, timeout: float | None) -> Turn:
+        limit = timeout if timeout is not None else self.spec.turn_timeout_s
+
+        async def wait() -> str:
+            return await asyncio.wait_for(asyncio.shield(run.future), limit)
+
+        fut = asyncio.run_coroutine_threadsafe(wait(), self._loop)
+        try:
+            outcome = fut.result(limit + 5.0)
+        except TimeoutError:
+            run.turn.status = TurnStatus.TIMEOUT
+            raise self._error(TurnTimeout, f"turn {run.turn.number} not done after {limit:g}s") \
+                from None
+        if outcome == "waiting":
+            self._ioloop.run_sync(run.renew)
+            run.turn.status = TurnStatus.WAITING
+        elif outcome == "exited":
+            raise self._exit_error(f"exited during turn {run.turn.number}")
+        return run.turn
+
+    # -- control ------------------------------------------------------------------------------------
+
+    def write(self, data: bytes | str) -> None:
+        """Raw bytes to the tool, as if typed (no state change)."""
+        if self.terminal is None:
+            raise self._error(NotReady, "not started")
+        self.terminal.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+    def answer(self, keys: str | Sequence[str]) -> None:
+        """Answer the question the session is WAITING on: text, or a list of key names/text."""
+        seq = parse_keys(keys)
+
+        def go() -> None:
+            if self._state is not State.WAITING:
+                raise self._error(NotReady, "no question is pending")
+            question = self.question or ""
+            self.question = None
+            event = QuestionAnswered(self.id, rule="caller", question=question,
+                                     keys=describe_keys(seq))
+            self._emit(event)
+            if self._run is not None:
+                self._run.turn.answered.append(event)
+            self._set_state(State.BUSY, "answered by caller")
+            self._loop.create_task(self._write_all(key_writes(
+                seq, gap_ms=self.spec.terminal.key_gap_ms)))
+
+        self._ioloop.run_sync(go)
+
+    def interrupt(self) -> None:
+        """Send the adapter's interrupt keys; the turn ends INTERRUPTED when the tool is idle."""
+        def go() -> None:
+            if self._run is not None:
+                self._run.interrupted = True
+                self._run.verified.set()
+            self._loop.create_task(self._write_all(key_writes(
+                self.spec.interrupt, gap_ms=self.spec.terminal.key_gap_ms)))
+
+        self._ioloop.run_sync(go)
+
+    def attach(self) -> None:
+        """A person takes the keyboard: automation pauses (ATTACHED) until :meth:`detach`."""
+        def go() -> None:
+            self._cancel_settle()
+            self._set_state(State.ATTACHED, "attached")
+
+        self._ioloop.run_sync(go)
+
+    def detach(self) -> State:
+        """Give the instance back; it returns in the state its screen shows."""
+        def go() -> State:
+            lines, row, title = self._view()
+            verdict = self.detector.evaluate(lines, row, title)
+            new = {"idle": State.IDLE, "waiting": State.WAITING}.get(verdict.state or "",
+                                                                    State.BUSY)
+            if new is State.WAITING:
+                self.question = verdict.text
+            self._set_state(new, "detached", verdict.rule_name, verdict.text)
+            if new is State.BUSY:
+                self._schedule_eval()
+            return new
+
+        return self._ioloop.run_sync(go)
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        if self.terminal is not None:
+            self.terminal.resize(rows, cols)
+
+    def backoff(self, reason: str) -> None:
+        self._ioloop.run_sync(self._set_state, State.BACKOFF, reason)
+
+    def fatal(self, reason: str) -> None:
+        self._ioloop.run_sync(self._set_state, State.FATAL, reason)
+
+    def stop(self, timeout: float | None = None) -> str:
+        """Quit politely with the exit recipe, then escalate; no process of it survives."""
+        terminal = self.terminal
+        if terminal is None or not terminal.alive:
+            if terminal is not None and terminal.child is not None:
+                terminal.child.wait_group(2.0)
+            return "exited"
+
+        def mark() -> None:
+            if self._state in LIVE_STATES and self._state is not State.STOPPING:
+                self._set_state(State.STOPPING, "stop requested")
+            self._cancel_settle()
+
+        self._ioloop.run_sync(mark)
+        recipe = self.spec.exit
+        exit_timeout = recipe.timeout_s if timeout is None else min(recipe.timeout_s, timeout)
+        writes = key_writes(recipe.keys, gap_ms=self.spec.terminal.key_gap_ms)
+        how = terminal.stop(exit_keys=[w.data for w in writes], exit_timeout=exit_timeout,
+                            grace=recipe.signal_grace_s,
+                            key_gap=self.spec.terminal.key_gap_ms / 1000)
+        self.wait_state(State.EXITED, State.BACKOFF, State.FATAL, timeout=5.0)
+        return how
+
+    def restart(self, *, wait: bool = True) -> State:
+        if self._state in LIVE_STATES:
+            self.stop()
+        return self.start(wait=wait)
+
+    # -- views --------------------------------------------------------------------------------------
+
+    def screen_lines(self) -> list[str]:
+        return self.terminal.lines() if self.terminal else []
+
+    def screen_text(self) -> str:
+        return "\n".join(self.screen_lines())
+
+    def status(self) -> dict[str, Any]:
+        return {"id": self.id, "adapter": self.spec.name, "state": self._state.value,
+                "pid": self.pid, "turns": self.turns_done, "starts": self.starts,
+                "since": self._state_since, "question": self.question}
+
+    def events(self) -> Iterator[Event]:
+        return iter(list(self.history))
+
+    def __enter__(self) -> Session:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.spec.name} {self._state}>"
+

@@ -1,0 +1,339 @@
+"""One child process under a pseudo-terminal: honest spawn, non-blocking I/O, exit, and stop.
+
+Spawn is honest (ptyprocess reports the real exec error before :meth:`PtyChild.spawn`
+returns) and checks up front what a person would get wrong: a missing command, a file that is
+not executable, a working directory that does not exist. The child becomes a session and
+process-group leader, so stopping it signals the whole group and no grandchild survives.
+
+Output and exit are delivered on the shared :class:`~aimterm.term.loop.IOLoop`: the master fd
+and a pidfd of the child are registered there, and ``on_data(bytes)`` / ``on_exit(code,
+signal)`` are called on the loop thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import shutil
+import signal
+import termios
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import psutil
+import ptyprocess
+
+from aimterm.errors import SpawnError, StopTimeout
+from aimterm.term.loop import IOLoop
+
+OnData = Callable[[bytes], None]
+OnExit = Callable[[int | None, int | None], None]
+
+_READ_SIZE = 65536
+#: How long stragglers in the child's session get after the leader exits before SIGKILL.
+_STRAGGLER_GRACE_S = 0.5
+
+
+def resolve_command(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> str:
+    """Find ``argv[0]`` the way exec would, or raise a SpawnError that says what is wrong."""
+    if not argv:
+        raise SpawnError(argv, "the command is empty")
+    cmd = argv[0]
+    if cwd is not None and not os.path.isdir(cwd):
+        raise SpawnError(argv, f"working directory {cwd!r} does not exist")
+    if os.sep in cmd:
+        path = cmd if os.path.isabs(cmd) or cwd is None else os.path.join(cwd, cmd)
+        if not os.path.exists(path):
+            raise SpawnError(argv, f"no such file {path!r}")
+        if os.path.isdir(path):
+            raise SpawnError(argv, f"{path!r} is a directory")
+        if not os.access(path, os.X_OK):
+            raise SpawnError(argv, f"{path!r} is not executable (chmod +x?)")
+        return path
+    found = shutil.which(cmd, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise SpawnError(argv, f"command {cmd!r} not found on PATH")
+    return found
+
+
+class PtyChild:
+    """A live child under a PTY. Create with :meth:`spawn`."""
+
+    def __init__(self, proc: ptyprocess.PtyProcess, argv: Sequence[str], loop: IOLoop,
+                 on_data: OnData, on_exit: OnExit) -> None:
+        self._proc = proc
+        # We own the fd and the reaping: keep ptyprocess's finaliser from racing us.
+        proc.closed = True
+        self.pid: int = proc.pid
+        self.fd: int = proc.fd
+        self.argv = list(argv)
+        self._loop = loop
+        self._on_data = on_data
+        self._on_exit = on_exit
+        self._exited = threading.Event()
+        self._group_clear = threading.Event()  # set once stragglers in the session are gone
+        self._stopping = False
+        self.returncode: int | None = None
+        self.signal: int | None = None
+        self._pidfd: int | None = None
+        self._reading = False
+        self._write_lock = threading.Lock()
+        self.started_at = time.monotonic()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def spawn(cls, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+              rows: int = 40, cols: int = 120, on_data: OnData, on_exit: OnExit,
+              loop: IOLoop | None = None) -> PtyChild:
+        resolved = resolve_command(argv, env, cwd)
+        full = [resolved, *argv[1:]]
+        try:
+            proc = ptyprocess.PtyProcess.spawn(full, cwd=cwd, env=dict(env),
+                                               dimensions=(rows, cols))
+        except OSError as exc:
+            raise SpawnError(argv, exc.strerror or str(exc)) from None
+        except Exception as exc:  # ptyprocess raises plain Exception on garbled exec errors
+            raise SpawnError(argv, str(exc)) from None
+        child = cls(proc, argv, loop or IOLoop.shared(), on_data, on_exit)
+        child._start()
+        return child
+
+    def _start(self) -> None:
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # kernels before 5.3: poll instead
+            self._pidfd = None
+        self._loop.run_sync(self._register)
+
+    def _register(self) -> None:
+        self._loop.loop.add_reader(self.fd, self._readable)
+        self._reading = True
+        if self._pidfd is not None:
+            self._loop.loop.add_reader(self._pidfd, self._child_exited)
+        else:
+            self._poll_exit()
+
+    def _poll_exit(self) -> None:
+        if self._exited.is_set():
+            return
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = None
+        if info is not None:
+            self._child_exited()
+        else:
+            self._loop.call_later(0.05, self._poll_exit)
+
+    # -- loop-thread callbacks ----------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EBADF):  # every slave fd closed
+                self._stop_reading()
+                return
+            raise
+        if not data:
+            self._stop_reading()
+            return
+        self._on_data(data)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            try:
+                self._loop.loop.remove_reader(self.fd)
+            except (ValueError, OSError):
+                pass
+
+    def _drain(self) -> None:
+        while self._reading:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except OSError:
+                break
+            if not data:
+                break
+            self._on_data(data)
+
+    def _child_exited(self) -> None:
+        if self._exited.is_set():
+            return
+        if self._pidfd is not None:
+            self._loop.loop.remove_reader(self._pidfd)
+        # Whatever the child wrote last is still in the PTY buffer: deliver it first.
+        self._drain()
+        # The zombie is not reaped yet, so its pid (= our process group and session id)
+        # cannot be reused while we collect what it left behind.
+        stragglers = self._session_members()
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            status = 0
+        if os.WIFSIGNALED(status):
+            self.signal = os.WTERMSIG(status)
+        else:
+            self.returncode = os.WEXITSTATUS(status)
+        self._stop_reading()
+        self._close_fds()
+        self._exited.set()
+        if stragglers:
+            self._reap_stragglers(stragglers)
+        else:
+            self._group_clear.set()
+        self._on_exit(self.returncode, self.signal)
+
+    def _session_members(self) -> list[psutil.Process]:
+        """Processes still in the child's session or process group (not the child)."""
+        members = []
+        for pid in psutil.pids():
+            if pid == self.pid:
+                continue
+            try:
+                if os.getsid(pid) == self.pid or os.getpgid(pid) == self.pid:
+                    members.append(psutil.Process(pid))
+            except (OSError, psutil.Error):
+                continue
+        return members
+
+    def _reap_stragglers(self, procs: list[psutil.Process]) -> None:
+        if self._stopping:  # they already had their signals with the leader
+            for proc in procs:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            self._group_clear.set()
+            return
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGHUP)
+                proc.send_signal(signal.SIGCONT)
+            except psutil.Error:
+                pass
+
+        def _kill() -> None:
+            for proc in procs:
+                try:
+                    proc.kill()  # psutil checks the process identity: safe against pid reuse
+                except psutil.Error:
+                    pass
+            self._group_clear.set()
+
+        self._loop.call_later(_STRAGGLER_GRACE_S, _kill)
+
+    def _close_fds(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        try:
+            self._proc.fileobj.close()
+        except OSError:
+            pass
+
+    # -- caller API (any thread) --------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return not self._exited.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the child has exited and been reaped; True if it has."""
+        return self._exited.wait(timeout)
+
+    def wait_group(self, timeout: float | None = None) -> bool:
+        """Wait until the child and everything left in its session are gone."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._exited.wait(timeout):
+            return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._group_clear.wait(left)
+
+    def write(self, data: bytes, timeout: float = 10.0) -> None:
+        """Write all of ``data``; waits for room when the PTY's buffer is full."""
+        if not self.alive:
+            raise BrokenPipeError(f"process {self.pid} has exited")
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        with self._write_lock:
+            while view:
+                try:
+                    n = os.write(self.fd, view)
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("the child stopped reading its terminal") from None
+                    select.select([], [self.fd], [], min(left, 0.5))
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EIO, errno.EBADF):
+                        raise BrokenPipeError(f"process {self.pid} has exited") from None
+                    raise
+                view = view[n:]
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the window size; the kernel sends SIGWINCH to the foreground group."""
+        if self.alive:
+            try:
+                self._proc.setwinsize(rows, cols)
+            except (OSError, termios.error):
+                pass
+
+    def signal_group(self, sig: int) -> None:
+        if not self.alive:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(self.pid, sig)
+
+    def stop(self, *, exit_keys: bytes | Sequence[bytes] = (), exit_timeout: float = 5.0,
+             grace: float = 1.0, key_gap: float = 0.025) -> str:
+        """Stop with escalation: exit keys, then SIGHUP, SIGTERM, SIGKILL to the whole group.
+
+        Returns how it ended: ``"exited"`` (already gone), ``"keys"``, ``"sighup"``,
+        ``"sigterm"`` or ``"sigkill"``. Raises StopTimeout if even SIGKILL did not work.
+        """
+        if self._loop.in_loop():
+            raise RuntimeError("PtyChild.stop() would block the reader loop")
+        if not self.alive:
+            self.wait_group(grace + 1.0)
+            return "exited"
+        writes = [exit_keys] if isinstance(exit_keys, bytes) else list(exit_keys)
+        if any(writes) and exit_timeout > 0:
+            try:
+                for i, chunk in enumerate(writes):
+                    if i:
+                        time.sleep(key_gap)
+                    if chunk:
+                        self.write(chunk, timeout=1.0)
+            except (BrokenPipeError, TimeoutError):
+                pass
+            if self.wait(exit_timeout):
+                self.wait_group(grace + 1.0)
+                return "keys"
+        self._stopping = True
+        for name, sig in (("sighup", signal.SIGHUP), ("sigterm", signal.SIGTERM)):
+            self.signal_group(sig)
+            if sig == signal.SIGHUP:
+                self.signal_group(signal.SIGCONT)
+            if self.wait(grace):
+                self.wait_group(grace + 1.0)
+                return name
+        self.signal_group(signal.SIGKILL)
+        if self.wait(5.0):
+            self.wait_group(2.0)
+            return "sigkill"
+        raise StopTimeout(f"process {self.pid} ({self.argv[0]}) survived SIGKILL")

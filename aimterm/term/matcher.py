@@ -1,0 +1,91 @@
+"""Plain-text views of terminal output for line-oriented tools, and region matching.
+
+:class:`TextTail` turns a byte stream into text lines the way a dumb terminal would show
+them (escape sequences dropped, ``\\r`` returns to the line start, backspace erases), keeping
+a bounded tail. :func:`search_lines` is the one place a list of lines is matched against a
+pattern; rules (L2) use it for screens and streams alike.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Sequence
+
+_ANSI = re.compile(
+    r"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC
+    r"|\x1b[PX^_].*?\x1b\\"  # DCS, SOS, PM, APC
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]",  # two-byte escapes (ESC =, ESC 7, ESC ( B ...)
+    re.DOTALL,
+)
+_CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class TextTail:
+    """Rendered text of a stream, as lines, keeping at most ``max_lines``."""
+
+    def __init__(self, max_lines: int = 2000) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._lines: list[str] = [""]
+        self._col = 0
+        self._max = max_lines
+        self._pending = ""  # an escape sequence cut by a read boundary
+
+    def clear(self) -> None:
+        self._lines = [""]
+        self._col = 0
+
+    def feed(self, data: bytes) -> None:
+        text = self._pending + self._decoder.decode(data)
+        self._pending = ""
+        esc = text.rfind("\x1b")
+        if esc >= 0 and not _ANSI.match(text, esc) and len(text) - esc < 256:
+            self._pending = text[esc:]
+            text = text[:esc]
+        if "\x1b" in text:
+            text = _ANSI.sub("", text)
+        lines = self._lines
+        for part in re.split(r"(\r\n|\n|\r|\x08)", text):
+            if not part:
+                continue
+            if part == "\r\n" or part == "\n":
+                lines.append("")
+                self._col = 0
+            elif part == "\r":
+                self._col = 0
+            elif part == "\x08":
+                self._col = max(0, self._col - 1)
+            else:
+                part = _CONTROL.sub("", part)
+                cur = lines[-1]
+                col = self._col
+                if col >= len(cur):
+                    lines[-1] = cur + " " * (col - len(cur)) + part
+                else:
+                    lines[-1] = cur[:col] + part + cur[col + len(part):]
+                self._col = col + len(part)
+        if len(lines) > self._max:
+            del lines[: len(lines) - self._max]
+
+    def lines(self) -> list[str]:
+        return [line.rstrip() for line in self._lines]
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+
+def search_lines(pattern: re.Pattern[str], lines: Sequence[str]) -> re.Match[str] | None:
+    """Search ``lines`` joined by newlines (patterns are compiled with re.MULTILINE)."""
+    return pattern.search("\n".join(lines))
+
+
+def line_of(text: str, match: re.Match[str]) -> str:
+    """The whole line(s) of ``text`` that ``match`` touches, stripped."""
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    return text[start : end if end >= 0 else len(text)].strip()

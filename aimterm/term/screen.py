@@ -1,0 +1,255 @@
+"""The rendered screen of one terminal: pyte underneath, hardened, with text scrollback.
+
+pyte 0.8.2 is a good VT emulator but trusts its input: ``ESC[?4m`` raises inside its parser,
+``ESC[<u`` and other private-prefixed sequences leak their final byte onto the screen, and
+``ESC[>4;1m`` is taken for SGR. The responder strips what pyte cannot parse before it gets
+here; this module makes every handler pyte dispatches to tolerant of odd parameters, so the
+screen survives any byte sequence a tool sends (the test suite fuzzes it).
+
+Scrollback is kept as rendered text lines (a deque of ``str``), not as pyte cells: a line of
+text costs ~150 bytes where a line of pyte cells costs kilobytes. The alternate screen
+(``?1049h``, used by full-screen tools) is emulated: it does not feed scrollback, and leaving it
+restores the main screen.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyte
+from pyte.screens import Margins
+
+log = logging.getLogger(__name__)
+
+_ALT_MODES = (1049, 1047, 47)
+_BRACKETED_PASTE = 2004
+
+
+def _render(line: Any, cols: int) -> str:
+    if not line:
+        return ""
+    buf = [" "] * cols
+    for x, char in line.items():
+        if x < cols:
+            buf[x] = char.data
+    return "".join(buf).rstrip()
+
+
+class _HardenedScreen(pyte.Screen):  # type: ignore[misc]
+    """pyte.Screen with text scrollback, an alternate screen, and no way to raise."""
+
+    def __init__(self, columns: int, lines: int, scrollback: int) -> None:
+        self.scrollback: deque[str] = deque(maxlen=max(0, scrollback))
+        self.pushed = 0  # lines ever pushed into scrollback (a clock for deltas)
+        self.alt_active = False
+        self._saved_main: tuple[Any, Any] | None = None
+        self.private_modes: set[int] = set()
+        super().__init__(columns, lines)
+
+    # Scrollback: the top line leaves the screen when the whole screen scrolls up.
+    def index(self) -> None:
+        top, bottom = self.margins or Margins(0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0 and not self.alt_active:
+            if self.scrollback.maxlen:
+                self.scrollback.append(_render(self.buffer[top], self.columns))
+            self.pushed += 1
+        super().index()
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        if how == 3:  # xterm: erase saved lines only
+            self.scrollback.clear()
+            return
+        super().erase_in_display(how)
+
+    def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
+        if private:  # ESC[?...m: xterm's "query/set key modifier options"; not SGR
+            return
+        try:
+            super().select_graphic_rendition(*attrs)
+        except (IndexError, KeyError, ValueError):
+            pass
+
+    def set_mode(self, *modes: int, **kwargs: Any) -> None:
+        private = bool(kwargs.get("private"))
+        if private:
+            self.private_modes.update(modes)
+            if any(m in _ALT_MODES for m in modes) and not self.alt_active:
+                self._enter_alt(save_cursor=1049 in modes)
+        super().set_mode(*modes, **kwargs)
+
+    def reset_mode(self, *modes: int, **kwargs: Any) -> None:
+        private = bool(kwargs.get("private"))
+        if private:
+            self.private_modes.difference_update(modes)
+            if any(m in _ALT_MODES for m in modes) and self.alt_active:
+                self._leave_alt()
+        super().reset_mode(*modes, **kwargs)
+
+    def _enter_alt(self, save_cursor: bool) -> None:
+        cursor = self.cursor if save_cursor else None
+        self._saved_main = (self.buffer, cursor)
+        self.buffer = type(self.buffer)(self.buffer.default_factory)
+        if save_cursor:
+            self.cursor = pyte.screens.Cursor(self.cursor.x, self.cursor.y, self.cursor.attrs)
+        self.alt_active = True
+        self.dirty.update(range(self.lines))
+
+    def _leave_alt(self) -> None:
+        assert self._saved_main is not None
+        buffer, cursor = self._saved_main
+        self.buffer = buffer
+        if cursor is not None:
+            self.cursor = cursor
+        self._saved_main = None
+        self.alt_active = False
+        self.dirty.update(range(self.lines))
+
+    def write_process_input(self, data: str) -> None:
+        """Queries are answered by the responder, in stream order, not here."""
+
+    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        super().resize(lines, columns)
+        self.dirty.update(range(self.lines))
+
+
+def _tolerant(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except TypeError:
+            # An unexpected ``private=True`` or parameter count: retry plainly, then give up.
+            kwargs.pop("private", None)
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception:  # noqa: BLE001
+                return None
+        except Exception:  # noqa: BLE001 - a screen must never raise on tool output
+            log.debug("screen handler %s failed on %r", fn.__name__, args, exc_info=True)
+            return None
+
+    return wrapper
+
+
+def _harden(cls: type) -> None:
+    names = set(pyte.Stream.basic.values()) | set(pyte.Stream.escape.values()) \
+        | set(pyte.Stream.sharp.values()) | set(pyte.Stream.csi.values()) \
+        | {"draw", "set_title", "set_icon_name", "define_charset"}
+    for name in names:
+        fn = getattr(cls, name, None)
+        if callable(fn):
+            setattr(cls, name, _tolerant(fn))
+
+
+_harden(_HardenedScreen)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of what the screen shows, for rules and reply extraction."""
+
+    lines: list[str]
+    cursor: tuple[int, int]  # (row, col), 0-based
+    title: str
+    pushed: int  # scrollback clock
+    alt: bool
+
+
+class Screen:
+    """A terminal screen fed with bytes. Not thread-safe: the owner serialises access."""
+
+    def __init__(self, rows: int = 40, cols: int = 120, scrollback: int = 2000) -> None:
+        self._screen = _HardenedScreen(cols, rows, scrollback)
+        self._stream = pyte.ByteStream(self._screen)
+        self._lines = [""] * rows
+        self._screen.dirty.clear()
+
+    @property
+    def rows(self) -> int:
+        return int(self._screen.lines)
+
+    @property
+    def cols(self) -> int:
+        return int(self._screen.columns)
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._stream.feed(data)
+        except Exception:  # noqa: BLE001 - last line of defence; the parser resets itself
+            log.debug("screen feed failed", exc_info=True)
+
+    def _refresh(self) -> None:
+        screen = self._screen
+        if screen.dirty:
+            if len(self._lines) != screen.lines:
+                self._lines = [""] * screen.lines
+                screen.dirty.update(range(screen.lines))
+            buf, cols = screen.buffer, screen.columns
+            for y in screen.dirty:
+                if 0 <= y < screen.lines:
+                    self._lines[y] = _render(buf[y], cols) if y in buf else ""
+            screen.dirty.clear()
+
+    def lines(self) -> list[str]:
+        """The visible lines, trailing blanks removed."""
+        self._refresh()
+        return list(self._lines)
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        return int(self._screen.cursor.y), int(self._screen.cursor.x)
+
+    @property
+    def title(self) -> str:
+        return str(self._screen.title or "")
+
+    @property
+    def scrollback(self) -> list[str]:
+        return list(self._screen.scrollback)
+
+    @property
+    def pushed(self) -> int:
+        return int(self._screen.pushed)
+
+    def scrollback_since(self, pushed: int) -> list[str]:
+        """Lines pushed into scrollback after the clock read ``pushed`` (as many as are kept)."""
+        n = self._screen.pushed - pushed
+        if n <= 0:
+            return []
+        kept = list(self._screen.scrollback)
+        return kept[-n:] if n <= len(kept) else kept
+
+    def mode_set(self, private_mode: int) -> bool:
+        return private_mode in self._screen.private_modes
+
+    @property
+    def bracketed_paste(self) -> bool:
+        return self.mode_set(_BRACKETED_PASTE)
+
+    @property
+    def alternate(self) -> bool:
+        return bool(self._screen.alt_active)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.lines(), self.cursor, self.title, self.pushed, self.alternate)
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._screen.resize(rows, cols)
+
+    def render_ansi(self) -> bytes:
+        """The screen as bytes that redraw it on a real terminal (text only, cursor placed)."""
+        out = ["\x1b[0m\x1b[H\x1b[2J"]
+        for y, line in enumerate(self.lines()):
+            if line:
+                out.append(f"\x1b[{y + 1};1H{line}")
+        row, col = self.cursor
+        out.append(f"\x1b[{row + 1};{col + 1}H")
+        return "".join(out).encode("utf-8")

@@ -1,0 +1,118 @@
+"""Transcripts as asciicast v2 files (https://docs.asciinema.org/manual/asciicast/v2/).
+
+A transcript holds the terminal output (``o``), what was typed (``i``), size changes (``r``)
+and markers (``m``, e.g. aimterm's state changes), so ``asciinema play`` can replay a session
+and ``aimterm adapter explain`` can run it through the detector again.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+class TranscriptWriter:
+    """Appends events to an asciicast v2 file. Buffered; flushed on :meth:`flush`/close."""
+
+    def __init__(self, path: str | os.PathLike[str], *, rows: int, cols: int,
+                 title: str | None = None, env: dict[str, str] | None = None,
+                 command: str | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self._start = time.monotonic()
+        self._decoders = {"o": codecs.getincrementaldecoder("utf-8")("replace"),
+                          "i": codecs.getincrementaldecoder("utf-8")("replace")}
+        header: dict[str, Any] = {"version": 2, "width": cols, "height": rows,
+                                  "timestamp": int(time.time())}
+        if title:
+            header["title"] = title
+        if command:
+            header["command"] = command
+        if env:
+            header["env"] = env
+        self._fh.write(json.dumps(header) + "\n")
+
+    def _emit(self, code: str, data: str, at: float | None = None) -> None:
+        if self._fh is None:
+            return
+        t = (at if at is not None else time.monotonic()) - self._start
+        self._fh.write(json.dumps([round(max(t, 0.0), 6), code, data], ensure_ascii=False) + "\n")
+
+    def output(self, data: bytes, at: float | None = None) -> None:
+        text = self._decoders["o"].decode(data)
+        if text:
+            self._emit("o", text, at)
+
+    def input(self, data: bytes, at: float | None = None) -> None:
+        text = self._decoders["i"].decode(data)
+        if text:
+            self._emit("i", text, at)
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._emit("r", f"{cols}x{rows}")
+
+    def marker(self, label: str, at: float | None = None) -> None:
+        self._emit("m", label, at)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    @property
+    def closed(self) -> bool:
+        return self._fh is None
+
+
+@dataclass
+class Recording:
+    """A parsed asciicast v2 file."""
+
+    header: dict[str, Any]
+    events: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return int(self.header.get("height", 24))
+
+    @property
+    def cols(self) -> int:
+        return int(self.header.get("width", 80))
+
+    def output(self) -> Iterator[tuple[float, bytes]]:
+        for t, code, data in self.events:
+            if code == "o":
+                yield t, data.encode("utf-8")
+
+
+def read_recording(path: str | os.PathLike[str]) -> Recording:
+    """Parse an asciicast v2 file; raises ValueError with ``path:line`` on a bad line."""
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline()
+        try:
+            header = json.loads(first)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:1: not an asciicast header: {exc.msg}") from None
+        if not isinstance(header, dict) or header.get("version") != 2:
+            raise ValueError(f"{path}:1: expected an asciicast v2 header")
+        rec = Recording(header)
+        for lineno, line in enumerate(fh, start=2):
+            if not line.strip():
+                continue
+            try:
+                t, code, data = json.loads(line)
+            except (json.JSONDecodeError, ValueError, TypeError):
+                raise ValueError(f"{path}:{lineno}: expected [time, code, data]") from None
+            rec.events.append((float(t), str(code), str(data)))
+    return rec
