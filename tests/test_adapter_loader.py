@@ -101,6 +101,13 @@ ERRORS = [
     pytest.param(
         """\
         command: x
+        submit:
+          verify: 5
+        """,
+        "3: submit.verify: expected one of: busy, output, none; got 5", id="enum-type"),
+    pytest.param(
+        """\
+        command: x
         settle_ms: -5
         """,
         "2: settle_ms: expected an integer >= 0, got -5", id="minimum"),

@@ -347,11 +347,12 @@ def _translate(error: Any, doc: _Doc) -> _Issue:
         unknown = extra[0]
         return _Issue(key + (unknown,),
                       f"unknown key {unknown!r} (expected one of: {', '.join(allowed)})")
-    if kind == "type":
-        return _Issue(key, f"expected {_expected(schema)}, got {_got(value)}")
-    if kind == "enum":
+    if kind == "enum" or (kind == "type" and "enum" in schema):
+        # A wrong type on an enum reads like a wrong value: the choices say it all.
         return _Issue(key, f"expected one of: {', '.join(map(str, schema['enum']))}; "
                            f"got {_short(value)}")
+    if kind == "type":
+        return _Issue(key, f"expected {_expected(schema)}, got {_got(value)}")
     if kind in ("minimum", "maximum", "exclusiveMinimum"):
         return _Issue(key, f"expected {_bounds(schema)}, got {_short(value)}")
     if kind == "required":
@@ -685,7 +686,8 @@ def load_text(text: str, path: str = "<string>", *, origin: str = "memory",
     requesting = Path(path)
     own = _own_name(doc)
     doc = _resolve(doc, requesting, resolver, [(own, requesting.resolve())])
-    _check_structure(doc)  # the merged result, though each part already passed on its own
+    if len(doc.files) > 1:
+        _check_structure(doc)  # the merged result, though each part already passed on its own
     name = doc.data.get("name", Path(path).stem)
     return _Converter(doc).spec(name, str(path), origin)
 
