@@ -581,8 +581,10 @@ class Session:
         try:
             if not self._stream:
                 run.before = terminal.snapshot()
+            # Looking at the paste mode renders the screen: only do it when a paste may happen.
+            wants_paste = recipe.paste == "bracketed" or "\n" in run.turn.prompt
             body, keys = submit_writes(self.spec, run.turn.prompt,
-                                       paste_ok=terminal.bracketed_paste)
+                                       paste_ok=wants_paste and terminal.bracketed_paste)
             if self._stream:
                 self._text.clear()
             if all(w.pause_s == 0 for w in keys):  # one write: the fast path for line tools

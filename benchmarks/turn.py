@@ -286,14 +286,13 @@ def profile_line_tool(turns: int, top: int = 15) -> dict[str, Any]:
         entries.sort(key=lambda e: e["tottime_us_per_turn"], reverse=True)
         return entries[:top]
 
-    out = {"turns": turns, "wall_us_per_turn_profiled": round(wall / turns * 1e6, 1),
-           "caller_thread": rows(caller), "loop_thread": rows(loop_prof)}
-    for name in ("caller_thread", "loop_thread"):
+    tables = {"caller_thread": rows(caller), "loop_thread": rows(loop_prof)}
+    for name, table in tables.items():
         log(f"  {name}: top by own time (µs per turn, profiled)")
-        for e in out[name]:
+        for e in table:
             log(f"    {e['tottime_us_per_turn']:8.2f} own {e['cumtime_us_per_turn']:8.2f} cum "
                 f"{e['calls_per_turn']:6.2f}x  {e['function']}")
-    return out
+    return {"turns": turns, "wall_us_per_turn_profiled": round(wall / turns * 1e6, 1), **tables}
 
 
 # -- 2. detection lag on the demo agent ----------------------------------------------------------
@@ -377,7 +376,7 @@ def bench_demo_lag(turns: int) -> dict[str, Any]:
 def rss_mb(pid: int | None = None) -> float:
     import psutil
 
-    return psutil.Process(pid).memory_info().rss / (1024 * 1024)
+    return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
 
 
 def memory_child(n: int) -> dict[str, Any]:
@@ -466,7 +465,8 @@ def bench_memory(n: int) -> dict[str, Any]:
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"memory subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 # -- main ---------------------------------------------------------------------------------------

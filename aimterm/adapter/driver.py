@@ -83,9 +83,14 @@ def submit_writes(spec: AdapterSpec, prompt: str, *, paste_ok: bool) -> tuple[li
 # -- replies ------------------------------------------------------------------------------------
 
 
-def _echo_pattern(line: str) -> re.Pattern[str]:
-    # The tool shows the prompt back, often behind a marker such as "> ", "❯ " or "│ > ".
-    return re.compile(r"^\W{0,6}\s*" + re.escape(line.strip()) + r"\s*$")
+def _is_echo(line: str, prompt_line: str) -> bool:
+    """Whether ``line`` shows ``prompt_line`` back, maybe behind a marker such as "> ", "❯ "
+    or "│ > " (a few non-word characters). Plain string work: this runs on every turn."""
+    text, want = line.strip(), prompt_line.strip()
+    if not text.endswith(want):
+        return False
+    marker = text[: len(text) - len(want)]
+    return len(marker) <= 8 and not any(c.isalnum() or c == "_" for c in marker)
 
 
 def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
@@ -96,12 +101,11 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
     if "echo" in strip and prompt.strip():
         prompt_lines = [p for p in prompt.splitlines() if p.strip()]
         if prompt_lines:
-            first = _echo_pattern(prompt_lines[0])
             for i, line in enumerate(out):
-                if first.match(line):
+                if _is_echo(line, prompt_lines[0]):
                     j = i + 1
                     for rest in prompt_lines[1:]:
-                        if j < len(out) and _echo_pattern(rest).match(out[j]):
+                        if j < len(out) and _is_echo(out[j], rest):
                             j += 1
                     del out[i:j]
                     break

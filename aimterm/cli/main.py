@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from aimterm import __version__
+from aimterm.version import __version__
 from aimterm.errors import AimtermError
 
 F = TypeVar("F", bound=Callable[..., Any])

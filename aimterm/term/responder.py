@@ -88,7 +88,14 @@ class Responder:
         tail = data[last:]
         if len(tail) == 1 or _SEQ.match(tail) or not _could_continue(tail):
             if len(tail) == 1:
-                self._held = tail
+                # A lone ESC may be the first half of the ST ending an OSC/DCS string that
+                # started earlier: then hold from that string's start.
+                start = data.rfind(b"\x1b", 0, last)
+                if (start >= 0 and last - start <= _MAX_HOLD
+                        and data[start + 1 : start + 2] in (b"]", b"P", b"X", b"^", b"_")
+                        and _could_continue(data[start:last])):
+                    last = start
+                self._held = data[last:]
                 return data[:last]
             return data
         # An OSC/DCS still waiting for its terminator can hold an ESC only as part of ST,
@@ -143,6 +150,8 @@ class Responder:
                modes: set[int] | None = None) -> bytes:
         """The bytes a real terminal would send back for ``query``."""
         row, col = cursor
+        # pyte keeps x == cols after a full-width line (a pending wrap); report the last column.
+        row, col = max(0, min(row, rows - 1)), max(0, min(col, cols - 1))
         kind = query.kind
         if kind == "cpr":
             return b"\x1b[%d;%dR" % (row + 1, col + 1)

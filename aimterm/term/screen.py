@@ -114,6 +114,9 @@ class _HardenedScreen(pyte.Screen):  # type: ignore[misc]
 
     def resize(self, lines: int | None = None, columns: int | None = None) -> None:
         super().resize(lines, columns)
+        # pyte leaves the cursor where it was; a smaller screen must pull it back inside.
+        self.cursor.y = min(self.cursor.y, self.lines - 1)
+        self.cursor.x = min(self.cursor.x, self.columns - 1)
         self.dirty.update(range(self.lines))
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from aimterm import __version__
+from aimterm.version import __version__
 from aimterm.term.child import PtyChild
 from aimterm.term.loop import IOLoop
 from aimterm.term.responder import Osc, Query, Responder
