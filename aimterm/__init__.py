@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 from aimterm.version import __version__
 
 __all__ = [
-    "__version__",
+    "AimtermError",
     "Session",
+    "State",
     "Turn",
     "TurnStatus",
-    "State",
+    "__version__",
     "load_adapter",
-    "AimtermError",
 ]
 
 _LAZY = {

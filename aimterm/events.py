@@ -122,5 +122,5 @@ class EventBus:
         for listener in self._listeners:  # copy-on-write list: safe without the lock
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a bad listener must not break the session
+            except Exception:
                 log.exception("event listener %r failed on %s", listener, event.kind)

@@ -25,13 +25,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aimterm.adapter.detector import Detector, Found, Verdict
-from aimterm.adapter.driver import Write, clean_reply, key_writes, parse_keys, read_metrics, \
-    screen_delta, submit_writes
+from aimterm.adapter.driver import (
+    Write,
+    clean_reply,
+    key_writes,
+    parse_keys,
+    read_metrics,
+    screen_delta,
+    submit_writes,
+)
 from aimterm.adapter.spec import ALL, AdapterSpec, describe_keys
-from aimterm.errors import InvalidTransition, NotReady, SessionError, SessionExited, \
-    StartupTimeout, SubmitFailed, TurnTimeout
-from aimterm.events import Event, EventBus, ProcessExited, QuestionAnswered, QuestionPending, \
-    StateChanged, TurnFinished, TurnStarted
+from aimterm.errors import (
+    InvalidTransition,
+    NotReady,
+    SessionError,
+    SessionExited,
+    StartupTimeout,
+    SubmitFailed,
+    TurnTimeout,
+)
+from aimterm.events import (
+    Event,
+    EventBus,
+    ProcessExited,
+    QuestionAnswered,
+    QuestionPending,
+    StateChanged,
+    TurnFinished,
+    TurnStarted,
+)
 from aimterm.states import LIVE_STATES, State, can_transition
 from aimterm.term.loop import IOLoop
 from aimterm.term.matcher import TextTail
@@ -230,7 +252,7 @@ class Session:
         if self.terminal is not None:
             try:
                 tail = self.terminal.tail(12)
-            except Exception:  # noqa: BLE001 - context is best effort
+            except Exception:
                 tail = []
         return cls(message, instance=self.id, adapter=self.spec.name, state=str(self._state),
                    screen_tail=tail)

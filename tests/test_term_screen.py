@@ -40,7 +40,7 @@ def cells(line: str) -> int:
 def check_invariants(screen: Screen, rows: int, cols: int) -> None:
     lines = screen.lines()
     assert len(lines) == rows, lines
-    assert screen.rows == rows
+    assert (screen.rows, screen.cols) == (rows, cols)  # only the PTY's size decides these
     for line in lines:
         assert cells(line) <= screen.cols, (line, screen.cols)
     row, col = screen.cursor
@@ -239,6 +239,17 @@ def test_shrinking_keeps_the_cursor_on_the_screen() -> None:
     assert "X" in "".join(s.lines())
 
 
+def test_deccolm_does_not_change_the_width() -> None:
+    # The child's PTY stays as wide as it is; a screen of another width would misplace text.
+    s = Screen(5, 20)
+    s.feed(b"hello\x1b[?3h")
+    assert s.cols == 20
+    s.feed(b"\x1b[?3l")
+    assert s.cols == 20
+    s.feed(b"\x1b[?3;2004h")  # other modes in the same sequence still apply
+    assert s.bracketed_paste and s.cols == 20
+
+
 def test_wide_characters() -> None:
     s = Screen(3, 20)
     s.feed("中文字".encode())
@@ -403,6 +414,21 @@ def test_fuzz_escape_sequence_mixtures(case: tuple[bytes, list[int]], rows: int,
 def test_fuzz_random_bytes(case: tuple[bytes, list[int]], rows: int, cols: int) -> None:
     data, cuts = case
     run_fuzz(data, cuts, rows, cols)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(FRAGMENTS, st.tuples(st.integers(1, 30), st.integers(1, 100))),
+                max_size=30),
+       st.integers(1, 30), st.integers(1, 100))
+def test_fuzz_with_resizes(ops: list[bytes | tuple[int, int]], rows: int, cols: int) -> None:
+    s, r = Screen(rows, cols, scrollback=50), Responder()
+    for op in ops:
+        if isinstance(op, tuple):
+            rows, cols = op
+            s.resize(rows, cols)
+        else:
+            pump(r, s, op)
+        check_invariants(s, rows, cols)
 
 
 def _random_output(size: int, seed: int = 1234) -> bytes:

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
-from aimterm.version import __version__
 from aimterm.errors import AimtermError
+from aimterm.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,8 +108,7 @@ def adapter_validate(paths: tuple[str, ...]) -> None:
     failed = 0
     for path in paths:
         try:
-            spec = load_adapter(path if ("/" in path or path.endswith((".yaml", ".yml")))
-                                else path)
+            spec = load_adapter(path)
         except AimtermError as exc:
             failed += 1
             click.echo(str(exc), err=True)

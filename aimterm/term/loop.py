@@ -69,7 +69,7 @@ class IOLoop:
                 return
             try:
                 fut.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:
                 fut.set_exception(exc)
 
         self.loop.call_soon_threadsafe(_call)

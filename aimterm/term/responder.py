@@ -51,6 +51,13 @@ class Osc:
 Item = bytes | Query | Osc
 
 
+class _Drop:
+    """Marker: the sequence is removed from the stream and not answered."""
+
+
+_DROP = _Drop()
+
+
 class Responder:
     """Stateful scanner for one PTY's output. Not thread-safe; one per terminal."""
 
@@ -75,7 +82,7 @@ class Responder:
             if m.start() > pos:
                 items.append(data[pos : m.start()])
             pos = m.end()
-            if action is not _DROP:
+            if not isinstance(action, _Drop):
                 items.append(action)
         if pos < len(data):
             items.append(data[pos:])
@@ -103,7 +110,7 @@ class Responder:
         self._held = tail
         return data[:last]
 
-    def _classify(self, m: re.Match[bytes]) -> Item | object | None:
+    def _classify(self, m: re.Match[bytes]) -> Query | Osc | _Drop | None:
         final = m.group("csi_final")
         if final is not None:
             params = m.group("csi_params")
@@ -186,8 +193,6 @@ class Responder:
             return b"\x1bP0+r" + query.params + b"\x1b\\"
         return b""
 
-
-_DROP = object()
 
 
 def _could_continue(tail: bytes) -> bool:

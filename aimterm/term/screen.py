@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _ALT_MODES = (1049, 1047, 47)
 _BRACKETED_PASTE = 2004
+#: 80/132 columns: xterm ignores it by default, and the screen must keep the PTY's size.
+_DECCOLM = 3
 
 
 def _render(line: Any, cols: int) -> str:
@@ -40,7 +42,7 @@ def _render(line: Any, cols: int) -> str:
     return "".join(buf).rstrip()
 
 
-class _HardenedScreen(pyte.Screen):  # type: ignore[misc]
+class _HardenedScreen(pyte.Screen):
     """pyte.Screen with text scrollback, an alternate screen, and no way to raise."""
 
     def __init__(self, columns: int, lines: int, scrollback: int) -> None:
@@ -77,6 +79,7 @@ class _HardenedScreen(pyte.Screen):  # type: ignore[misc]
     def set_mode(self, *modes: int, **kwargs: Any) -> None:
         private = bool(kwargs.get("private"))
         if private:
+            modes = tuple(m for m in modes if m != _DECCOLM)
             self.private_modes.update(modes)
             if any(m in _ALT_MODES for m in modes) and not self.alt_active:
                 self._enter_alt(save_cursor=1049 in modes)
@@ -85,6 +88,7 @@ class _HardenedScreen(pyte.Screen):  # type: ignore[misc]
     def reset_mode(self, *modes: int, **kwargs: Any) -> None:
         private = bool(kwargs.get("private"))
         if private:
+            modes = tuple(m for m in modes if m != _DECCOLM)
             self.private_modes.difference_update(modes)
             if any(m in _ALT_MODES for m in modes) and self.alt_active:
                 self._leave_alt()
@@ -93,7 +97,8 @@ class _HardenedScreen(pyte.Screen):  # type: ignore[misc]
     def _enter_alt(self, save_cursor: bool) -> None:
         cursor = self.cursor if save_cursor else None
         self._saved_main = (self.buffer, cursor)
-        self.buffer = type(self.buffer)(self.buffer.default_factory)
+        buffer: Any = self.buffer
+        self.buffer = type(buffer)(buffer.default_factory)
         if save_cursor:
             self.cursor = pyte.screens.Cursor(self.cursor.x, self.cursor.y, self.cursor.attrs)
         self.alt_active = True
@@ -130,9 +135,9 @@ def _tolerant(fn: Callable[..., Any]) -> Callable[..., Any]:
             kwargs.pop("private", None)
             try:
                 return fn(self, *args, **kwargs)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return None
-        except Exception:  # noqa: BLE001 - a screen must never raise on tool output
+        except Exception:
             log.debug("screen handler %s failed on %r", fn.__name__, args, exc_info=True)
             return None
 
@@ -183,7 +188,7 @@ class Screen:
     def feed(self, data: bytes) -> None:
         try:
             self._stream.feed(data)
-        except Exception:  # noqa: BLE001 - last line of defence; the parser resets itself
+        except Exception:
             log.debug("screen feed failed", exc_info=True)
 
     def _refresh(self) -> None:

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from aimterm.version import __version__
 from aimterm.term.child import PtyChild
 from aimterm.term.loop import IOLoop
 from aimterm.term.responder import Osc, Query, Responder
 from aimterm.term.screen import Screen, Snapshot
 from aimterm.term.transcript import TranscriptWriter
+from aimterm.version import __version__
 
 OutputListener = Callable[[bytes, float], None]
 ExitListener = Callable[[int | None, int | None], None]

@@ -112,7 +112,8 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
                 continue
             try:
                 t, code, data = json.loads(line)
+                event = (float(t), str(code), str(data))
             except (json.JSONDecodeError, ValueError, TypeError):
                 raise ValueError(f"{path}:{lineno}: expected [time, code, data]") from None
-            rec.events.append((float(t), str(code), str(data)))
+            rec.events.append(event)
     return rec
