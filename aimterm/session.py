@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import enum
 import itertools
 import os
@@ -138,6 +139,8 @@ class _Run:
         self.turn = turn
         self.loop = loop
         self.future: asyncio.Future[str] = loop.create_future()
+        # Resolved only when the turn is over for good (a WAITING pause does not count).
+        self.final: concurrent.futures.Future[Turn] = concurrent.futures.Future()
         self.verified = asyncio.Event()
         self.before: Snapshot | None = None
         self.submitted = False
@@ -530,6 +533,8 @@ class Session:
                                 busy_to_idle_ms=turn.busy_to_idle_ms))
         if not run.future.done():
             run.future.set_result("idle")
+        if not run.final.done():
+            run.final.set_result(turn)
 
     def _turn_lines(self, run: _Run) -> list[str]:
         if self._stream or self.spec.reply.from_ == "stream":
@@ -564,6 +569,8 @@ class Session:
             self._run = None
             if not run.future.done():
                 run.future.set_result("exited")
+            if not run.final.done():
+                run.final.set_exception(self._exit_error(f"exited during turn {run.turn.number}"))
         if self._startup is not None and not self._startup.done():
             self._startup.set_result("exited")
 
@@ -572,6 +579,17 @@ class Session:
     def send(self, prompt: str, *, timeout: float | None = None) -> Turn:
         """Submit ``prompt`` and block until the turn is done (or WAITING on a question)."""
         return self._await_turn(self._begin(prompt), timeout)
+
+    def submit(self, prompt: str) -> concurrent.futures.Future[Turn]:
+        """Start a turn without waiting. The future resolves when the turn is over for good
+        (DONE or INTERRUPTED), or fails with SessionExited / SubmitFailed. A question no rule
+        answers does not resolve it: the session goes WAITING until someone calls answer()."""
+        return self._begin(prompt).final
+
+    @property
+    def current_turn(self) -> Turn | None:
+        run = self._run
+        return run.turn if run is not None else None
 
     def wait_turn(self, timeout: float | None = None) -> Turn:
         """After a WAITING turn was answered with :meth:`answer`, wait for it to finish."""
@@ -663,8 +681,11 @@ class Session:
         if self._run is run:
             self._run = None
         self._emit(TurnFinished(self.id, turn=run.turn.number, status="failed", error=message))
+        error = self._error(SubmitFailed, message)
         if not run.future.done():
-            run.future.set_exception(self._error(SubmitFailed, message))
+            run.future.set_exception(error)
+        if not run.final.done():
+            run.final.set_exception(error)
         # The tool may be idle after all: let detection settle the state.
         self._schedule_eval_idle()
 
@@ -786,10 +807,16 @@ class Session:
                 self._set_state(State.STOPPING, "stop requested")
             self._cancel_settle()
 
+        was = self._state
         self._ioloop.run_sync(mark)
         recipe = self.spec.exit
         exit_timeout = recipe.timeout_s if timeout is None else min(recipe.timeout_s, timeout)
-        writes = key_writes(recipe.keys, gap_ms=self.spec.terminal.key_gap_ms)
+        gap = self.spec.terminal.key_gap_ms
+        writes = key_writes(recipe.keys, gap_ms=gap)
+        if was in (State.BUSY, State.WAITING) and writes:
+            # A tool in the middle of a turn or a question rarely takes its quit command:
+            # interrupt it first, as a person would.
+            writes = key_writes(self.spec.interrupt, gap_ms=gap) + writes
         how = terminal.stop(exit_keys=[w.data for w in writes], exit_timeout=exit_timeout,
                             grace=recipe.signal_grace_s,
                             key_gap=self.spec.terminal.key_gap_ms / 1000)

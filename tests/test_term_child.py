@@ -38,7 +38,7 @@ def wait_for(cond: Callable[[], T], what: str, timeout: float = 10.0) -> T:
 
 def gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -68,8 +68,8 @@ class Sink:
             return b"".join(self._chunks).decode("utf-8", "replace")
 
     def wait_text(self, needle: str, timeout: float = 10.0) -> str:
-        return wait_for(lambda: needle in self.text() and self.text(), f"output {needle!r}",
-                        timeout)
+        wait_for(lambda: needle in self.text(), f"output {needle!r}", timeout)
+        return self.text()
 
     def wait_exit(self, timeout: float = 10.0) -> tuple[int | None, int | None]:
         wait_for(lambda: self.exits, "on_exit", timeout)
@@ -269,6 +269,7 @@ def test_grandchild_holding_the_pty_does_not_hide_the_exit(spawn: Spawn) -> None
     child, sink = spawn([*BASH, f'{sys.executable} -c "{holder}" & sleep 0.3; exit 5'])
     text = sink.wait_text("holder ")
     m = wait_for(lambda: re.search(r"holder (\d+)", sink.text()), "the holder's pid")
+    assert m is not None
     holder_pid = int(m.group(1))
     assert sink.wait_exit() == (5, None), text
     assert child.wait_group(10), "the straggler was not cleared"
@@ -279,6 +280,7 @@ def test_grandchild_holding_the_pty_does_not_hide_the_exit(spawn: Spawn) -> None
 
 def grandchild_of(sink: Sink) -> int:
     m = wait_for(lambda: re.search(r"grandchild (\d+)", sink.text()), "'grandchild <pid>'")
+    assert m is not None
     pid = int(m.group(1))
     assert psutil.pid_exists(pid)
     return pid

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from aimterm.term.keys import (PASTE_END, PASTE_START, bracketed_paste, is_key, key_bytes,
-                               key_names)
+from aimterm.term.keys import (
+    PASTE_END,
+    PASTE_START,
+    bracketed_paste,
+    is_key,
+    key_bytes,
+    key_names,
+)
 from aimterm.term.matcher import TextTail, strip_ansi
 
 # -- keys ---------------------------------------------------------------------------------------

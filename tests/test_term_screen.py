@@ -384,7 +384,7 @@ def stream_and_cuts(draw: st.DrawFn, parts: st.SearchStrategy[bytes]) -> tuple[b
 
 def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def run_fuzz(data: bytes, cuts: list[int], rows: int, cols: int) -> None:

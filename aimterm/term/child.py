@@ -59,6 +59,20 @@ def resolve_command(argv: Sequence[str], env: Mapping[str, str], cwd: str | None
     return found
 
 
+def _exec_failure(path: str, exc: OSError) -> str:
+    """Why exec failed, in words: ENOENT on a file that exists means its interpreter is missing."""
+    if exc.errno == errno.ENOENT and os.path.exists(path):
+        try:
+            with open(path, "rb") as fh:
+                first = fh.readline(256)
+        except OSError:
+            first = b""
+        if first.startswith(b"#!"):
+            interp = first[2:].strip().split(b" ")[0].decode("utf-8", "replace")
+            return f"its interpreter {interp!r} (from the #! line) was not found"
+    return exc.strerror or str(exc)
+
+
 class PtyChild:
     """A live child under a PTY. Create with :meth:`spawn`."""
 
@@ -95,7 +109,7 @@ class PtyChild:
             proc = ptyprocess.PtyProcess.spawn(full, cwd=cwd, env=dict(env),
                                                dimensions=(rows, cols))
         except OSError as exc:
-            raise SpawnError(argv, exc.strerror or str(exc)) from None
+            raise SpawnError(argv, _exec_failure(resolved, exc)) from None
         except Exception as exc:  # ptyprocess raises plain Exception on garbled exec errors
             raise SpawnError(argv, str(exc)) from None
         child = cls(proc, argv, loop or IOLoop.shared(), on_data, on_exit)

@@ -70,7 +70,9 @@ def key_bytes(name: str) -> bytes:
 
 def bracketed_paste(text: str) -> bytes:
     """Wrap text in bracketed-paste markers; end markers inside the text are removed."""
-    body = text.encode("utf-8").replace(PASTE_END, b"").replace(PASTE_START, b"")
+    body = text.encode("utf-8")
+    while PASTE_END in body or PASTE_START in body:  # removing one may join another
+        body = body.replace(PASTE_END, b"").replace(PASTE_START, b"")
     return PASTE_START + body + PASTE_END
 
 

@@ -26,6 +26,20 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def _incomplete(tail: str) -> bool:
+    """Whether ``tail`` (an ESC and what follows, no other ESC) may still become a sequence."""
+    if len(tail) < 2:
+        return True
+    kind, body = tail[1], tail[2:]
+    if kind == "[":
+        return all("\x20" <= c <= "\x3f" for c in body)
+    if kind == "]":
+        return "\x07" not in body
+    if kind in "PX^_":
+        return True
+    return all("\x20" <= c <= "\x2f" for c in tail[1:])
+
+
 class TextTail:
     """Rendered text of a stream, as lines, keeping at most ``max_lines``."""
 
@@ -44,7 +58,14 @@ class TextTail:
         text = self._pending + self._decoder.decode(data)
         self._pending = ""
         esc = text.rfind("\x1b")
-        if esc >= 0 and not _ANSI.match(text, esc) and len(text) - esc < 256:
+        if esc >= 0 and len(text) - esc < 256 and _incomplete(text[esc:]):
+            if esc == len(text) - 1:
+                # A lone ESC may be the first half of the ST ending an OSC/DCS string.
+                start = text.rfind("\x1b", 0, esc)
+                if (start >= 0 and len(text) - start < 256
+                        and text[start + 1 : start + 2] in ("]", "P", "X", "^", "_")
+                        and _incomplete(text[start:esc])):
+                    esc = start
             self._pending = text[esc:]
             text = text[:esc]
         if "\x1b" in text:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class TranscriptWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         self._start = time.monotonic()
+        # Output is written on the reader loop, input and markers from callers' threads.
+        self._lock = threading.Lock()
         self._decoders = {"o": codecs.getincrementaldecoder("utf-8")("replace"),
                           "i": codecs.getincrementaldecoder("utf-8")("replace")}
         header: dict[str, Any] = {"version": 2, "width": cols, "height": rows,
@@ -40,10 +43,11 @@ class TranscriptWriter:
         self._fh.write(json.dumps(header) + "\n")
 
     def _emit(self, code: str, data: str, at: float | None = None) -> None:
-        if self._fh is None:
-            return
         t = (at if at is not None else time.monotonic()) - self._start
-        self._fh.write(json.dumps([round(max(t, 0.0), 6), code, data], ensure_ascii=False) + "\n")
+        line = json.dumps([round(max(t, 0.0), 6), code, data], ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._fh is not None:
+                self._fh.write(line)
 
     def output(self, data: bytes, at: float | None = None) -> None:
         text = self._decoders["o"].decode(data)
@@ -62,13 +66,15 @@ class TranscriptWriter:
         self._emit("m", label, at)
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
     @property
     def closed(self) -> bool:
