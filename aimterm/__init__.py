@@ -11,11 +11,17 @@ from aimterm.version import __version__
 
 __all__ = [
     "AimtermError",
+    "ClusterManager",
+    "GroupSpec",
+    "Pool",
+    "RoutingStrategy",
     "Session",
     "State",
+    "ToolProcessPool",
     "Turn",
     "TurnStatus",
     "__version__",
+    "launch_cluster",
     "load_adapter",
 ]
 
@@ -26,11 +32,20 @@ _LAZY = {
     "State": ("aimterm.states", "State"),
     "load_adapter": ("aimterm.adapter.registry", "load_adapter"),
     "AimtermError": ("aimterm.errors", "AimtermError"),
+    "ClusterManager": ("aimterm.cluster", "ClusterManager"),
+    "launch_cluster": ("aimterm.cluster", "launch_cluster"),
+    "ToolProcessPool": ("aimterm.cluster", "ToolProcessPool"),
+    "RoutingStrategy": ("aimterm.router", "RoutingStrategy"),
+    "Pool": ("aimterm.pool", "Pool"),
+    "GroupSpec": ("aimterm.pool", "GroupSpec"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from aimterm.adapter.registry import load_adapter
+    from aimterm.cluster import ClusterManager, ToolProcessPool, launch_cluster
     from aimterm.errors import AimtermError
+    from aimterm.pool import GroupSpec, Pool
+    from aimterm.router import RoutingStrategy
     from aimterm.session import Session, Turn, TurnStatus
     from aimterm.states import State
 

@@ -147,3 +147,20 @@ class SessionExited(SessionError):
 class StopTimeout(AimtermError):
     code = "stop_timeout"
     exit_code = 10
+
+
+class ShuttingDown(AimtermError):
+    """The pool is stopping and takes no more prompts; queued ones fail with this."""
+
+    code = "shutting_down"
+    exit_code = 15
+
+
+class UnknownInstance(AimtermError):
+    code = "unknown_instance"
+    exit_code = 16
+
+    def __init__(self, instance: str, known: list[str] | None = None) -> None:
+        hint = f" (instances: {', '.join(known)})" if known else ""
+        super().__init__(f"no instance named {instance!r}{hint}")
+        self.instance = instance

@@ -124,3 +124,45 @@ class EventBus:
                 listener(event)
             except Exception:
                 log.exception("event listener %r failed on %s", listener, event.kind)
+
+
+@dataclass(frozen=True)
+class InstanceRestarting(Event):
+    """The pool will start the instance again after ``delay_s`` (it exited unasked)."""
+
+    kind: ClassVar[str] = "instance_restarting"
+    delay_s: float
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class InstanceGaveUp(Event):
+    """Too many fast failures: the instance is FATAL until restarted by hand."""
+
+    kind: ClassVar[str] = "instance_fatal"
+    reason: str
+    failures: int
+
+
+@dataclass(frozen=True)
+class TurnRetried(Event):
+    """A prompt whose instance died mid-turn goes back to the queue for another instance."""
+
+    kind: ClassVar[str] = "turn_retried"
+    prompt: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class InstanceAdded(Event):
+    kind: ClassVar[str] = "instance_added"
+    adapter: str
+
+
+@dataclass(frozen=True)
+class InstanceRemoved(Event):
+    kind: ClassVar[str] = "instance_removed"
+    adapter: str
+    reason: str

@@ -388,6 +388,15 @@ class DispatchQueue(Generic[T]):
             raise QueueFull(self.maxsize)
         self._entries.append(_Entry(item, request, deadline))
 
+    def put_front(self, item: T, request: Request, deadline: float = float("inf")) -> None:
+        """Put ``item`` at the head, past ``maxsize``: a prompt coming back for a retry was
+        already admitted once and must not be refused or sent to the back."""
+        self._entries.insert(0, _Entry(item, request, deadline))
+
+    def items(self) -> list[T]:
+        """The waiting items, oldest first."""
+        return [e.item for e in self._entries]
+
     def expired(self, now: float) -> list[T]:
         """Pop and return, in FIFO order, every item whose deadline is at or before ``now``."""
         gone = [e.item for e in self._entries if e.deadline <= now]

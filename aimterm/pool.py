@@ -1,0 +1,703 @@
+"""The pool controller: instances of one or several adapters, kept alive and fed by the router.
+
+A :class:`Pool` holds *groups* (an adapter with a desired count, cwd, env, tags and a per-instance
+setup hook) and the :class:`Instance` s that make up the actual fleet. It
+
+- starts instances (optionally staggered: some tools corrupt a shared config file when several
+  start at once) and restarts one that exits unasked: EXITED → BACKOFF → STARTING, with an
+  exponential back-off over *fast* failures (an exit within ``fast_failure_s`` of its start) and
+  FATAL, with the reason, after ``max_fast_failures`` of them in a row;
+- scales a group up and down, and drains an instance (it finishes its turn and takes no more);
+- queues prompts (bounded, with back-pressure and a queue timeout) and hands each to an idle
+  instance chosen by the :class:`~aimterm.router.Router`, one turn at a time per instance;
+- retries a prompt whose instance died mid-turn on another instance, so a caller always gets a
+  reply or an error, never silence;
+- stops everything within a time budget, leaving no process behind.
+
+All decisions run on the shared reader loop (the thread that also sees every state change), so
+the pool's own state needs no lock; public methods hand work over to the loop and wait.
+Blocking work (stopping a process with its escalation) runs on a small worker pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aimterm.adapter.registry import load_adapter
+from aimterm.adapter.spec import AdapterSpec
+from aimterm.errors import (
+    AimtermError,
+    NotReady,
+    SessionError,
+    SessionExited,
+    ShuttingDown,
+    StartupTimeout,
+    TurnTimeout,
+    UnknownInstance,
+)
+from aimterm.events import (
+    Event,
+    EventBus,
+    InstanceAdded,
+    InstanceGaveUp,
+    InstanceRemoved,
+    InstanceRestarting,
+    StateChanged,
+    TurnRetried,
+)
+from aimterm.router import (
+    Candidate,
+    DispatchQueue,
+    NoSuchTool,
+    QueueTimeout,
+    Request,
+    Router,
+    RoutingStrategy,
+)
+from aimterm.session import Session, Turn
+from aimterm.states import LIVE_STATES, State
+from aimterm.term.loop import IOLoop
+
+T = TypeVar("T")
+
+__all__ = ["GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pool", "RestartPolicy"]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When and how often an instance that exited unasked is started again (cf. Supervisor's
+    startsecs/startretries): the first restart waits ``backoff_s``; each further fast failure
+    multiplies the wait by ``backoff_factor`` up to ``backoff_max_s``; after
+    ``max_fast_failures`` fast failures in a row the instance is FATAL."""
+
+    backoff_s: float = 0.1
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 10.0
+    fast_failure_s: float = 5.0
+    max_fast_failures: int = 3
+    restart: bool = True
+
+
+@dataclass(frozen=True)
+class InstanceSetup:
+    """Per-instance overrides returned by a group's setup hook (e.g. its own git worktree)."""
+
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: Sequence[str] = ()
+
+
+SetupHook = Callable[[str, int], InstanceSetup | None]
+
+
+@dataclass
+class GroupSpec:
+    """How many instances of which adapter, and how to run them."""
+
+    adapter: AdapterSpec | str
+    count: int = 1
+    cwd: str | os.PathLike[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    tags: Iterable[str] = ()
+    stagger_ms: int = 0
+    setup: SetupHook | None = None
+    transcript_dir: str | os.PathLike[str] | None = None
+    args: Sequence[str] = ()
+
+
+class Lifecycle(str, enum.Enum):
+    """What the pool intends for an instance (its process state is the session's State)."""
+
+    ACTIVE = "active"  # keep it running, route to it
+    DRAINING = "draining"  # finish the turn in hand, take no more, then stop
+    RETIRED = "retired"  # stopped and removed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class _Group:
+    def __init__(self, spec: GroupSpec, adapter: AdapterSpec) -> None:
+        self.spec = spec
+        self.adapter = adapter
+        self.desired = spec.count
+        self.tags = frozenset(spec.tags)
+        self.numbers = itertools.count(1)
+
+
+class _Pending:
+    """A prompt on its way: queued, in flight, or retried after its instance died."""
+
+    def __init__(self, number: int, prompt: str, route: Request, timeout: float | None,
+                 retries: int) -> None:
+        self.number = number
+        self.prompt = prompt
+        self.route = route
+        self.timeout = timeout
+        self.retries_left = retries
+        self.attempts = 0
+        self.future: concurrent.futures.Future[Turn] = concurrent.futures.Future()
+        self.queued_at = time.monotonic()
+        self.instance: str | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Instance:
+    """One member of the fleet: a session plus what the pool knows about it."""
+
+    def __init__(self, iid: str, group: _Group, index: int, session: Session) -> None:
+        self.id = iid
+        self.group = group
+        self.index = index
+        self.session = session
+        self.lifecycle = Lifecycle.ACTIVE
+        self.restarts = 0
+        self.fast_failures = 0
+        self.started_at = 0.0
+        self.expect_exit = False  # the pool itself is stopping it: no restart
+        self.fatal_reason: str | None = None
+        self.pending: _Pending | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.retired: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    @property
+    def adapter(self) -> str:
+        return self.group.adapter.name
+
+    @property
+    def state(self) -> State:
+        return self.session.state
+
+    @property
+    def tags(self) -> frozenset[str]:
+        return self.group.tags | {f"id:{self.id}"}
+
+    def candidate(self) -> Candidate:
+        state = self.session.state
+        return Candidate(
+            id=self.id, adapter=self.adapter, tags=self.tags,
+            ready=(self.lifecycle is Lifecycle.ACTIVE and state is State.IDLE
+                   and self.pending is None),
+            alive=self.lifecycle is Lifecycle.ACTIVE and state in LIVE_STATES,
+            in_flight=1 if self.pending is not None else 0)
+
+    def status(self) -> dict[str, Any]:
+        data = self.session.status()
+        data.update(id=self.id, adapter=self.adapter, tags=sorted(self.group.tags),
+                    lifecycle=self.lifecycle.value, restarts=self.restarts,
+                    fatal_reason=self.fatal_reason,
+                    prompt=self.pending.prompt if self.pending is not None else None)
+        return data
+
+
+class Pool:
+    """A fleet of sessions. Use as a context manager, or call :meth:`start` / :meth:`shutdown`."""
+
+    def __init__(self, groups: Iterable[GroupSpec] = (), *,
+                 routing: RoutingStrategy | str = RoutingStrategy.ROUND_ROBIN,
+                 queue_size: int = 1000, queue_timeout_s: float | None = None,
+                 restart: RestartPolicy | None = None, retry_turns: int = 1,
+                 bus: EventBus | None = None, loop: IOLoop | None = None) -> None:
+        self.bus = bus or EventBus()
+        self._ioloop = loop or IOLoop.shared()
+        self._loop = self._ioloop.loop
+        self.router = Router(routing)
+        self.restart_policy = restart or RestartPolicy()
+        self.retry_turns = retry_turns
+        self.queue_timeout_s = queue_timeout_s
+        self._queue: DispatchQueue[_Pending] = DispatchQueue(queue_size)
+        self._groups: dict[str, _Group] = {}
+        self._instances: dict[str, Instance] = {}
+        self._numbers = itertools.count(1)
+        self._closing = False
+        self._dispatch_scheduled = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="aimterm-stop")
+        self._ready_cond = threading.Condition()
+        self.started = False
+        self.bus.subscribe(self._on_event)
+        for spec in groups:
+            self.add_group(spec)
+
+    # -- groups and instances ---------------------------------------------------------------------
+
+    def add_group(self, spec: GroupSpec) -> None:
+        """Add an adapter's group; its instances start with :meth:`start` (or now, if running)."""
+        adapter = load_adapter(spec.adapter) if isinstance(spec.adapter, str) else spec.adapter
+        group = _Group(spec, adapter)
+
+        def add() -> None:
+            if adapter.name in self._groups:
+                raise ValueError(f"the pool already has a group for {adapter.name!r}")
+            self._groups[adapter.name] = group
+            if self.started:
+                self._scale(group, spec.count)
+
+        self._ioloop.run_sync(add)
+
+    def _new_instance(self, group: _Group) -> Instance:
+        index = next(group.numbers)
+        iid = f"{group.adapter.name}-{index}"
+        while iid in self._instances:
+            index = next(group.numbers)
+            iid = f"{group.adapter.name}-{index}"
+        spec = group.spec
+        cwd = os.fspath(spec.cwd) if spec.cwd is not None else None
+        env = dict(spec.env)
+        args = list(spec.args)
+        if spec.setup is not None:
+            extra = spec.setup(iid, index)
+            if extra is not None:
+                cwd = extra.cwd if extra.cwd is not None else cwd
+                env.update(extra.env)
+                args += list(extra.args)
+        transcript = None
+        if spec.transcript_dir is not None:
+            transcript = os.path.join(os.fspath(spec.transcript_dir), f"{iid}.cast")
+        session = Session(group.adapter, instance_id=iid, cwd=cwd, env=env, args=args,
+                          transcript=transcript, bus=self.bus, loop=self._ioloop)
+        inst = Instance(iid, group, index, session)
+        self._instances[iid] = inst
+        self.bus.emit(InstanceAdded(iid, adapter=group.adapter.name))
+        return inst
+
+    def _scale(self, group: _Group, count: int) -> None:
+        group.desired = count
+        active = [i for i in self._instances.values()
+                  if i.group is group and i.lifecycle is Lifecycle.ACTIVE]
+        if count > len(active):
+            stagger = group.spec.stagger_ms / 1000.0
+            for n in range(count - len(active)):
+                inst = self._new_instance(group)
+                if stagger and n:
+                    inst.timer = self._loop.call_later(stagger * n, self._spawn, inst)
+                else:
+                    self._spawn(inst)
+        elif count < len(active):
+            # Retire the least useful first: dead ones, then idle ones, then busy ones.
+            order = {State.FATAL: 0, State.BACKOFF: 0, State.EXITED: 0, State.STARTING: 1,
+                     State.IDLE: 2, State.WAITING: 3, State.ATTACHED: 4, State.BUSY: 5}
+            victims = sorted(active, key=lambda i: (order.get(i.state, 5), -i.index))
+            for inst in victims[: len(active) - count]:
+                self._drain(inst)
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Start every group's instances; with ``wait``, until each is IDLE (or gave up)."""
+        def go() -> None:
+            if self.started:
+                return
+            self.started = True
+            for group in self._groups.values():
+                self._scale(group, group.desired)
+
+        self._ioloop.run_sync(go)
+        if wait:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until every active instance is IDLE (or WAITING on a start-up question, or
+        FATAL). Raises StartupTimeout naming the instances that are not."""
+        if timeout is None:
+            timeout = max((g.adapter.startup.timeout_s for g in self._groups.values()),
+                          default=60.0) + 5.0
+        deadline = time.monotonic() + timeout
+        settled = {State.IDLE, State.WAITING, State.FATAL}
+        with self._ready_cond:
+            while True:
+                waiting = [i for i in list(self._instances.values())
+                           if i.lifecycle is Lifecycle.ACTIVE and i.state not in settled]
+                if not waiting:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    names = ", ".join(f"{i.id} ({i.state})" for i in waiting)
+                    raise StartupTimeout(f"instances not ready after {timeout:g}s: {names}")
+                self._ready_cond.wait(min(left, 1.0))
+
+    def _spawn(self, inst: Instance) -> None:
+        inst.timer = None
+        if inst.lifecycle is not Lifecycle.ACTIVE or self._closing:
+            return
+        inst.expect_exit = False
+        inst.started_at = time.monotonic()
+        try:
+            inst.session.start(wait=False)
+        except AimtermError:
+            # The session went STARTING -> EXITED and said why in its event; the exit
+            # handler below schedules the retry or gives up, like any other fast failure.
+            return
+        starts = inst.session.starts
+        limit = inst.group.adapter.startup.timeout_s
+        inst.timer = self._loop.call_later(limit, self._startup_overdue, inst, starts)
+
+    def _startup_overdue(self, inst: Instance, starts: int) -> None:
+        inst.timer = None
+        if inst.session.starts == starts and inst.state is State.STARTING:
+            # Counts as a failure: stop it (off the loop) and let the exit handler decide.
+            self._workers.submit(inst.session.stop, 2.0)
+
+    # -- events (loop thread) ---------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if not isinstance(event, StateChanged):
+            return
+        inst = self._instances.get(event.instance)
+        if inst is None:
+            return
+        with self._ready_cond:
+            self._ready_cond.notify_all()
+        if event.new == State.IDLE.value:
+            inst.fast_failures = 0 if event.old == State.STARTING.value else inst.fast_failures
+            if inst.timer is not None and event.old == State.STARTING.value:
+                inst.timer.cancel()
+                inst.timer = None
+            self._schedule_dispatch()
+        elif event.new == State.EXITED.value:
+            self._on_exit(inst, event.reason)
+
+    def _on_exit(self, inst: Instance, reason: str) -> None:
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+        if inst.lifecycle is Lifecycle.DRAINING and inst.pending is None:
+            self._retire(inst, "drained")
+            return
+        if inst.expect_exit or self._closing or inst.lifecycle is not Lifecycle.ACTIVE:
+            return
+        policy = self.restart_policy
+        lived = time.monotonic() - inst.started_at
+        inst.fast_failures = inst.fast_failures + 1 if lived < policy.fast_failure_s else 1
+        if not policy.restart:
+            return
+        if lived < policy.fast_failure_s and inst.fast_failures >= policy.max_fast_failures:
+            inst.fatal_reason = (f"{inst.fast_failures} fast failures in a row "
+                                 f"(last: {reason} after {lived:.2f}s)")
+            inst.session.fatal(inst.fatal_reason)
+            self.bus.emit(InstanceGaveUp(inst.id, reason=inst.fatal_reason,
+                                         failures=inst.fast_failures))
+            with self._ready_cond:
+                self._ready_cond.notify_all()
+            self._fail_unroutable()
+            return
+        delay = min(policy.backoff_s * policy.backoff_factor ** (inst.fast_failures - 1),
+                    policy.backoff_max_s)
+        inst.restarts += 1
+        inst.session.backoff(f"{reason}; restarting in {delay:.2f}s")
+        self.bus.emit(InstanceRestarting(inst.id, delay_s=delay, attempt=inst.restarts,
+                                         reason=reason))
+        inst.timer = self._loop.call_later(delay, self._spawn, inst)
+
+    # -- prompts ----------------------------------------------------------------------------------
+
+    def submit(self, prompt: str, *, tool: str | None = None, key: str | None = None,
+               tags: Iterable[str] = (), to: str | None = None, timeout: float | None = None,
+               queue_timeout: float | None = None) -> concurrent.futures.Future[Turn]:
+        """Queue a prompt for the first suitable idle instance; the future gets the Turn.
+
+        ``tool``/``tags`` filter instances, ``key`` keeps related prompts on one instance under
+        sticky routing, ``to`` names the instance. Raises NoSuchTool if no instance could ever
+        take it, QueueFull when the queue is full (back-pressure). The future fails with
+        QueueTimeout if nobody was free in time, TurnTimeout if the turn took too long, or the
+        error of the last instance that tried it.
+        """
+        route_tags = frozenset(tags) | ({f"id:{to}"} if to else frozenset())
+        route = Request(tool=tool, tags=route_tags, key=key)
+        limit = queue_timeout if queue_timeout is not None else self.queue_timeout_s
+
+        def put() -> _Pending:
+            if self._closing:
+                raise ShuttingDown("the pool is shutting down")
+            if to is not None and to not in self._instances:
+                raise UnknownInstance(to, sorted(self._instances))
+            candidates = [i.candidate() for i in self._instances.values()
+                          if i.lifecycle is Lifecycle.ACTIVE and i.state is not State.FATAL]
+            if not self.router.has_match(route, candidates):
+                raise NoSuchTool(tool, tags, available=[c.adapter for c in candidates])
+            pending = _Pending(next(self._numbers), prompt, route, timeout, self.retry_turns)
+            deadline = time.monotonic() + limit if limit is not None else float("inf")
+            self._queue.put(pending, route, deadline)
+            self._schedule_dispatch()
+            return pending
+
+        return self._ioloop.run_sync(put).future
+
+    def send(self, prompt: str, *, tool: str | None = None, key: str | None = None,
+             tags: Iterable[str] = (), to: str | None = None,
+             timeout: float | None = None) -> Turn:
+        """Submit and wait for the turn."""
+        future = self.submit(prompt, tool=tool, key=key, tags=tags, to=to, timeout=timeout)
+        return future.result()
+
+    def _schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self._loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        now = time.monotonic()
+        for pending in self._queue.expired(now):
+            self._reject(pending, QueueTimeout(now - pending.queued_at, tool=pending.route.tool,
+                                               tags=pending.route.tags, key=pending.route.key))
+        if self._closing or not len(self._queue):
+            return
+        candidates = [i.candidate() for i in self._instances.values()]
+        for pending, chosen in self._queue.assign(self.router, candidates):
+            self._start_turn(self._instances[chosen.id], pending)
+        nxt = self._queue.next_deadline()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if nxt is not None and nxt != float("inf"):
+            self._expiry = self._loop.call_later(max(0.0, nxt - time.monotonic()),
+                                                 self._schedule_dispatch)
+
+    def _start_turn(self, inst: Instance, pending: _Pending) -> None:
+        try:
+            future = inst.session.submit(pending.prompt)
+        except NotReady:  # it changed state in between: back to the head of the queue
+            self._requeue(pending)
+            return
+        pending.attempts += 1
+        pending.instance = inst.id
+        inst.pending = pending
+        if pending.timeout is not None:
+            pending.timer = self._loop.call_later(pending.timeout, self._overdue, inst, pending)
+        future.add_done_callback(
+            lambda f: self._loop.call_soon_threadsafe(self._turn_done, inst, pending, f))
+
+    def _overdue(self, inst: Instance, pending: _Pending) -> None:
+        pending.timer = None
+        if not pending.future.done():
+            tail = inst.session.terminal.tail(12) if inst.session.terminal else []
+            pending.future.set_exception(TurnTimeout(
+                f"prompt {pending.number} not done after {pending.timeout:g}s",
+                instance=inst.id, adapter=inst.adapter, state=str(inst.state), screen_tail=tail))
+            if inst.state in (State.BUSY, State.WAITING):
+                inst.session.interrupt()  # give the instance back to the fleet
+
+    def _turn_done(self, inst: Instance, pending: _Pending,
+                   future: concurrent.futures.Future[Turn]) -> None:
+        if inst.pending is pending:
+            inst.pending = None
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+        error = future.exception()
+        if error is None:
+            if not pending.future.done():
+                pending.future.set_result(future.result())
+        elif (isinstance(error, SessionExited) and pending.retries_left > 0
+              and not self._closing and not pending.future.done()):
+            pending.retries_left -= 1
+            self.bus.emit(TurnRetried(inst.id, prompt=pending.prompt,
+                                      attempt=pending.attempts + 1, reason=str(error.detail)))
+            self._requeue(pending)
+        else:
+            self._reject(pending, error)
+        if inst.lifecycle is Lifecycle.DRAINING:
+            self._retire(inst, "drained")
+        self._schedule_dispatch()
+
+    def _requeue(self, pending: _Pending) -> None:
+        pending.instance = None
+        self._queue.put_front(pending, pending.route)
+        self._schedule_dispatch()
+
+    def _reject(self, pending: _Pending, error: BaseException) -> None:
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+    def _fail_unroutable(self) -> None:
+        """Queued prompts that no live instance could ever take fail now, not at their timeout."""
+        candidates = [i.candidate() for i in self._instances.values()
+                      if i.lifecycle is Lifecycle.ACTIVE and i.state is not State.FATAL]
+        for pending in list(self._queue.items()):
+            if not self.router.has_match(pending.route, candidates):
+                self._queue.remove(pending)
+                self._reject(pending, NoSuchTool(pending.route.tool, pending.route.tags,
+                                                 available=[c.adapter for c in candidates]))
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def instance(self, iid: str) -> Instance:
+        try:
+            return self._instances[iid]
+        except KeyError:
+            raise UnknownInstance(iid, sorted(self._instances)) from None
+
+    def instances(self) -> list[Instance]:
+        return list(self._instances.values())
+
+    def answer(self, iid: str, keys: str | Sequence[str]) -> None:
+        self.instance(iid).session.answer(keys)
+
+    def interrupt(self, iid: str) -> None:
+        self.instance(iid).session.interrupt()
+
+    def scale(self, adapter: str, count: int) -> None:
+        if count < 0:
+            raise ValueError("count must be >= 0")
+
+        def go() -> None:
+            group = self._groups.get(adapter)
+            if group is None:
+                raise NoSuchTool(adapter, available=list(self._groups))
+            self._scale(group, count)
+
+        self._ioloop.run_sync(go)
+
+    def drain(self, iid: str) -> concurrent.futures.Future[None]:
+        """Let the instance finish its turn, take no more, then stop and remove it."""
+        inst = self.instance(iid)
+        self._ioloop.run_sync(self._drain, inst)
+        return inst.retired
+
+    def _drain(self, inst: Instance) -> None:
+        if inst.lifecycle is not Lifecycle.ACTIVE:
+            return
+        inst.lifecycle = Lifecycle.DRAINING
+        self.router.forget(inst.id)
+        if inst.pending is None:
+            self._retire(inst, "drained")
+
+    def _retire(self, inst: Instance, reason: str) -> None:
+        if inst.lifecycle is Lifecycle.RETIRED:
+            return
+        inst.lifecycle = Lifecycle.RETIRED
+        inst.expect_exit = True
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+
+        def stop() -> None:
+            try:
+                inst.session.stop()
+            finally:
+                self._loop.call_soon_threadsafe(self._removed, inst, reason)
+
+        self._workers.submit(stop)
+
+    def _removed(self, inst: Instance, reason: str) -> None:
+        self._instances.pop(inst.id, None)
+        self.router.forget(inst.id)
+        self.bus.emit(InstanceRemoved(inst.id, adapter=inst.adapter, reason=reason))
+        if not inst.retired.done():
+            inst.retired.set_result(None)
+        with self._ready_cond:
+            self._ready_cond.notify_all()
+        self._fail_unroutable()
+
+    def restart_instance(self, iid: str, *, wait: bool = True,
+                         timeout: float | None = None) -> State:
+        """Stop (if running) and start the instance again, by hand; clears FATAL."""
+        inst = self.instance(iid)
+
+        def prepare() -> None:
+            inst.expect_exit = True
+            inst.fast_failures = 0
+            inst.fatal_reason = None
+            if inst.timer is not None:
+                inst.timer.cancel()
+                inst.timer = None
+
+        self._ioloop.run_sync(prepare)
+        if inst.state in LIVE_STATES:
+            inst.session.stop()
+        if inst.state is State.BACKOFF:
+            inst.session._ioloop.run_sync(inst.session._set_state, State.EXITED,
+                                          "restart by hand")
+        self._ioloop.run_sync(self._spawn, inst)
+        if wait:
+            return inst.session.wait_state(State.IDLE, State.WAITING, State.FATAL,
+                                           State.EXITED,
+                                           timeout=timeout or inst.group.adapter.startup.timeout_s)
+        return inst.state
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per instance: id, adapter, state, pid, turns, restarts, lifecycle, …"""
+        return self._ioloop.run_sync(
+            lambda: [i.status() for i in sorted(self._instances.values(),
+                                                key=lambda i: (i.adapter, i.index))])
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def check_health(self) -> dict[str, Any]:
+        rows = self.status()
+        healthy = [r["id"] for r in rows if r["state"] in ("idle", "busy", "waiting")]
+        return {"healthy": len(healthy) == len(rows) and bool(rows), "instances": len(rows),
+                "ready": sum(1 for r in rows if r["state"] == "idle"),
+                "unhealthy": {r["id"]: r["state"] for r in rows if r["id"] not in healthy},
+                "queued": self.queue_length()}
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every instance within ``timeout`` seconds (polite quit, then signals); queued
+        prompts fail with ShuttingDown; no process of the fleet survives."""
+        deadline = time.monotonic() + timeout
+
+        def close() -> list[Instance]:
+            self._closing = True
+            for pending in list(self._queue.items()):
+                self._queue.remove(pending)
+                self._reject(pending, ShuttingDown("the pool shut down before the prompt ran"))
+            if self._expiry is not None:
+                self._expiry.cancel()
+            for inst in self._instances.values():
+                inst.expect_exit = True
+                if inst.timer is not None:
+                    inst.timer.cancel()
+                    inst.timer = None
+            return list(self._instances.values())
+
+        if not self._ioloop.is_running():
+            return
+        instances = self._ioloop.run_sync(close)
+        # Polite quit gets half the budget; the signal ladder has the rest.
+        budget = max(0.5, timeout / 2)
+        stops = [self._workers.submit(self._stop_quietly, i.session, budget) for i in instances]
+        concurrent.futures.wait(stops, timeout=max(0.1, deadline - time.monotonic()) + 10.0)
+
+        def finish() -> None:
+            for inst in instances:
+                if inst.pending is not None:
+                    self._reject(inst.pending, ShuttingDown("the pool shut down mid-turn"))
+                    inst.pending = None
+                inst.lifecycle = Lifecycle.RETIRED
+                if not inst.retired.done():
+                    inst.retired.set_result(None)
+
+        self._ioloop.run_sync(finish)
+        self._workers.shutdown(wait=True)
+
+    @staticmethod
+    def _stop_quietly(session: Session, budget: float) -> None:
+        try:
+            session.stop(timeout=budget)
+        except (AimtermError, OSError):
+            if session.terminal is not None and session.terminal.child is not None:
+                session.terminal.child.signal_group(9)
+        except SessionError:
+            pass
+
+    def __enter__(self) -> Pool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
