@@ -111,16 +111,37 @@ def test_adapter_test_json(tmp_path: Path) -> None:
     assert {"state_changed", "turn_started", "turn_finished"} <= kinds
 
 
-def test_demo_runs_turns_and_shows_states(tmp_path: Path) -> None:
+def test_demo_runs_a_fleet_and_summarises(tmp_path: Path) -> None:
     out = aimterm("demo", "--think", "0.05", env={"HOME": str(tmp_path)})
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    assert "| Echo: hello from aimterm" in text
-    assert "| line 3 of 3" in text
-    assert "answered [trust-folder]" in text and "answered [edit-in-tree]" in text
-    assert "busy -> waiting" in text and "declined" in text
-    assert "the edit really happened" in text
-    assert "stopping -> exited" in text
+    assert "all 3 ready in" in text
+    for n in (1, 2, 3):
+        assert f"[demo-{n}] > " in text
+    assert "| Echo: summarise the README" in text and "| line 3 of 3" in text
+    assert "answered edit-in-tree" in text
+    assert "asks 'Apply edit to /etc/motd? (y)es/(n)o'" in text and "declined" in text
+    assert "12/12 prompts in" in text and "speedup" in text
+    assert "files really written by the agents: changelog.txt, owner.txt, todo.txt" in text
+    assert "done: 12/12 prompts answered" in text
+
+
+def test_demo_live_display_and_ctrl_c_shut_down_cleanly(tmp_path: Path) -> None:
+    import pexpect
+
+    env = dict(os.environ, HOME=str(tmp_path))
+    child = pexpect.spawn(sys.executable, ["-m", "aimterm", "demo", "--think", "3"], env=env,
+                          dimensions=(40, 120), encoding="utf-8", timeout=30)
+    try:
+        child.expect("all 3 ready in")
+        child.expect(r"progress 0/12")  # the live display, drawn on a terminal
+        child.expect(r"demo-1\s+busy")
+        child.sendintr()
+        child.expect("interrupted: the fleet was shut down cleanly")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
 
 
 def test_python_dash_m_and_version() -> None:

@@ -44,17 +44,19 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--adapter", "adapter_name", default="demo", show_default=True,
-              help="Adapter to run the demo turns on.")
-@click.option("--think", type=float, default=0.4, show_default=True,
+              help="Adapter of the fleet.")
+@click.option("-n", "--count", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="Instances to start.")
+@click.option("--think", type=float, default=0.5, show_default=True,
               help="Demo agent think time per turn, in seconds.")
-@click.option("--cast", type=click.Path(dir_okay=False), default=None,
-              help="Also save the session as an asciicast v2 file.")
+@click.option("--cast", type=click.Path(file_okay=False), default=None,
+              help="Save each instance's session as an asciicast v2 file in this folder.")
 @handle_errors
-def demo(adapter_name: str, think: float, cast: str | None) -> None:
-    """Run the bundled demo agent through a few turns and show what happens."""
+def demo(adapter_name: str, count: int, think: float, cast: str | None) -> None:
+    """Start a fleet of demo agents, route a batch of prompts over it, show it all live."""
     from aimterm.cli.demo import run_demo
 
-    run_demo(adapter_name, think=think, cast=cast)
+    sys.exit(run_demo(adapter_name, count=count, think=think, cast=cast))
 
 
 @cli.group()
