@@ -229,6 +229,9 @@ class Session:
             self._state = new
             self._state_since = time.monotonic()
             self._cond.notify_all()
+        if self.terminal is not None:  # recordings carry the decisions, for `adapter explain`
+            self.terminal.marker(f"state {old.value}->{new.value} [{rule or '-'}] {reason}"
+                                 + (f": {text}" if text else ""))
         self._emit(StateChanged(self.id, old=old.value, new=new.value, reason=reason, rule=rule,
                                 text=text))
 
@@ -829,6 +832,16 @@ class Session:
         return self.start(wait=wait)
 
     # -- views --------------------------------------------------------------------------------------
+
+    def add_output_listener(self, listener: Callable[[bytes, float], None]) -> Callable[[], None]:
+        """Raw output as it arrives (on the reader loop); returns a function that removes it."""
+        if self.terminal is None:
+            raise self._error(NotReady, "not started")
+        return self.terminal.add_output_listener(listener)
+
+    def render_screen(self) -> bytes:
+        """Bytes that redraw the current screen on a real terminal (for attaching clients)."""
+        return self.terminal.render_ansi() if self.terminal else b""
 
     def screen_lines(self) -> list[str]:
         return self.terminal.lines() if self.terminal else []

@@ -83,6 +83,12 @@ def cwd_for(args: argparse.Namespace, scratch: Path) -> str | None:
     return str(work)
 
 
+def took(turn: Turn) -> str:
+    """A turn's duration (dispatch to idle), readable at any scale."""
+    ms = turn.total_ms or 0.0
+    return f"{ms:.0f}ms" if ms < 1000 else f"{ms / 1000:.2f}s"
+
+
 def short(text: str, width: int = 70) -> str:
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"

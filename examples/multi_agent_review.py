@@ -36,6 +36,7 @@ from _fleet import (
     scratch_dir,
     short,
     summary,
+    took,
 )
 
 from aimterm.cluster import ClusterManager
@@ -68,11 +69,11 @@ def side_by_side(columns: list[tuple[str, str]], width: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__ or "", argv=argv)
     with scratch_dir("aimterm-review-") as scratch:
-        cluster = ClusterManager(args.adapter, args.count, cwd=cwd_for(args, scratch),
-                                 env=demo_env(args, scratch))
         reviews: dict[str, Turn] = {}
         errors: dict[str, str] = {}
         try:
+            cluster = ClusterManager(args.adapter, args.count, cwd=cwd_for(args, scratch),
+                                     env=demo_env(args, scratch))
             with running(cluster):
                 ids = instance_ids(cluster)
                 print(f"change under review: {CHANGE}")
@@ -94,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"[{iid}] FAILED: turn {turn.status}")
                         continue
                     reviews[iid] = turn
-                    secs = (turn.total_ms or 0.0) / 1000
-                    print(f"[{iid}] review in {secs:.2f}s: {short(turn.reply, 70)}")
+                    print(f"[{iid}] review in {took(turn)}: {short(turn.reply, 70)}")
                 wall = time.monotonic() - started
         except KeyboardInterrupt:
             return interrupted()
-        except AimtermError as exc:
+        except (AimtermError, TimeoutError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
 

@@ -1,7 +1,7 @@
 """Parallel refactor: a fleet of coding agents, each in its own copy of the repository.
 
-The workflow it models: a mechanical refactor (rename ``fetch`` to ``load_resource``, then add
-type hints) touches several files. Instead of one agent doing them one after another, a fleet of
+The workflow it models: a mechanical refactor (rename ``fetch`` to ``load``, then add type
+hints) touches several files. Instead of one agent doing them one after another, a fleet of
 agents works in parallel, each in an isolated checkout so they never trip over each other's
 half-written files. Each file is a unit of work with two steps, and the second step must run
 where the first one did (it builds on that checkout), so prompts are routed *sticky* with the
@@ -40,6 +40,7 @@ from _fleet import (
     scratch_dir,
     short,
     summary,
+    took,
 )
 
 from aimterm.cluster import ClusterManager
@@ -105,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             return InstanceSetup(cwd=str(dest))
 
         group = GroupSpec(args.adapter, count=args.count, env=demo_env(args, scratch), setup=setup)
-        cluster = ClusterManager([group], routing="sticky")
         failures = 0
         turns: list[Turn] = []
         edited_by: dict[str, list[str]] = {path: [] for path in PLAN}
         try:
+            cluster = ClusterManager([group], routing="sticky")
             with running(cluster):
                 ids = instance_ids(cluster)
                 print(f"{len(ids)} instances of {args.adapter}, one checkout each:")
@@ -139,24 +140,23 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     turns.append(turn)
                     edited_by[path].append(turn.instance)
-                    secs = (turn.total_ms or 0.0) / 1000
                     print(f"[{turn.instance}] {path} step {step + 1}/2 "
-                          f"({secs:.2f}s): {short(turn.reply, 60)}")
+                          f"({took(turn)}): {short(turn.reply, 60)}")
                 wall = time.monotonic() - started
         except KeyboardInterrupt:
             return interrupted()
-        except AimtermError as exc:
+        except (AimtermError, TimeoutError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
         # Who edited what, and did the files really change (in that instance's checkout)?
         print()
         print("file                    instance   on disk")
-        changed = 0
+        changed = problems = 0
         for path, contents in PLAN.items():
             holders = sorted(set(edited_by[path]))
             if len(holders) != 1:
-                failures += 1
+                problems += 1
                 where = ",".join(holders) or "-"
                 print(f"{path:<23} {where:<10} NOT EDITED ON ONE INSTANCE")
                 continue
@@ -170,14 +170,17 @@ def main(argv: list[str] | None = None) -> int:
                 changed += 1
                 verdict = "changed (not the planned text)"
             else:
-                failures += 1
+                problems += 1
                 verdict = "UNCHANGED"
             print(f"{path:<23} {iid:<10} {verdict}")
         print(f"\nfiles changed on disk: {changed}/{len(PLAN)}")
         untouched = all((repo / p).read_text(encoding="utf-8") == t + "\n" for p, t in REPO.items())
         print(f"original repo untouched: {'yes' if untouched else 'NO'}")
+        problems += 0 if untouched else 1
         summary("parallel refactor", turns, failures, wall, ids)
-    return exit_code(failures)
+    if problems:
+        print(f"checks failed: {problems}")
+    return exit_code(failures + problems)
 
 
 if __name__ == "__main__":

@@ -234,3 +234,63 @@ def run_adapter_test(name: str, prompts: Sequence[str], *, cwd: str | None,
         click.echo(json.dumps({"adapter": name, "turns": [t.to_dict() for t in turns],
                                "events": [e.to_dict() for e in events]}, indent=2))
     return 1 if failed else 0
+
+
+def run_record(name: str, output: str, prompts: Sequence[str], *, cwd: str | None,
+               timeout: float | None) -> int:
+    start = time.monotonic()
+    session = Session(name, cwd=cwd, transcript=output)
+    session.subscribe(_Printer(start))
+    failed = 0
+    with session:
+        if prompts:
+            for prompt in prompts:
+                click.echo(click.style(f"> {prompt}", bold=True))
+                turn = session.send(prompt, timeout=timeout)
+                _print_turn(turn)
+                if turn.status is not TurnStatus.DONE:
+                    failed += 1
+                    break
+        else:
+            from aimterm.cli.local_attach import attach_local
+
+            click.echo("recording: you have the keyboard; Ctrl-] ends the recording")
+            attach_local(session, hold=False)
+    click.echo(f"saved {output}")
+    return 1 if failed else 0
+
+
+def run_explain(recording: str, adapter_name: str, *, as_json: bool, strict: bool) -> int:
+    from aimterm.adapter.registry import load_adapter
+    from aimterm.adapter.replay import explain
+    from aimterm.errors import ConfigError
+    from aimterm.term.transcript import read_recording
+
+    try:
+        rec = read_recording(recording)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    result = explain(load_adapter(adapter_name), rec)
+    if as_json:
+        click.echo(json.dumps({
+            "adapter": result.adapter, "duration_s": result.duration, "turns": result.turns,
+            "changes": [vars(c) for c in result.changes],
+            "answered": [{"t": t, "rule": r, "question": q} for t, r, q in result.answered],
+            "flags": [vars(f) for f in result.flags]}, indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"{recording}: {result.duration:.2f} s, {result.turns} turn(s), "
+                   f"replayed through {result.adapter}")
+        for t, rule, question in result.answered:
+            click.echo(click.style(f"  {t * 1000:9.1f} ms  answered", fg="yellow")
+                       + f" [{rule}] {question!r}")
+        for c in result.changes:
+            cause = f" [{c.rule}]" if c.rule else ""
+            text = f" {c.text!r}" if c.text else ""
+            click.echo(click.style(f"  {c.t * 1000:9.1f} ms  {c.old:>8} -> {c.new:<8}",
+                                   fg="cyan") + f" {c.reason}{cause}{text}")
+        for f in result.flags:
+            click.echo(click.style(f"  {f.t * 1000:9.1f} ms  FLAG {f.kind}", fg="red")
+                       + f": {f.detail}")
+        if not result.flags:
+            click.echo("  nothing suspicious")
+    return 1 if strict and result.flags else 0

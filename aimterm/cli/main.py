@@ -148,6 +148,38 @@ def adapter_test(name: str, prompts: tuple[str, ...], cwd: str | None, timeout: 
                               as_json=as_json))
 
 
+@adapter.command("record")
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the asciicast v2 recording.")
+@click.option("--prompt", "prompts", multiple=True,
+              help="Send this prompt (repeatable); without any, you drive the tool by hand "
+                   "and leave with Ctrl-].")
+@click.option("--cwd", type=click.Path(file_okay=False), default=None)
+@click.option("--timeout", type=float, default=None, help="Turn timeout in seconds.")
+@handle_errors
+def adapter_record(name: str, output: str, prompts: tuple[str, ...], cwd: str | None,
+                   timeout: float | None) -> None:
+    """Run a live session and save it, with aimterm's state changes as markers."""
+    from aimterm.cli.demo import run_record
+
+    sys.exit(run_record(name, output, list(prompts), cwd=cwd, timeout=timeout))
+
+
+@adapter.command("explain")
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False))
+@click.option("--adapter", "adapter_name", required=True, help="Adapter to replay it through.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--strict", is_flag=True, help="Exit 1 when anything is flagged.")
+@handle_errors
+def adapter_explain(recording: str, adapter_name: str, as_json: bool, strict: bool) -> None:
+    """Replay a recording through an adapter: every state change, its rule and the text
+    that matched, and the spots that look wrong."""
+    from aimterm.cli.demo import run_explain
+
+    sys.exit(run_explain(recording, adapter_name, as_json=as_json, strict=strict))
+
+
 def main() -> None:
     cli(prog_name="aimterm")
 

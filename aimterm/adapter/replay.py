@@ -1,0 +1,242 @@
+"""Replay a recording through an adapter's rules: what the detector would decide, and why.
+
+``aimterm adapter explain`` runs a saved asciicast through the same screen, rules and settle
+logic a live session uses, on the recording's own clock, and reports every state change with
+the rule that fired and the screen text that matched. It also flags spots worth a look:
+
+- ``idle-with-busy-marker``: the session would be IDLE while the screen still shows something
+  that usually means busy (a spinner, "esc to interrupt", "Thinking", "Working" …);
+- ``turn-never-ended``: a turn started (Enter was typed) and the recording ended before idle;
+- ``unknown-screen``: a long stretch of output that no rule recognised;
+- ``mismatch``: the live session (its markers in the recording) decided otherwise.
+
+Pure: no processes, no wall clock. Recordings of real CLIs kept under ``tests/fixtures/`` run
+through this in the test suite, so an adapter change that breaks detection fails without the
+CLI installed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from aimterm.adapter.detector import Detector, Verdict
+from aimterm.adapter.spec import AdapterSpec
+from aimterm.term.matcher import TextTail
+from aimterm.term.responder import Responder
+from aimterm.term.screen import Screen
+from aimterm.term.transcript import Recording
+
+#: Screen text that usually means "busy" in agent CLIs, whatever the adapter says.
+BUSY_HINTS = re.compile(r"esc to (interrupt|cancel)|[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]|\bThinking\b|\bWorking\b",
+                        re.IGNORECASE)
+_MARKER = re.compile(r"^state (?P<old>\w+)->(?P<new>\w+)")
+_UNKNOWN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Change:
+    t: float
+    old: str
+    new: str
+    reason: str
+    rule: str | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Flag:
+    t: float
+    kind: str
+    detail: str
+
+
+@dataclass
+class Explanation:
+    adapter: str
+    changes: list[Change] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+    answered: list[tuple[float, str, str]] = field(default_factory=list)  # (t, rule, question)
+    turns: int = 0
+    duration: float = 0.0
+
+    def final_state(self) -> str:
+        return self.changes[-1].new if self.changes else "starting"
+
+    def states(self) -> list[str]:
+        return [c.new for c in self.changes]
+
+
+class _Replayer:
+    def __init__(self, spec: AdapterSpec, rec: Recording) -> None:
+        self.spec = spec
+        self.rec = rec
+        self.detector = Detector(spec)
+        self.screen = Screen(rec.rows, rec.cols, spec.terminal.scrollback)
+        self.responder = Responder()
+        self.stream = spec.detect == "stream"
+        self.text = TextTail(spec.terminal.scrollback or 2000)
+        self.state = "starting"
+        self.out = Explanation(spec.name)
+        self.last_output = 0.0
+        self.idle_due: float | None = None
+        self.turn_open: float | None = None
+        self.turn_verified = True
+        self.marks: dict[str, str] = {}
+        self.unknown_since: float | None = None
+        self.unknown_flagged = False
+
+    # -- the state machine, on the recording's clock ------------------------------------------
+
+    def _set(self, t: float, new: str, reason: str, verdict: Verdict | None = None) -> None:
+        if new == self.state:
+            return
+        self.out.changes.append(Change(t, self.state, new, reason,
+                                       verdict.rule_name if verdict else None,
+                                       verdict.text if verdict else ""))
+        self.state = new
+        if new == "idle":
+            self._check_idle(t)
+            if self.turn_open is not None:
+                self.turn_open = None
+
+    def _view(self) -> tuple[list[str], int, str]:
+        if self.stream:
+            lines = self.text.lines()
+            return lines, len(lines) - 1, ""
+        snap = self.screen.snapshot()
+        return snap.lines, snap.cursor[0], snap.title
+
+    def _check_idle(self, t: float) -> None:
+        lines, _row, title = self._view()
+        hay = "\n".join(lines[-6:]) + "\n" + title
+        m = BUSY_HINTS.search(hay)
+        if m:
+            self.out.flags.append(Flag(t, "idle-with-busy-marker",
+                                       f"idle while {m.group(0)!r} is on screen"))
+
+    def _commit_idle(self, upto: float) -> None:
+        """Settle: an idle verdict held with no output until its due time becomes IDLE."""
+        if self.idle_due is not None and self.idle_due <= upto:
+            due = self.idle_due
+            self.idle_due = None
+            lines, row, title = self._view()
+            verdict = self.detector.evaluate(lines, row, title)
+            if verdict.state == "idle" and self.turn_verified:
+                self._set(due, "idle", "idle and settled", verdict)
+
+    def feed(self, t: float, data: bytes) -> None:
+        self._commit_idle(t)
+        self.last_output = t
+        for item in self.responder.split(data):
+            if isinstance(item, bytes):
+                self.screen.feed(item)
+        if self.stream:
+            self.text.feed(data)
+        self.evaluate(t)
+
+    def typed(self, t: float, data: str) -> None:
+        self._commit_idle(t)
+        if ("\r" in data or "\n" in data) and self.state in ("idle", "starting"):
+            self.out.turns += 1
+            self.turn_open = t
+            self.turn_verified = False
+            if self.stream:
+                self.text.clear()
+                self.turn_verified = True  # stream tools: output after submit is enough
+            if self.state == "idle":
+                self._set(t, "busy", "turn started")
+            self.idle_due = None
+
+    def evaluate(self, t: float) -> None:
+        lines, row, title = self._view()
+        verdict = self.detector.evaluate(lines, row, title)
+        if self.state == "starting":
+            found = self.detector.find_dialog(lines, row)
+            if found is not None and self.marks.get(found.rule.name) != found.text:
+                self.marks[found.rule.name] = found.text
+                self.out.answered.append((t, found.rule.name, found.text))
+                self.idle_due = None
+                return
+        if verdict.state is None:
+            self.idle_due = None
+            if self.unknown_since is None:
+                self.unknown_since = t
+            elif t - self.unknown_since > _UNKNOWN_S and not self.unknown_flagged:
+                self.unknown_flagged = True
+                tail = " | ".join(x for x in lines[-3:] if x)
+                self.out.flags.append(Flag(t, "unknown-screen",
+                                           f"no rule matched for {t - self.unknown_since:.1f}s;"
+                                           f" screen ends: {tail[:120]!r}"))
+            return
+        self.unknown_since = None
+        self.unknown_flagged = False
+        if verdict.state == "busy":
+            self.idle_due = None
+            self.turn_verified = True
+            if self.state != "starting":
+                self._set(t, "busy", "busy on screen", verdict)
+        elif verdict.state == "waiting":
+            self.idle_due = None
+            found = self.detector.find_answer(lines, row)
+            if found is not None:
+                if self.marks.get(found.rule.name) != found.text:
+                    self.marks[found.rule.name] = found.text
+                    self.out.answered.append((t, found.rule.name, found.text))
+                if self.state == "waiting":
+                    self._set(t, "busy", "answered by rule", verdict)
+            else:
+                self._set(t, "waiting", "question no rule answers", verdict)
+        elif verdict.state == "idle":
+            if self.idle_due is None:
+                self.idle_due = self.last_output + self.spec.settle_ms / 1000.0
+            if self.spec.settle_ms == 0:
+                self._commit_idle(t)
+
+    def finish(self, end: float) -> Explanation:
+        self._commit_idle(float("inf"))
+        self.out.duration = end
+        if self.turn_open is not None and self.state in ("busy", "waiting"):
+            self.out.flags.append(Flag(end, "turn-never-ended",
+                                       f"turn started at {self.turn_open:.2f}s is still "
+                                       f"{self.state} when the recording ends"))
+        return self.out
+
+
+def explain(spec: AdapterSpec, rec: Recording) -> Explanation:
+    """Replay ``rec`` through ``spec``'s rules; see the module docstring."""
+    rp = _Replayer(spec, rec)
+    live: list[tuple[float, str]] = []
+    end = 0.0
+    for t, code, data in rec.events:
+        end = max(end, t)
+        if code == "o":
+            rp.feed(t, data.encode("utf-8"))
+        elif code == "i":
+            rp.typed(t, data)
+        elif code == "r":
+            cols, _, rows = data.partition("x")
+            if cols.isdigit() and rows.isdigit():
+                rp.screen.resize(int(rows), int(cols))
+        elif code == "m":
+            m = _MARKER.match(data)
+            if m:
+                live.append((t, m.group("new")))
+    out = rp.finish(end)
+    _compare(out, live)
+    return out
+
+
+def _compare(out: Explanation, live: list[tuple[float, str]]) -> None:
+    """Flag where the replay's sequence of states differs from what the live run recorded."""
+    if not live:
+        return
+    ours = [s for s in out.states() if s in ("idle", "busy", "waiting")]
+    theirs = [s for _t, s in live if s in ("idle", "busy", "waiting")]
+    if ours != theirs:
+        first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                     min(len(ours), len(theirs)))
+        when = live[min(first, len(live) - 1)][0]
+        out.flags.append(Flag(when, "mismatch",
+                              f"replay says {' '.join(ours[first:first + 4]) or '(nothing)'}; "
+                              f"the live run said {' '.join(theirs[first:first + 4]) or '(nothing)'}"))
