@@ -25,7 +25,8 @@ from aimterm.adapter.spec import AdapterSpec
 from aimterm.term.matcher import TextTail
 from aimterm.term.responder import Responder
 from aimterm.term.screen import Screen
-from aimterm.term.transcript import Recording
+from aimterm.errors import ConfigError
+from aimterm.term.transcript import Recording, read_recording
 
 #: Screen text that usually means "busy" in agent CLIs, whatever the adapter says.
 BUSY_HINTS = re.compile(r"esc to (interrupt|cancel)|[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]|\bThinking\b|\bWorking\b",
@@ -234,9 +235,18 @@ def _compare(out: Explanation, live: list[tuple[float, str]]) -> None:
     ours = [s for s in out.states() if s in ("idle", "busy", "waiting")]
     theirs = [s for _t, s in live if s in ("idle", "busy", "waiting")]
     if ours != theirs:
-        first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+        first = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
                      min(len(ours), len(theirs)))
         when = live[min(first, len(live) - 1)][0]
         out.flags.append(Flag(when, "mismatch",
                               f"replay says {' '.join(ours[first:first + 4]) or '(nothing)'}; "
                               f"the live run said {' '.join(theirs[first:first + 4]) or '(nothing)'}"))
+
+
+def explain_file(spec: AdapterSpec, path: str) -> Explanation:
+    """:func:`explain` a recording file; a broken file is a ConfigError naming path:line."""
+    try:
+        rec = read_recording(path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
+    return explain(spec, rec)

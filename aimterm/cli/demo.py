@@ -262,15 +262,9 @@ def run_record(name: str, output: str, prompts: Sequence[str], *, cwd: str | Non
 
 def run_explain(recording: str, adapter_name: str, *, as_json: bool, strict: bool) -> int:
     from aimterm.adapter.registry import load_adapter
-    from aimterm.adapter.replay import explain
-    from aimterm.errors import ConfigError
-    from aimterm.term.transcript import read_recording
+    from aimterm.adapter.replay import explain_file
 
-    try:
-        rec = read_recording(recording)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    result = explain(load_adapter(adapter_name), rec)
+    result = explain_file(load_adapter(adapter_name), recording)
     if as_json:
         click.echo(json.dumps({
             "adapter": result.adapter, "duration_s": result.duration, "turns": result.turns,
