@@ -13,6 +13,7 @@ __all__ = [
     "AimtermError",
     "ClusterManager",
     "GroupSpec",
+    "InstanceSetup",
     "Pool",
     "RoutingStrategy",
     "Session",
@@ -38,13 +39,14 @@ _LAZY = {
     "RoutingStrategy": ("aimterm.router", "RoutingStrategy"),
     "Pool": ("aimterm.pool", "Pool"),
     "GroupSpec": ("aimterm.pool", "GroupSpec"),
+    "InstanceSetup": ("aimterm.pool", "InstanceSetup"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from aimterm.adapter.registry import load_adapter
     from aimterm.cluster import ClusterManager, ToolProcessPool, launch_cluster
     from aimterm.errors import AimtermError
-    from aimterm.pool import GroupSpec, Pool
+    from aimterm.pool import GroupSpec, InstanceSetup, Pool
     from aimterm.router import RoutingStrategy
     from aimterm.session import Session, Turn, TurnStatus
     from aimterm.states import State

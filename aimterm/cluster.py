@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aimterm.adapter.spec import AdapterSpec
-from aimterm.pool import GroupSpec, Pool, RestartPolicy
+from aimterm.pool import GroupSpec, Pool, RestartPolicy, SetupHook
 from aimterm.router import RoutingStrategy
 from aimterm.session import Turn
 from aimterm.states import State
@@ -35,14 +35,16 @@ class ClusterManager:
     def __init__(self, tools: str | AdapterSpec | Mapping[str, int] | Sequence[GroupSpec],
                  count: int = 3, *, routing: RoutingStrategy | str = "round_robin",
                  cwd: str | None = None, env: Mapping[str, str] | None = None,
+                 setup: SetupHook | None = None, stagger_ms: int = 0,
                  queue_size: int = 1000, queue_timeout_s: float | None = None,
                  restart: RestartPolicy | None = None, retry_turns: int = 1) -> None:
         groups: list[GroupSpec]
+        common: dict[str, Any] = {"cwd": cwd, "env": dict(env or {}), "setup": setup,
+                                  "stagger_ms": stagger_ms}
         if isinstance(tools, (str, AdapterSpec)):
-            groups = [GroupSpec(tools, count=count, cwd=cwd, env=dict(env or {}))]
+            groups = [GroupSpec(tools, count=count, **common)]
         elif isinstance(tools, Mapping):
-            groups = [GroupSpec(name, count=n, cwd=cwd, env=dict(env or {}))
-                      for name, n in tools.items()]
+            groups = [GroupSpec(name, count=n, **common) for name, n in tools.items()]
         else:
             groups = list(tools)
         self.pool = Pool(groups, routing=routing, queue_size=queue_size,
@@ -61,7 +63,11 @@ class ClusterManager:
 
     def __enter__(self) -> ClusterManager:
         if not self.pool.started:
-            self.start()
+            try:
+                self.start()
+            except BaseException:  # a half-started fleet must not outlive the with statement
+                self.shutdown()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -70,12 +76,20 @@ class ClusterManager:
     # -- prompts -----------------------------------------------------------------------------
 
     def submit(self, prompt: str, key: str | None = None, *, tool: str | None = None,
-               tags: Iterable[str] = (), timeout: float | None = None
+               tags: Iterable[str] = (), to: str | None = None, timeout: float | None = None
                ) -> concurrent.futures.Future[Turn]:
-        """Queue a prompt; the future resolves to its :class:`~aimterm.session.Turn`."""
-        future = self.pool.submit(prompt, tool=tool, key=key, tags=tags, timeout=timeout)
+        """Queue a prompt; the future resolves to its :class:`~aimterm.session.Turn`, and
+        :meth:`read_any` sees it when it finishes."""
+        future = self.pool.submit(prompt, tool=tool, key=key, tags=tags, to=to, timeout=timeout)
         future.add_done_callback(self._done.put)
         return future
+
+    def broadcast(self, prompt: str, *, tool: str | None = None,
+                  timeout: float | None = None) -> dict[str, concurrent.futures.Future[Turn]]:
+        """The same prompt to every active instance (of ``tool``): instance id -> future."""
+        ids = [r["id"] for r in self.pool.status()
+               if r["lifecycle"] == "active" and (tool is None or r["adapter"] == tool)]
+        return {iid: self.submit(prompt, to=iid, timeout=timeout) for iid in ids}
 
     def send(self, prompt: str, *, tool: str | None = None, key: str | None = None,
              tags: Iterable[str] = (), timeout: float | None = None) -> Turn:
@@ -88,8 +102,11 @@ class ClusterManager:
 
     def map(self, prompts: Iterable[str], *, tool: str | None = None,
             timeout: float | None = None) -> list[Turn]:
-        """Run every prompt across the cluster in parallel; turns come back in prompt order."""
+        """Run every prompt across the cluster in parallel; turns come back in prompt order.
+        Waits for all of them, then raises the first failure (its ``.prompt`` says which);
+        use :meth:`submit` to handle failures one by one."""
         futures = [self.pool.submit(p, tool=tool, timeout=timeout) for p in prompts]
+        concurrent.futures.wait(futures)
         return [f.result() for f in futures]
 
     def read_any(self, timeout: float | None = None) -> Turn:

@@ -29,6 +29,8 @@ class AimtermError(Exception):
 
     code = "internal"
     exit_code = 1
+    #: The prompt this error answers, when it is the outcome of a routed prompt.
+    prompt: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

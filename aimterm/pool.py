@@ -168,6 +168,7 @@ class Instance:
         self.pending: _Pending | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.retired: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.cwd: str | None = None
 
     @property
     def adapter(self) -> str:
@@ -193,7 +194,7 @@ class Instance:
     def status(self) -> dict[str, Any]:
         data = self.session.status()
         data.update(id=self.id, adapter=self.adapter, tags=sorted(self.group.tags),
-                    lifecycle=self.lifecycle.value, restarts=self.restarts,
+                    lifecycle=self.lifecycle.value, restarts=self.restarts, cwd=self.cwd,
                     fatal_reason=self.fatal_reason,
                     prompt=self.pending.prompt if self.pending is not None else None)
         return data
@@ -219,10 +220,14 @@ class Pool:
         self._instances: dict[str, Instance] = {}
         self._numbers = itertools.count(1)
         self._closing = False
+        self._closed = False
+        self._creating = 0  # instances whose setup hook is still running
+        self._reserved: set[str] = set()
         self._dispatch_scheduled = False
         self._expiry: asyncio.TimerHandle | None = None
         self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="aimterm-stop")
         self._ready_cond = threading.Condition()
+        self.setup_errors: list[tuple[str, Exception]] = []
         self.started = False
         self.bus.subscribe(self._on_event)
         for spec in groups:
@@ -244,31 +249,78 @@ class Pool:
 
         self._ioloop.run_sync(add)
 
-    def _new_instance(self, group: _Group) -> Instance:
+    def _reserve(self, group: _Group) -> tuple[str, int]:
         index = next(group.numbers)
         iid = f"{group.adapter.name}-{index}"
-        while iid in self._instances:
+        while iid in self._instances or iid in self._reserved:
             index = next(group.numbers)
             iid = f"{group.adapter.name}-{index}"
+        return iid, index
+
+    def _new_instance(self, group: _Group, iid: str, index: int,
+                      extra: InstanceSetup | None) -> Instance:
         spec = group.spec
         cwd = os.fspath(spec.cwd) if spec.cwd is not None else None
         env = dict(spec.env)
         args = list(spec.args)
-        if spec.setup is not None:
-            extra = spec.setup(iid, index)
-            if extra is not None:
-                cwd = extra.cwd if extra.cwd is not None else cwd
-                env.update(extra.env)
-                args += list(extra.args)
+        if extra is not None:
+            cwd = extra.cwd if extra.cwd is not None else cwd
+            env.update(extra.env)
+            args += list(extra.args)
         transcript = None
         if spec.transcript_dir is not None:
             transcript = os.path.join(os.fspath(spec.transcript_dir), f"{iid}.cast")
         session = Session(group.adapter, instance_id=iid, cwd=cwd, env=env, args=args,
                           transcript=transcript, bus=self.bus, loop=self._ioloop)
         inst = Instance(iid, group, index, session)
+        inst.cwd = cwd
         self._instances[iid] = inst
         self.bus.emit(InstanceAdded(iid, adapter=group.adapter.name))
         return inst
+
+    def _add_instance(self, group: _Group, delay: float) -> None:
+        """Create and spawn one more instance of ``group``. A setup hook (which may be slow:
+        ``git worktree add``) runs on a worker thread, never on the loop."""
+        iid, index = self._reserve(group)
+        self._reserved.add(iid)  # while its setup hook runs, the id is taken
+
+        def create(extra: InstanceSetup | None) -> None:
+            self._creating -= 1
+            self._reserved.discard(iid)
+            if self._closing:
+                self._wake()
+                return
+            inst = self._new_instance(group, iid, index, extra)
+            if delay:
+                inst.timer = self._loop.call_later(delay, self._spawn, inst)
+            else:
+                self._spawn(inst)
+
+        self._creating += 1
+        hook = group.spec.setup
+        if hook is None:
+            create(None)
+            return
+
+        def run_hook() -> None:
+            try:
+                extra = hook(iid, index)
+            except Exception as exc:  # noqa: BLE001 - reported, and the instance is not made
+                self._loop.call_soon_threadsafe(self._setup_failed, iid, exc)
+                return
+            self._loop.call_soon_threadsafe(create, extra)
+
+        self._workers.submit(run_hook)
+
+    def _setup_failed(self, iid: str, exc: Exception) -> None:
+        self._creating -= 1
+        self._reserved.discard(iid)
+        self.setup_errors.append((iid, exc))
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._ready_cond:
+            self._ready_cond.notify_all()
 
     def _scale(self, group: _Group, count: int) -> None:
         group.desired = count
@@ -277,11 +329,7 @@ class Pool:
         if count > len(active):
             stagger = group.spec.stagger_ms / 1000.0
             for n in range(count - len(active)):
-                inst = self._new_instance(group)
-                if stagger and n:
-                    inst.timer = self._loop.call_later(stagger * n, self._spawn, inst)
-                else:
-                    self._spawn(inst)
+                self._add_instance(group, stagger * n)
         elif count < len(active):
             # Retire the least useful first: dead ones, then idle ones, then busy ones.
             order = {State.FATAL: 0, State.BACKOFF: 0, State.EXITED: 0, State.STARTING: 1,
@@ -315,9 +363,12 @@ class Pool:
         settled = {State.IDLE, State.WAITING, State.FATAL}
         with self._ready_cond:
             while True:
+                if self.setup_errors:
+                    iid, exc = self.setup_errors[0]
+                    raise StartupTimeout(f"setup of {iid} failed: {exc}")
                 waiting = [i for i in list(self._instances.values())
                            if i.lifecycle is Lifecycle.ACTIVE and i.state not in settled]
-                if not waiting:
+                if not waiting and not self._creating:
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -472,8 +523,12 @@ class Pool:
         pending.attempts += 1
         pending.instance = inst.id
         inst.pending = pending
-        if pending.timeout is not None:
-            pending.timer = self._loop.call_later(pending.timeout, self._overdue, inst, pending)
+        turn = inst.session.current_turn
+        if turn is not None:
+            turn.queued_ms = (turn.started_at - pending.queued_at) * 1000
+        if pending.timeout is None:  # never wait forever: the adapter's turn timeout applies
+            pending.timeout = inst.group.adapter.turn_timeout_s
+        pending.timer = self._loop.call_later(pending.timeout, self._overdue, inst, pending)
         future.add_done_callback(
             lambda f: self._loop.call_soon_threadsafe(self._turn_done, inst, pending, f))
 
@@ -517,6 +572,8 @@ class Pool:
 
     def _reject(self, pending: _Pending, error: BaseException) -> None:
         if not pending.future.done():
+            if isinstance(error, AimtermError) and error.prompt is None:
+                error.prompt = pending.prompt  # so read_any() callers know which one failed
             pending.future.set_exception(error)
 
     def _fail_unroutable(self) -> None:
@@ -665,8 +722,9 @@ class Pool:
                     inst.timer = None
             return list(self._instances.values())
 
-        if not self._ioloop.is_running():
+        if self._closed or not self._ioloop.is_running():
             return
+        self._closed = True
         instances = self._ioloop.run_sync(close)
         # Polite quit gets half the budget; the signal ladder has the rest.
         budget = max(0.5, timeout / 2)
@@ -696,7 +754,11 @@ class Pool:
             pass
 
     def __enter__(self) -> Pool:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a half-started fleet must not outlive the with statement
+            self.shutdown()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

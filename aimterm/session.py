@@ -29,6 +29,7 @@ from aimterm.adapter.detector import Detector, Found, Verdict
 from aimterm.adapter.driver import (
     Write,
     clean_reply,
+    join_wrapped,
     key_writes,
     parse_keys,
     read_metrics,
@@ -90,6 +91,7 @@ class Turn:
     answered: list[QuestionAnswered] = field(default_factory=list)
     metrics: dict[str, dict[str, str]] = field(default_factory=dict)
     started_at: float = 0.0
+    queued_ms: float | None = None  # time the prompt waited for a free instance (pool)
     submitted_at: float | None = None
     busy_at: float | None = None
     idle_at: float | None = None
@@ -127,7 +129,7 @@ class Turn:
             "answered": [{"rule": a.rule, "question": a.question, "keys": a.keys}
                          for a in self.answered],
             "metrics": self.metrics, "retries": self.retries, "error": self.error,
-            "timings_ms": {"submit_to_busy": self.submit_to_busy_ms,
+            "timings_ms": {"queued": self.queued_ms, "submit_to_busy": self.submit_to_busy_ms,
                            "busy_to_idle": self.busy_to_idle_ms, "total": self.total_ms},
         }
 
@@ -549,7 +551,8 @@ class Session:
         after_lines = region.select(after.lines, after.cursor[0])
         if region == ALL:
             after_lines = self.terminal.scrollback_since(run.before.pushed) + after_lines
-        return screen_delta(before_lines, after_lines)
+        cols = self.terminal.screen.cols
+        return screen_delta(join_wrapped(before_lines, cols), join_wrapped(after_lines, cols))
 
     # -- exit (loop thread) -------------------------------------------------------------------------
 

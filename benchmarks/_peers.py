@@ -49,6 +49,9 @@ class Tmux:
     def __init__(self) -> None:
         self.socket = f"aimterm-fleet-{os.getpid()}-{next(_sockets)}"
         self.base = [TMUX, "-L", self.socket, "-f", "/dev/null"]
+        # Where tmux puts a -L socket; removed after kill-server (tmux leaves the file behind).
+        self.socket_path = os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp",
+                                        f"tmux-{os.getuid()}", self.socket)
         self.started = False
         self.panes: list[str] = []
 
@@ -110,6 +113,14 @@ class Tmux:
         if self.started:
             self.run("kill-server", check=False)
             self.started = False
+        if os.path.exists(self.socket_path):
+            probe = subprocess.run([*self.base, "list-sessions"], stdin=subprocess.DEVNULL,
+                                   capture_output=True)
+            if probe.returncode != 0:  # no server behind it any more
+                try:
+                    os.unlink(self.socket_path)
+                except OSError:
+                    pass
 
 
 class Poller:

@@ -43,7 +43,7 @@ from _peers import (  # noqa: E402
     pexpect_demo_ready,
     pexpect_spawn,
 )
-from turn import ECHO_REPL, echo_adapter_yaml, machine, percentile  # noqa: E402
+from turn import ECHO_REPL, echo_adapter_yaml, machine  # noqa: E402
 
 ECHO_COMMAND = [sys.executable, str(ECHO_REPL)]
 ECHO_PROMPT = "ready> "
@@ -769,7 +769,7 @@ def memory_child(side: str, n: int) -> dict[str, Any]:
             pool = Pool([GroupSpec(demo_spec(), count=n, cwd=fx.work, env=fx.demo_env())])
             try:
                 pool.start(wait=True, timeout=90)
-                turns = [f.result(60) for f in [pool.submit("hello") for _ in range(n)]]
+                turns = [f.result(30) for f in [pool.submit("hello") for _ in range(n)]]
                 out["turns_done"] = sum(1 for t in turns if t.status.value == "done")
                 gc.collect()
                 out["rss_mb"] = round(rss_mb(), 2)

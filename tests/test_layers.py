@@ -20,6 +20,7 @@ LAYERS = {
     "aimterm.session": 3, "aimterm.pool": 3, "aimterm.cluster": 3, "aimterm.router": 3, "aimterm.config": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
+    "aimterm.testing": 0,  # helpers for tests (the fake model server): standard library only
     "aimterm.demo_agent": -1,  # a standalone program shipped with the package: stdlib only
 }
 #: Front-ends may use the runtime in-process (demo, adapter test) but never touch a PTY.

@@ -282,3 +282,11 @@ def test_send_before_start_is_not_ready() -> None:
 def test_python_executable_is_used_for_python_adapter() -> None:
     s = Session("python")
     assert s.command()[0] == sys.executable
+
+
+def test_long_prompt_and_reply_wrapped_by_the_screen_come_back_whole(tmp_path: Path) -> None:
+    env = {"AIMTERM_DEMO_THINK": "0.05", "AIMTERM_DEMO_HOME": str(tmp_path / "home")}
+    prompt = "please " + " ".join(f"word{i}" for i in range(30))  # wider than 120 columns
+    assert len(prompt) > 150
+    with Session("demo", cwd=tmp_path, env=env) as s:
+        assert s.send(prompt).reply == f"Echo: {prompt}"

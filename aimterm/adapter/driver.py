@@ -121,6 +121,26 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
     return "\n".join(out)
 
 
+def join_wrapped(lines: Sequence[str], cols: int) -> list[str]:
+    """Undo soft wraps: a line that fills every column continues on the next one.
+
+    The screen does not say which line breaks were the tool's and which the terminal's; a
+    full-width line is taken as wrapped, which is right for prose and prompts (a line that is
+    exactly as wide as the screen by design is joined too: rare, and harmless for matching).
+    """
+    out: list[str] = []
+    carry = ""
+    for line in lines:
+        if len(line) >= cols:
+            carry += line
+            continue
+        out.append(carry + line)
+        carry = ""
+    if carry:
+        out.append(carry)
+    return out
+
+
 def screen_delta(before: Sequence[str], after: Sequence[str]) -> list[str]:
     """Lines of ``after`` that are new relative to ``before``, in order."""
     matcher = difflib.SequenceMatcher(None, list(before), list(after), autojunk=False)

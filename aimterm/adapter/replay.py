@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 from aimterm.adapter.detector import Detector, Verdict
 from aimterm.adapter.spec import AdapterSpec
+from aimterm.errors import ConfigError
 from aimterm.term.matcher import TextTail
 from aimterm.term.responder import Responder
 from aimterm.term.screen import Screen
-from aimterm.errors import ConfigError
 from aimterm.term.transcript import Recording, read_recording
 
 #: Screen text that usually means "busy" in agent CLIs, whatever the adapter says.

@@ -16,6 +16,7 @@ from .fakemodel import (
     RecordedRequest,
     ToolCall,
     default_reply,
+    iter_sse,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "RecordedRequest",
     "ToolCall",
     "default_reply",
+    "iter_sse",
 ]
