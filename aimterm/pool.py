@@ -72,6 +72,11 @@ T = TypeVar("T")
 __all__ = ["GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pool", "RestartPolicy"]
 
 
+#: Granularity of turn timeouts (one sweep over the turns in flight this often).
+_SWEEP_S = 0.25
+_SETTLING = frozenset({State.STARTING, State.EXITED, State.FATAL, State.BACKOFF, State.WAITING})
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     """When and how often an instance that exited unasked is started again (cf. Supervisor's
@@ -148,7 +153,7 @@ class _Pending:
         self.future: concurrent.futures.Future[Turn] = concurrent.futures.Future()
         self.queued_at = time.monotonic()
         self.instance: str | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.due: float | None = None  # when the turn in flight times out
 
 
 class Instance:
@@ -169,6 +174,7 @@ class Instance:
         self.timer: asyncio.TimerHandle | None = None
         self.retired: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.cwd: str | None = None
+        self._tags = group.tags | {f"id:{iid}"}
 
     @property
     def adapter(self) -> str:
@@ -180,7 +186,7 @@ class Instance:
 
     @property
     def tags(self) -> frozenset[str]:
-        return self.group.tags | {f"id:{self.id}"}
+        return self._tags
 
     def candidate(self) -> Candidate:
         state = self.session.state
@@ -225,6 +231,7 @@ class Pool:
         self._reserved: set[str] = set()
         self._dispatch_scheduled = False
         self._expiry: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="aimterm-stop")
         self._ready_cond = threading.Condition()
         self.setup_errors: list[tuple[str, Exception]] = []
@@ -406,15 +413,16 @@ class Pool:
         inst = self._instances.get(event.instance)
         if inst is None:
             return
-        with self._ready_cond:
-            self._ready_cond.notify_all()
-        if event.new == State.IDLE.value:
-            inst.fast_failures = 0 if event.old == State.STARTING.value else inst.fast_failures
-            if inst.timer is not None and event.old == State.STARTING.value:
+        if event.old in _SETTLING or event.new in _SETTLING:
+            # Only start-up and death matter to wait_ready(); busy <-> idle does not.
+            with self._ready_cond:
+                self._ready_cond.notify_all()
+        if event.new == State.IDLE:
+            if inst.timer is not None and event.old == State.STARTING:
                 inst.timer.cancel()
                 inst.timer = None
             self._schedule_dispatch()
-        elif event.new == State.EXITED.value:
+        elif event.new == State.EXITED:
             self._on_exit(inst, event.reason)
 
     def _on_exit(self, inst: Instance, reason: str) -> None:
@@ -471,10 +479,8 @@ class Pool:
                 raise ShuttingDown("the pool is shutting down")
             if to is not None and to not in self._instances:
                 raise UnknownInstance(to, sorted(self._instances))
-            candidates = [i.candidate() for i in self._instances.values()
-                          if i.lifecycle is Lifecycle.ACTIVE and i.state is not State.FATAL]
-            if not self.router.has_match(route, candidates):
-                raise NoSuchTool(tool, tags, available=[c.adapter for c in candidates])
+            if not self._could_serve(route):
+                raise NoSuchTool(tool, tags, available=self._live_adapters())
             pending = _Pending(next(self._numbers), prompt, route, timeout, self.retry_turns)
             deadline = time.monotonic() + limit if limit is not None else float("inf")
             self._queue.put(pending, route, deadline)
@@ -482,6 +488,19 @@ class Pool:
             return pending
 
         return self._ioloop.run_sync(put).future
+
+    def _could_serve(self, route: Request) -> bool:
+        """Whether some live instance could ever take ``route`` (ready now or not)."""
+        for inst in self._instances.values():
+            if (inst.lifecycle is Lifecycle.ACTIVE and inst.state is not State.FATAL
+                    and (route.tool is None or inst.adapter == route.tool)
+                    and route.tags <= inst.tags):
+                return True
+        return False
+
+    def _live_adapters(self) -> list[str]:
+        return sorted({i.adapter for i in self._instances.values()
+                       if i.lifecycle is Lifecycle.ACTIVE and i.state is not State.FATAL})
 
     def send(self, prompt: str, *, tool: str | None = None, key: str | None = None,
              tags: Iterable[str] = (), to: str | None = None,
@@ -503,7 +522,12 @@ class Pool:
                                                tags=pending.route.tags, key=pending.route.key))
         if self._closing or not len(self._queue):
             return
-        candidates = [i.candidate() for i in self._instances.values()]
+        # Only ready instances can take a prompt now; sticky routing also needs the busy
+        # ones, to keep a key's affinity while its instance lives.
+        sticky = self.router.strategy is RoutingStrategy.STICKY
+        candidates = [i.candidate() for i in self._instances.values()
+                      if sticky or (i.pending is None and i.session.state is State.IDLE
+                                    and i.lifecycle is Lifecycle.ACTIVE)]
         for pending, chosen in self._queue.assign(self.router, candidates):
             self._start_turn(self._instances[chosen.id], pending)
         nxt = self._queue.next_deadline()
@@ -528,12 +552,35 @@ class Pool:
             turn.queued_ms = (turn.started_at - pending.queued_at) * 1000
         if pending.timeout is None:  # never wait forever: the adapter's turn timeout applies
             pending.timeout = inst.group.adapter.turn_timeout_s
-        pending.timer = self._loop.call_later(pending.timeout, self._overdue, inst, pending)
+        pending.due = time.monotonic() + pending.timeout
+        self._arm_sweep()
+        # Turns end on the loop thread: a plain call_soon, not a cross-thread wake-up.
         future.add_done_callback(
-            lambda f: self._loop.call_soon_threadsafe(self._turn_done, inst, pending, f))
+            lambda f: self._ioloop.call_soon(self._turn_done, inst, pending, f))
+
+    def _arm_sweep(self) -> None:
+        # One coarse timer for every turn's deadline instead of a timer per turn: turn
+        # timeouts are seconds to minutes, and a heap entry per turn costs on the hot path.
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(_SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        busy = False
+        for inst in list(self._instances.values()):
+            pending = inst.pending
+            if pending is None or pending.due is None:
+                continue
+            if now >= pending.due:
+                pending.due = None
+                self._overdue(inst, pending)
+            else:
+                busy = True
+        if busy:
+            self._arm_sweep()
 
     def _overdue(self, inst: Instance, pending: _Pending) -> None:
-        pending.timer = None
         if not pending.future.done():
             tail = inst.session.terminal.tail(12) if inst.session.terminal else []
             pending.future.set_exception(TurnTimeout(
@@ -546,9 +593,7 @@ class Pool:
                    future: concurrent.futures.Future[Turn]) -> None:
         if inst.pending is pending:
             inst.pending = None
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
+        pending.due = None
         error = future.exception()
         if error is None:
             if not pending.future.done():
@@ -578,13 +623,11 @@ class Pool:
 
     def _fail_unroutable(self) -> None:
         """Queued prompts that no live instance could ever take fail now, not at their timeout."""
-        candidates = [i.candidate() for i in self._instances.values()
-                      if i.lifecycle is Lifecycle.ACTIVE and i.state is not State.FATAL]
         for pending in list(self._queue.items()):
-            if not self.router.has_match(pending.route, candidates):
+            if not self._could_serve(pending.route):
                 self._queue.remove(pending)
                 self._reject(pending, NoSuchTool(pending.route.tool, pending.route.tags,
-                                                 available=[c.adapter for c in candidates]))
+                                                 available=self._live_adapters()))
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -713,8 +756,9 @@ class Pool:
             for pending in list(self._queue.items()):
                 self._queue.remove(pending)
                 self._reject(pending, ShuttingDown("the pool shut down before the prompt ran"))
-            if self._expiry is not None:
-                self._expiry.cancel()
+            for timer in (self._expiry, self._sweeper):
+                if timer is not None:
+                    timer.cancel()
             for inst in self._instances.values():
                 inst.expect_exit = True
                 if inst.timer is not None:

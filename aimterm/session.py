@@ -143,7 +143,8 @@ class _Run:
         self.future: asyncio.Future[str] = loop.create_future()
         # Resolved only when the turn is over for good (a WAITING pause does not count).
         self.final: concurrent.futures.Future[Turn] = concurrent.futures.Future()
-        self.verified = asyncio.Event()
+        self.verified = False  # the tool showed it took the prompt (submit.verify)
+        self.verify_timer: asyncio.TimerHandle | None = None
         self.before: Snapshot | None = None
         self.submitted = False
         self.saw_output = False
@@ -193,6 +194,7 @@ class Session:
         self._state = State.EXITED
         self._state_since = time.monotonic()
         self._cond = threading.Condition()
+        self._waiters = 0  # threads in wait_state(): the setter notifies only when there are
         self.history: collections.deque[Event] = collections.deque(maxlen=history)
         self.terminal: Terminal | None = None
         self._run: _Run | None = None
@@ -230,12 +232,15 @@ class Session:
         with self._cond:
             self._state = new
             self._state_since = time.monotonic()
-            self._cond.notify_all()
-        if self.terminal is not None:  # recordings carry the decisions, for `adapter explain`
-            self.terminal.marker(f"state {old.value}->{new.value} [{rule or '-'}] {reason}"
-                                 + (f": {text}" if text else ""))
-        self._emit(StateChanged(self.id, old=old.value, new=new.value, reason=reason, rule=rule,
-                                text=text))
+            if self._waiters:
+                self._cond.notify_all()
+        terminal = self.terminal
+        if terminal is not None and terminal.transcript is not None:
+            # Recordings carry the decisions, for `adapter explain`.
+            terminal.marker(f"state {old.value}->{new.value} [{rule or '-'}] {reason}"
+                            + (f": {text}" if text else ""))
+        # State is a str enum: the members themselves are the event's plain strings.
+        self._emit(StateChanged(self.id, old=old, new=new, reason=reason, rule=rule, text=text))
 
     def _emit(self, event: Event) -> None:
         self.history.append(event)
@@ -248,12 +253,17 @@ class Session:
         """Block until the session is in one of ``states``; raises SessionError on timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._state not in states:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._error(SessionError, f"timed out waiting for {', '.join(map(str, states))}")
-                self._cond.wait(left)
-            return self._state
+            self._waiters += 1
+            try:
+                while self._state not in states:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._error(SessionError, "timed out waiting for "
+                                          + ", ".join(map(str, states)))
+                    self._cond.wait(left)
+                return self._state
+            finally:
+                self._waiters -= 1
 
     def _error(self, cls: type[SessionError], message: str) -> SessionError:
         tail: list[str] = []
@@ -362,7 +372,11 @@ class Session:
             run.saw_output = True
             if self.spec.submit.verify == "output":
                 self._mark_busy(run, at)
-        if not self._eval_scheduled:
+        if self._stream:
+            # Line tools print little per read: decide now rather than a loop pass later.
+            self._evaluate()
+        elif not self._eval_scheduled:
+            # Screen tools may send a burst of reads: evaluate once after the batch.
             self._eval_scheduled = True
             self._loop.call_soon(self._evaluate)
 
@@ -420,7 +434,7 @@ class Session:
             else:
                 self._ask(verdict)
         elif verdict.state == "idle":
-            if run is None or run.verified.is_set():
+            if run is None or run.verified:
                 self._arm_settle()
             else:
                 self._cancel_settle()
@@ -431,7 +445,14 @@ class Session:
         if not run.saw_busy:
             run.saw_busy = True
             run.turn.busy_at = at
-        run.verified.set()
+        self._verified(run)
+
+    @staticmethod
+    def _verified(run: _Run) -> None:
+        run.verified = True
+        if run.verify_timer is not None:
+            run.verify_timer.cancel()
+            run.verify_timer = None
 
     def _forget_marks(self, lines: list[str], row: int) -> None:
         """An answered question that left the screen may be answered again if it comes back."""
@@ -510,7 +531,7 @@ class Session:
         if state not in (State.STARTING, State.BUSY, State.WAITING):
             return
         run = self._run
-        if run is not None and not run.verified.is_set():
+        if run is not None and not run.verified:
             return
         self._set_state(State.IDLE, "idle and settled", verdict.rule_name, verdict.text)
         self.question = None
@@ -520,6 +541,7 @@ class Session:
             self._finish(run)
 
     def _finish(self, run: _Run) -> None:
+        self._verified(run)  # (cancels a pending verify timer)
         turn = run.turn
         turn.idle_at = time.monotonic()
         assert self.terminal is not None
@@ -570,6 +592,9 @@ class Session:
         self._emit(ProcessExited(self.id, pid=self.pid or 0, returncode=code, signal=sig))
         run = self._run
         if run is not None:
+            if run.verify_timer is not None:
+                run.verify_timer.cancel()
+                run.verify_timer = None
             run.turn.status = TurnStatus.FAILED
             run.turn.error = f"process exited ({reason})"
             self._run = None
@@ -615,60 +640,81 @@ class Session:
             self._cancel_settle()
             self._set_state(State.BUSY, "turn started")
             self._emit(TurnStarted(self.id, turn=turn.number, prompt=prompt))
-            self._loop.create_task(self._submit(run))
+            self._start_submit(run)
             return run
 
         return self._ioloop.run_sync(begin)
 
-    async def _submit(self, run: _Run) -> None:
+    def _start_submit(self, run: _Run) -> None:
+        """Type the prompt and submit it (loop thread). Without pauses in the recipe it is
+        one write, done right here; with pauses a task types it."""
         assert self.terminal is not None
         terminal = self.terminal
         recipe = self.spec.submit
-        try:
-            if not self._stream:
-                run.before = terminal.snapshot()
-            # Looking at the paste mode renders the screen: only do it when a paste may happen.
-            wants_paste = recipe.paste == "bracketed" or "\n" in run.turn.prompt
-            body, keys = submit_writes(self.spec, run.turn.prompt,
-                                       paste_ok=wants_paste and terminal.bracketed_paste)
-            if self._stream:
-                self._text.clear()
-            if all(w.pause_s == 0 for w in keys):  # one write: the fast path for line tools
-                body = [Write(b"".join(w.data for w in body + keys), body[0].pause_s)]
-                keys = []
-            await self._write_all(body)
-            if keys:
-                await self._write_all(keys)
-            run.submitted = True
-            run.turn.submitted_at = time.monotonic()
-            if recipe.verify == "none" or (recipe.verify == "output" and run.saw_output):
-                self._mark_busy(run, run.turn.submitted_at)
-            if run.saw_output:
-                self._schedule_eval()
-            attempts = 0
-            while not run.verified.is_set() and not run.future.done():
-                try:
-                    await asyncio.wait_for(run.verified.wait(), recipe.verify_timeout_ms / 1000)
-                except TimeoutError:
-                    if run.future.done() or self._run is not run:
-                        return
-                    if run.saw_output and self._screen_moved(run):
-                        # Too quick to catch busy on screen, but the turn visibly ran.
-                        run.forced = True
-                        run.verified.set()
-                        self._schedule_eval()
-                        return
-                    if attempts >= recipe.retry:
-                        self._fail(run, f"the tool did not take the prompt after "
-                                        f"{attempts + 1} tries")
-                        return
-                    attempts += 1
-                    run.turn.retries += 1
-                    await self._write_all(key_writes(recipe.keys,
-                                                     gap_ms=self.spec.terminal.key_gap_ms))
-        except (BrokenPipeError, OSError) as exc:
-            if self._run is run and not run.future.done():
+        if not self._stream:
+            run.before = terminal.snapshot()
+        # Looking at the paste mode renders the screen: only do it when a paste may happen.
+        wants_paste = recipe.paste == "bracketed" or "\n" in run.turn.prompt
+        body, keys = submit_writes(self.spec, run.turn.prompt,
+                                   paste_ok=wants_paste and terminal.bracketed_paste)
+        if self._stream:
+            self._text.clear()
+        if all(w.pause_s == 0 for w in body + keys):  # the fast path for line tools
+            try:
+                terminal.write(b"".join(w.data for w in body + keys))
+            except (BrokenPipeError, OSError) as exc:
                 self._fail(run, f"write failed: {exc}")
+                return
+            self._submitted(run)
+        else:
+            self._loop.create_task(self._type(run, body, keys))
+
+    async def _type(self, run: _Run, body: list[Write], keys: list[Write]) -> None:
+        try:
+            await self._write_all(body)
+            await self._write_all(keys)
+        except (BrokenPipeError, OSError) as exc:
+            if self._run is run:
+                self._fail(run, f"write failed: {exc}")
+            return
+        if self._run is run:
+            self._submitted(run)
+
+    def _submitted(self, run: _Run) -> None:
+        recipe = self.spec.submit
+        run.submitted = True
+        run.turn.submitted_at = time.monotonic()
+        if recipe.verify == "none" or (recipe.verify == "output" and run.saw_output):
+            self._mark_busy(run, run.turn.submitted_at)
+        if run.saw_output:
+            self._schedule_eval()
+        if not run.verified and not (self._stream and recipe.verify == "output"):
+            # (A line tool that prints nothing at all after Enter is stuck, not slow to show
+            # busy: pressing Enter again would not help, and the turn timeout catches it.)
+            run.verify_timer = self._loop.call_later(recipe.verify_timeout_ms / 1000,
+                                                     self._verify_due, run, 0)
+
+    def _verify_due(self, run: _Run, attempts: int) -> None:
+        """The tool has not shown it took the prompt in time: accept a turn that visibly ran,
+        else press the submit keys again, else give up."""
+        run.verify_timer = None
+        if run.verified or run.future.done() or self._run is not run:
+            return
+        recipe = self.spec.submit
+        if run.saw_output and self._screen_moved(run):
+            # Too quick to catch busy on screen, but the turn visibly ran.
+            run.forced = True
+            self._verified(run)
+            self._schedule_eval()
+            return
+        if attempts >= recipe.retry:
+            self._fail(run, f"the tool did not take the prompt after {attempts + 1} tries")
+            return
+        run.turn.retries += 1
+        self._loop.create_task(self._write_all(key_writes(recipe.keys,
+                                                          gap_ms=self.spec.terminal.key_gap_ms)))
+        run.verify_timer = self._loop.call_later(recipe.verify_timeout_ms / 1000,
+                                                 self._verify_due, run, attempts + 1)
 
     def _screen_moved(self, run: _Run) -> bool:
         if self._stream:
@@ -682,6 +728,9 @@ class Session:
             [x for i, x in enumerate(before) if i != row]
 
     def _fail(self, run: _Run, message: str) -> None:
+        if run.verify_timer is not None:
+            run.verify_timer.cancel()
+            run.verify_timer = None
         run.turn.status = TurnStatus.FAILED
         run.turn.error = message
         if self._run is run:
@@ -759,7 +808,7 @@ class Session:
         def go() -> None:
             if self._run is not None:
                 self._run.interrupted = True
-                self._run.verified.set()
+                self._verified(self._run)
             self._loop.create_task(self._write_all(key_writes(
                 self.spec.interrupt, gap_ms=self.spec.terminal.key_gap_ms)))
 
