@@ -225,6 +225,7 @@ def explain(spec: AdapterSpec, rec: Recording) -> Explanation:
                 live.append((t, m.group("new")))
     out = rp.finish(end)
     _compare(out, live)
+    out.flags.sort(key=lambda f: f.t)
     return out
 
 
