@@ -83,6 +83,7 @@ class _Replayer:
         self.idle_due: float | None = None
         self.turn_open: float | None = None
         self.turn_verified = True
+        self.output_since_submit = False
         self.marks: dict[str, str] = {}
         self.unknown_since: float | None = None
         self.unknown_flagged = False
@@ -110,6 +111,8 @@ class _Replayer:
 
     def _check_idle(self, t: float) -> None:
         lines, _row, title = self._view()
+        while lines and not lines[-1].strip():
+            lines = lines[:-1]
         hay = "\n".join(lines[-6:]) + "\n" + title
         m = BUSY_HINTS.search(hay)
         if m:
@@ -118,17 +121,28 @@ class _Replayer:
 
     def _commit_idle(self, upto: float) -> None:
         """Settle: an idle verdict held with no output until its due time becomes IDLE."""
-        if self.idle_due is not None and self.idle_due <= upto:
-            due = self.idle_due
-            self.idle_due = None
-            lines, row, title = self._view()
-            verdict = self.detector.evaluate(lines, row, title)
-            if verdict.state == "idle" and self.turn_verified:
-                self._set(due, "idle", "idle and settled", verdict)
+        if self.idle_due is None:
+            return
+        due = self.idle_due
+        if not self.turn_verified and self.turn_open is not None and self.output_since_submit:
+            # As live: a turn too quick to show busy counts once the verify timeout has
+            # passed and the screen visibly changed.
+            due = max(due, self.turn_open + self.spec.submit.verify_timeout_ms / 1000.0)
+        if due > upto:
+            return
+        self.idle_due = None
+        lines, row, title = self._view()
+        verdict = self.detector.evaluate(lines, row, title)
+        if verdict.state == "idle" and (self.turn_verified or self.output_since_submit):
+            self._set(due, "idle", "idle and settled", verdict)
 
     def feed(self, t: float, data: bytes) -> None:
         self._commit_idle(t)
         self.last_output = t
+        if self.turn_open is not None:
+            self.output_since_submit = True
+            if self.spec.submit.verify in ("output", "none"):
+                self.turn_verified = True
         for item in self.responder.split(data):
             if isinstance(item, bytes):
                 self.screen.feed(item)
@@ -138,15 +152,15 @@ class _Replayer:
 
     def typed(self, t: float, data: str) -> None:
         self._commit_idle(t)
-        if ("\r" in data or "\n" in data) and self.state in ("idle", "starting"):
+        if ("\r" in data or "\n" in data) and self.state == "idle":
+            # (Keys typed while starting answer dialogs; they are not turns.)
             self.out.turns += 1
             self.turn_open = t
-            self.turn_verified = False
+            self.turn_verified = self.spec.submit.verify == "none"
+            self.output_since_submit = False
             if self.stream:
                 self.text.clear()
-                self.turn_verified = True  # stream tools: output after submit is enough
-            if self.state == "idle":
-                self._set(t, "busy", "turn started")
+            self._set(t, "busy", "turn started")
             self.idle_due = None
 
     def evaluate(self, t: float) -> None:
