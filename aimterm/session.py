@@ -202,6 +202,7 @@ class Session:
         self._settle: asyncio.TimerHandle | None = None
         self._eval_scheduled = False
         self._marks: dict[str, str] = {}  # rule name -> text it answered, until it goes away
+        self._answered: str | None = None  # the question the caller answered, while on screen
         self.question: str | None = None
         self.last_verdict: Verdict | None = None
         self.turns_done = 0
@@ -417,6 +418,9 @@ class Session:
                 self._cancel_settle()
             return
         run = self._run
+        if self._answered is not None and (verdict.state != "waiting"
+                                           or verdict.matched != self._answered):
+            self._answered = None
         if verdict.state == "busy":
             self._cancel_settle()
             if run is not None and run.submitted:
@@ -425,6 +429,8 @@ class Session:
                 self._set_state(State.BUSY, "busy on screen", verdict.rule_name, verdict.text)
         elif verdict.state == "waiting":
             self._cancel_settle()
+            if self._answered is not None and verdict.matched == self._answered:
+                return  # the caller answered this one; the tool has not moved on yet
             found = self.detector.find_answer(lines, row)
             self._forget_marks(lines, row)
             if found is not None:
@@ -465,9 +471,12 @@ class Session:
 
     def _answer(self, found: Found, *, startup: bool) -> None:
         name = found.rule.name
-        if self._marks.get(name) == found.text:
+        # A question is known by what the pattern matched, not by its whole line: the line
+        # also shows the answer being echoed, which must not make it look like a new question.
+        seen = found.match.group(0)
+        if self._marks.get(name) == seen:
             return  # already answered; the tool has not redrawn yet
-        self._marks[name] = found.text
+        self._marks[name] = seen
         keys = found.rule.send
         event = QuestionAnswered(self.id, rule=name, question=found.text,
                                  keys=describe_keys(keys))
@@ -791,6 +800,9 @@ class Session:
             if self._state is not State.WAITING:
                 raise self._error(NotReady, "no question is pending")
             question = self.question or ""
+            verdict = self.last_verdict
+            if verdict is not None and verdict.state == "waiting":
+                self._answered = verdict.matched
             self.question = None
             event = QuestionAnswered(self.id, rule="caller", question=question,
                                      keys=describe_keys(seq))

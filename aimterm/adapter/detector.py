@@ -21,6 +21,7 @@ class Verdict:
     state: str | None
     rule: StateRule | None = None
     text: str = ""  # the line the deciding pattern matched (or the title)
+    matched: str = ""  # just what the pattern matched: the question's identity, without echo
 
     @property
     def rule_name(self) -> str | None:
@@ -62,7 +63,7 @@ class Detector:
             text = _region_text(rule.region, lines, cursor_row, cache)
             hit = _rule_hit(rule, text, title)
             if hit is not None:
-                return Verdict(rule.state, rule, hit)
+                return Verdict(rule.state, rule, hit[0], hit[1])
         return NO_VERDICT
 
     def find_dialog(self, lines: Sequence[str], cursor_row: int = -1) -> Found | None:
@@ -86,17 +87,17 @@ class Detector:
         return None
 
 
-def _rule_hit(rule: StateRule, text: str, title: str) -> str | None:
-    """The text that made ``rule`` fire, or None if it does not."""
-    hit: str | None = None
+def _rule_hit(rule: StateRule, text: str, title: str) -> tuple[str, str] | None:
+    """(the line, the matched text) that made ``rule`` fire, or None if it does not."""
+    hit: tuple[str, str] | None = None
     if rule.any or rule.title is not None:
         for pattern in rule.any:
             m = pattern.search(text)
             if m:
-                hit = line_of(text, m)
+                hit = (line_of(text, m), m.group(0))
                 break
         if hit is None and rule.title is not None and rule.title.search(title):
-            hit = f"title: {title}"
+            hit = (f"title: {title}", title)
         if hit is None:
             return None
     for pattern in rule.all:
@@ -104,11 +105,11 @@ def _rule_hit(rule: StateRule, text: str, title: str) -> str | None:
         if m is None:
             return None
         if hit is None:
-            hit = line_of(text, m)
+            hit = (line_of(text, m), m.group(0))
     for pattern in rule.not_:
         if pattern.search(text):
             return None
-    return hit if hit is not None else ""
+    return hit if hit is not None else ("", "")
 
 
 def _when_holds(rule: AnswerRule, m: re.Match[str]) -> bool:

@@ -168,8 +168,8 @@ class _Replayer:
         verdict = self.detector.evaluate(lines, row, title)
         if self.state == "starting":
             found = self.detector.find_dialog(lines, row)
-            if found is not None and self.marks.get(found.rule.name) != found.text:
-                self.marks[found.rule.name] = found.text
+            if found is not None and self.marks.get(found.rule.name) != found.match.group(0):
+                self.marks[found.rule.name] = found.match.group(0)
                 self.out.answered.append((t, found.rule.name, found.text))
                 self.idle_due = None
                 return
@@ -195,8 +195,8 @@ class _Replayer:
             self.idle_due = None
             found = self.detector.find_answer(lines, row)
             if found is not None:
-                if self.marks.get(found.rule.name) != found.text:
-                    self.marks[found.rule.name] = found.text
+                if self.marks.get(found.rule.name) != found.match.group(0):
+                    self.marks[found.rule.name] = found.match.group(0)
                     self.out.answered.append((t, found.rule.name, found.text))
                 if self.state == "waiting":
                     self._set(t, "busy", "answered by rule", verdict)
