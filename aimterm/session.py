@@ -36,7 +36,7 @@ from aimterm.adapter.driver import (
     screen_delta,
     submit_writes,
 )
-from aimterm.adapter.spec import ALL, AdapterSpec, describe_keys
+from aimterm.adapter.spec import ALL, AdapterSpec, KeySeq, describe_keys
 from aimterm.errors import (
     InvalidTransition,
     NotReady,
@@ -63,6 +63,10 @@ from aimterm.term.screen import Snapshot
 from aimterm.term.terminal import Terminal
 
 _ids = itertools.count(1)
+#: How long an answered question is remembered even if it leaves the screen (redraw flicker).
+_MARK_HOLD_S = 1.0
+#: An answered question still on screen after this long is answered again (keys were lost).
+_ANSWER_RETRY_S = 3.0
 
 
 class TurnStatus(str, enum.Enum):
@@ -145,7 +149,8 @@ class _Run:
         self.final: concurrent.futures.Future[Turn] = concurrent.futures.Future()
         self.verified = False  # the tool showed it took the prompt (submit.verify)
         self.verify_timer: asyncio.TimerHandle | None = None
-        self.before: Snapshot | None = None
+        self.before: Snapshot | None = None  # the screen before typing
+        self.at_submit: Snapshot | None = None  # the screen when the submit keys went out
         self.submitted = False
         self.saw_output = False
         self.saw_busy = False
@@ -201,7 +206,8 @@ class Session:
         self._startup: asyncio.Future[str] | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._eval_scheduled = False
-        self._marks: dict[str, str] = {}  # rule name -> text it answered, until it goes away
+        # rule name -> (what it answered, when), until the question leaves the screen
+        self._marks: dict[str, tuple[str, float]] = {}
         self._answered: str | None = None  # the question the caller answered, while on screen
         self.question: str | None = None
         self.last_verdict: Verdict | None = None
@@ -403,11 +409,15 @@ class Session:
         verdict = self.detector.evaluate(lines, row, title)
         self.last_verdict = verdict
         if state is State.STARTING:
-            found = self.detector.find_dialog(lines, row)
+            dialogs = self.detector.find_dialogs(lines, row)
             self._forget_marks(lines, row)
-            if found is not None:
+            if dialogs:
+                # Answer the first dialog not answered a moment ago; while any is on screen
+                # the tool is not ready, whatever the state rules say.
                 self._cancel_settle()
-                self._answer(found, startup=True)
+                for found in dialogs:
+                    if self._answer(found, startup=True):
+                        break
                 return
             if verdict.state == "idle":
                 self._arm_settle()
@@ -431,12 +441,15 @@ class Session:
             self._cancel_settle()
             if self._answered is not None and verdict.matched == self._answered:
                 return  # the caller answered this one; the tool has not moved on yet
-            found = self.detector.find_answer(lines, row)
+            answers = self.detector.find_answers(lines, row)
             self._forget_marks(lines, row)
-            if found is not None:
-                self._answer(found, startup=False)
+            if answers:
+                for found in answers:
+                    if self._answer(found, startup=False):
+                        break
                 if self._state is State.WAITING:
-                    self._set_state(State.BUSY, "answered by rule", found.rule.name, found.text)
+                    self._set_state(State.BUSY, "answered by rule", answers[0].rule.name,
+                                    answers[0].text)
             else:
                 self._ask(verdict)
         elif verdict.state == "idle":
@@ -461,30 +474,50 @@ class Session:
             run.verify_timer = None
 
     def _forget_marks(self, lines: list[str], row: int) -> None:
-        """An answered question that left the screen may be answered again if it comes back."""
+        """An answered question that left the screen may be answered again if it comes back —
+        but not when it only flickered away during a redraw right after the answer (Ink-based
+        CLIs redraw whole regions), so a mark is kept for a moment after its answer."""
         if not self._marks:
             return
         text = "\n".join(lines)
-        for name, seen in list(self._marks.items()):
-            if seen not in text:
+        now = time.monotonic()
+        for name, (seen, at) in list(self._marks.items()):
+            if seen not in text and now - at > _MARK_HOLD_S:
                 del self._marks[name]
 
-    def _answer(self, found: Found, *, startup: bool) -> None:
+    def _answer(self, found: Found, *, startup: bool) -> bool:
+        """Send the rule's keys unless this very question was answered a moment ago;
+        True if it sent them."""
         name = found.rule.name
         # A question is known by what the pattern matched, not by its whole line: the line
         # also shows the answer being echoed, which must not make it look like a new question.
         seen = found.match.group(0)
-        if self._marks.get(name) == seen:
-            return  # already answered; the tool has not redrawn yet
-        self._marks[name] = seen
+        mark = self._marks.get(name)
+        if mark is not None and mark[0] == seen and time.monotonic() - mark[1] < _ANSWER_RETRY_S:
+            return False  # already answered; the tool has not redrawn yet
+        # (Still there after a while: the keys were lost — some CLIs drop keys that arrive
+        # while they are still drawing the dialog — so answer again.)
+        self._marks[name] = (seen, time.monotonic())
         keys = found.rule.send
+        if not keys:
+            return False  # a dialog rule that sends nothing only holds start-up back
         event = QuestionAnswered(self.id, rule=name, question=found.text,
                                  keys=describe_keys(keys))
         self._emit(event)
         if self._run is not None and not startup:
             self._run.turn.answered.append(event)
-        self._loop.create_task(self._write_all(key_writes(keys,
-                                                          gap_ms=self.spec.terminal.key_gap_ms)))
+        self._loop.create_task(self._write_all(self._answer_writes(keys, asked_at=None)))
+        return True
+
+    def _answer_writes(self, keys: KeySeq, asked_at: float | None) -> list[Write]:
+        """The answer's writes, held back until the question has been on screen for the
+        adapter's ``answer_delay_ms`` (counted from ``asked_at``, or from now)."""
+        writes = key_writes(keys, gap_ms=self.spec.terminal.key_gap_ms)
+        delay = self.spec.answer_delay_ms / 1000.0
+        if delay and writes:
+            age = time.monotonic() - asked_at if asked_at is not None else 0.0
+            writes[0] = Write(writes[0].data, max(writes[0].pause_s, delay - age))
+        return writes
 
     def _ask(self, verdict: Verdict) -> None:
         question = verdict.text
@@ -501,8 +534,14 @@ class Session:
             if self._startup is not None and not self._startup.done():
                 self._startup.set_result("waiting")
 
+    def _settle_s(self) -> float:
+        first = self.spec.startup.settle_ms
+        if self._state is State.STARTING and first is not None:
+            return first / 1000.0
+        return self.spec.settle_ms / 1000.0
+
     def _arm_settle(self) -> None:
-        settle = self.spec.settle_ms / 1000.0
+        settle = self._settle_s()
         if settle <= 0:
             self._settled()
             return
@@ -519,7 +558,7 @@ class Session:
     def _settle_fire(self) -> None:
         self._settle = None
         assert self.terminal is not None
-        due = self.terminal.last_output_at + self.spec.settle_ms / 1000.0
+        due = self.terminal.last_output_at + self._settle_s()
         now = time.monotonic()
         if now < due:  # output arrived meanwhile: the screen is not still yet
             self._settle = self._loop.call_later(due - now, self._settle_fire)
@@ -691,6 +730,8 @@ class Session:
 
     def _submitted(self, run: _Run) -> None:
         recipe = self.spec.submit
+        if not self._stream and not run.saw_output and self.terminal is not None:
+            run.at_submit = self.terminal.snapshot()
         run.submitted = True
         run.turn.submitted_at = time.monotonic()
         if recipe.verify == "none" or (recipe.verify == "output" and run.saw_output):
@@ -726,15 +767,18 @@ class Session:
                                                  self._verify_due, run, attempts + 1)
 
     def _screen_moved(self, run: _Run) -> bool:
+        """Whether the screen changed since the submit keys went out — compared with the
+        screen *after typing*, so that an input box re-laid out by the typed text (rows
+        shifting, hints disappearing) does not pass for a turn that ran."""
         if self._stream:
             return True
-        assert self.terminal is not None and run.before is not None
+        assert self.terminal is not None
+        ref = run.at_submit or run.before
+        assert ref is not None
         now = self.terminal.snapshot().lines
-        before = run.before.lines
-        # Ignore the cursor line: that is where the typed text itself shows.
-        row = run.before.cursor[0]
+        row = ref.cursor[0]  # the input line itself may still change (the keys echo there)
         return [x for i, x in enumerate(now) if i != row] != \
-            [x for i, x in enumerate(before) if i != row]
+            [x for i, x in enumerate(ref.lines) if i != row]
 
     def _fail(self, run: _Run, message: str) -> None:
         if run.verify_timer is not None:
@@ -800,6 +844,7 @@ class Session:
             if self._state is not State.WAITING:
                 raise self._error(NotReady, "no question is pending")
             question = self.question or ""
+            asked_at = self._state_since
             verdict = self.last_verdict
             if verdict is not None and verdict.state == "waiting":
                 self._answered = verdict.matched
@@ -810,8 +855,7 @@ class Session:
             if self._run is not None:
                 self._run.turn.answered.append(event)
             self._set_state(State.BUSY, "answered by caller")
-            self._loop.create_task(self._write_all(key_writes(
-                seq, gap_ms=self.spec.terminal.key_gap_ms)))
+            self._loop.create_task(self._write_all(self._answer_writes(seq, asked_at)))
 
         self._ioloop.run_sync(go)
 

@@ -67,15 +67,26 @@ class Detector:
         return NO_VERDICT
 
     def find_dialog(self, lines: Sequence[str], cursor_row: int = -1) -> Found | None:
+        found = self.find_dialogs(lines, cursor_row)
+        return found[0] if found else None
+
+    def find_dialogs(self, lines: Sequence[str], cursor_row: int = -1) -> list[Found]:
+        """Every start-up dialog on screen, in file order (one screen can match several: a
+        later dialog may quote an earlier one's text)."""
         return self._find(self.spec.startup.dialogs, lines, cursor_row)
 
     def find_answer(self, lines: Sequence[str], cursor_row: int = -1) -> Found | None:
         """The first answer rule whose pattern matches and whose ``when`` conditions hold."""
+        found = self.find_answers(lines, cursor_row)
+        return found[0] if found else None
+
+    def find_answers(self, lines: Sequence[str], cursor_row: int = -1) -> list[Found]:
         return self._find(self.spec.answers, lines, cursor_row)
 
     def _find(self, rules: Sequence[Dialog | AnswerRule], lines: Sequence[str],
-              cursor_row: int) -> Found | None:
+              cursor_row: int) -> list[Found]:
         cache: dict[Region, str] = {}
+        out: list[Found] = []
         for rule in rules:
             text = _region_text(rule.region, lines, cursor_row, cache)
             m = rule.match.search(text)
@@ -83,8 +94,8 @@ class Detector:
                 continue
             if isinstance(rule, AnswerRule) and not _when_holds(rule, m):
                 continue
-            return Found(rule, m, line_of(text, m))
-        return None
+            out.append(Found(rule, m, line_of(text, m)))
+        return out
 
 
 def _rule_hit(rule: StateRule, text: str, title: str) -> tuple[str, str] | None:

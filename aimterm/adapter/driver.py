@@ -114,6 +114,8 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
             out.pop()
     if "chrome" in strip and spec.reply.chrome:
         out = [line for line in out if not any(p.search(line) for p in spec.reply.chrome)]
+    for pattern in spec.reply.trim:
+        out = [_cut_start(pattern, line) for line in out]
     while out and not out[0].strip():
         out.pop(0)
     while out and not out[-1].strip():
@@ -131,7 +133,7 @@ def join_wrapped(lines: Sequence[str], cols: int) -> list[str]:
     out: list[str] = []
     carry = ""
     for line in lines:
-        if len(line) >= cols:
+        if len(line) >= cols and not _is_rule(line):
             carry += line
             continue
         out.append(carry + line)
@@ -139,6 +141,16 @@ def join_wrapped(lines: Sequence[str], cols: int) -> list[str]:
     if carry:
         out.append(carry)
     return out
+
+
+def _cut_start(pattern: re.Pattern[str], line: str) -> str:
+    m = pattern.match(line)
+    return line[m.end():] if m else line
+
+
+def _is_rule(line: str) -> bool:
+    """A full-width line of one drawing character (─, ═, -, …) is a border, not wrapped text."""
+    return len(set(line)) == 1 or all("\u2500" <= c <= "\u257f" for c in line)
 
 
 def screen_delta(before: Sequence[str], after: Sequence[str]) -> list[str]:

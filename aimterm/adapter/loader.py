@@ -553,8 +553,10 @@ class _Converter:
                 line=_where(self.doc, at)[1],
             ))
         default = StartupSpec()
+        settle = raw.get("settle_ms")
         return StartupSpec(timeout_s=float(raw.get("timeout_s", default.timeout_s)),
-                           dialogs=tuple(dialogs))
+                           dialogs=tuple(dialogs),
+                           settle_ms=int(settle) if settle is not None else None)
 
     def submit(self, detect: str) -> SubmitRecipe:
         raw = self.section("submit")
@@ -597,6 +599,7 @@ class _Converter:
             strip=tuple(raw["strip"]) if "strip" in raw else default.strip,
             chrome=self.regexes(raw.get("chrome"), ("reply", "chrome")),
             region=self.region(raw.get("region"), ("reply", "region")),
+            trim=self.regexes(raw.get("trim"), ("reply", "trim")),
         )
 
     def metrics(self) -> tuple[tuple[str, re.Pattern[str]], ...]:
@@ -652,6 +655,7 @@ class _Converter:
             detect=detect,
             states=self.states(),
             settle_ms=int(data.get("settle_ms", 300 if detect == "screen" else 0)),
+            answer_delay_ms=int(data.get("answer_delay_ms", 0)),
             startup=self.startup(),
             submit=self.submit(detect),
             answers=self.answers(),
@@ -757,6 +761,10 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
             entry["region"] = str(dialog.region)
         dialogs.append(entry)
     out["startup"] = {"timeout_s": spec.startup.timeout_s, "dialogs": dialogs}
+    if spec.startup.settle_ms is not None:
+        out["startup"]["settle_ms"] = spec.startup.settle_ms
+    if spec.answer_delay_ms:
+        out["answer_delay_ms"] = spec.answer_delay_ms
     s = spec.submit
     out["submit"] = {"paste": s.paste, "keys": _keys_to_data(s.keys), "delay_ms": s.delay_ms,
                      "verify": s.verify, "verify_timeout_ms": s.verify_timeout_ms,
@@ -778,6 +786,8 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
         reply["chrome"] = _patterns(r.chrome)
     if r.region != ALL:
         reply["region"] = str(r.region)
+    if r.trim:
+        reply["trim"] = _patterns(r.trim)
     out["reply"] = reply
     if spec.metrics:
         out["metrics"] = {name: pattern.pattern for name, pattern in spec.metrics}

@@ -167,11 +167,15 @@ class _Replayer:
         lines, row, title = self._view()
         verdict = self.detector.evaluate(lines, row, title)
         if self.state == "starting":
-            found = self.detector.find_dialog(lines, row)
-            if found is not None and self.marks.get(found.rule.name) != found.match.group(0):
-                self.marks[found.rule.name] = found.match.group(0)
-                self.out.answered.append((t, found.rule.name, found.text))
+            dialogs = self.detector.find_dialogs(lines, row)
+            if dialogs:
                 self.idle_due = None
+                for found in dialogs:
+                    if self.marks.get(found.rule.name) != found.match.group(0):
+                        self.marks[found.rule.name] = found.match.group(0)
+                        if found.rule.send:
+                            self.out.answered.append((t, found.rule.name, found.text))
+                        break
                 return
         if verdict.state is None:
             self.idle_due = None
@@ -193,8 +197,9 @@ class _Replayer:
                 self._set(t, "busy", "busy on screen", verdict)
         elif verdict.state == "waiting":
             self.idle_due = None
-            found = self.detector.find_answer(lines, row)
-            if found is not None:
+            answer = self.detector.find_answer(lines, row)
+            if answer is not None:
+                found = answer
                 if self.marks.get(found.rule.name) != found.match.group(0):
                     self.marks[found.rule.name] = found.match.group(0)
                     self.out.answered.append((t, found.rule.name, found.text))

@@ -205,6 +205,8 @@ _PROPERTIES: dict[str, Any] = {
                       "(default 300 for screen, 0 for stream).", 0),
     "turn_timeout_s": _seconds("Longest a turn may take, in seconds (default 600).",
                                positive=True),
+    "answer_delay_ms": _int("Wait until a question has been on screen this long before "
+                            "sending an answer, by rule or by the caller (default 0).", 0),
     "states": {
         "type": "array",
         "items": _STATE_RULE,
@@ -218,6 +220,9 @@ _PROPERTIES: dict[str, Any] = {
                                   positive=True),
             "dialogs": {"type": "array", "items": _DIALOG,
                         "description": "Dialogs to get past while starting."},
+            "settle_ms": _int("How long the screen must stay unchanged before the first idle "
+                              "(default: settle_ms). For tools that show their input before "
+                              "they finish loading.", 0),
         },
     ),
     "submit": _obj(
@@ -258,6 +263,8 @@ _PROPERTIES: dict[str, Any] = {
             },
             "chrome": _ref("patterns", "Lines matching any of these are removed as chrome."),
             "region": _ref("region", "Part of the screen the reply is taken from."),
+            "trim": _ref("patterns", "Cut from the start of each reply line where they match "
+                                     "(a bullet or indent the tool puts before its text)."),
         },
     ),
     "metrics": {

@@ -116,6 +116,9 @@ class Dialog:
 class StartupSpec:
     timeout_s: float = 60.0
     dialogs: tuple[Dialog, ...] = ()
+    #: How long the screen must be still before the *first* IDLE (None: ``settle_ms``). Some
+    #: CLIs show their input box before they finish loading, then redraw everything.
+    settle_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,12 +162,16 @@ class ReplySpec:
     the turn began), ``stream`` (text printed since the turn began) or ``none``. ``strip``
     removes the ``echo`` of the prompt, the idle ``prompt`` line, and ``chrome`` — every line
     matching a pattern in ``chrome``. ``region`` limits screen-delta to part of the screen.
+    ``trim`` patterns are cut from the start of each remaining line.
     """
 
     from_: Literal["screen-delta", "stream", "none"] = "screen-delta"
     strip: tuple[Literal["prompt", "echo", "chrome"], ...] = ("prompt", "echo", "chrome")
     chrome: tuple[re.Pattern[str], ...] = ()
     region: Region = ALL
+    #: Removed from the start of every reply line where it matches (a tool's bullet or
+    #: indent, e.g. ``'^(✦ |  )'``), after the lines are chosen.
+    trim: tuple[re.Pattern[str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,9 @@ class AdapterSpec:
     interrupt: KeySeq = (KeyItem("key", "ctrl-c"),)
     resume: tuple[str, ...] = ()
     turn_timeout_s: float = 600.0
+    #: Questions take no keys until they have been on screen this long (some CLIs drop keys
+    #: that arrive while a dialog is still being drawn). Applies to rules and to answer().
+    answer_delay_ms: int = 0
 
     def rules_by_priority(self) -> tuple[StateRule, ...]:
         return tuple(sorted(self.states, key=lambda r: -r.priority))

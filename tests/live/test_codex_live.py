@@ -1,0 +1,303 @@
+"""The built-in ``codex`` adapter against the real Codex CLI, pointed at the fake model server.
+
+Everything that makes codex work offline lives here, in each instance's throwaway HOME, not in
+the adapter: a custom model provider on the fake server (responses API), analytics, feedback,
+update checks, plugins and the background daemon off. The approval policy is chosen so that
+both kinds of confirmation show up: a read-only sandbox with ``on-request`` makes every edit
+ask, and an exec-policy rule (``prefix_rule(..., decision="prompt")``) makes ``echo`` ask.
+
+Run with ``-s`` to see the timings.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aimterm.adapter.loader import load_text
+from aimterm.adapter.registry import AdapterRegistry
+from aimterm.events import Event, ProcessExited, QuestionAnswered, QuestionPending, StateChanged
+from aimterm.pool import GroupSpec, InstanceSetup, Pool
+from aimterm.session import TurnStatus
+from aimterm.states import State
+from aimterm.testing.clis import find_cli, path_with_clis
+from aimterm.testing.fakemodel import FakeModel, ToolCall
+
+CODEX = find_cli("codex")
+pytestmark = pytest.mark.skipif(
+    CODEX is None, reason="the Codex CLI is not installed (scripts/install-agent-clis installs it)")
+
+THINK_S = 0.3
+PROMPTS = [f"codex pool prompt {i}: say something short about the number {i}" for i in range(10)]
+EDIT_PROMPT = "please create the notes file for the project"
+EDIT_FILE = "notes.txt"
+EDIT_CONTENT = "hello from the fake model"
+SHELL_PROMPT = "please run the greeting command"
+#: echo, so the approved command also runs in the read-only sandbox; its output comes back to
+#: the model as the tool result, which the test reads from the fake server's request log.
+SHELL_OUTPUT = "aimterm-shell-ok"
+SHELL_COMMAND = f"echo {SHELL_OUTPUT}"
+#: codex writes an agent message as "• text" (continuation lines indented two spaces); the
+#: adapter format can only drop whole lines, so the gutter stays in the reply.
+GUTTER = "• "
+
+# Codex refuses to create its helper binaries under /tmp (where pytest's tmp_path lives), so
+# the HOMEs go under /var/tmp, created and removed by this module.
+ROOT_BASE = Path("/var/tmp/aimterm-tests")
+
+# An older model name that has built-in metadata without "code mode": codex then declares the
+# plain `exec_command` and `apply_patch` tools the fake model scripts calls for. The notice
+# entry marks its one-time "try the new model" offer as seen.
+CONFIG = """\
+model = "gpt-5.5"
+model_provider = "fake"
+approval_policy = "on-request"
+sandbox_mode = "read-only"
+check_for_update_on_startup = false
+
+[model_providers.fake]
+name = "fake"
+base_url = "{url}/v1"
+env_key = "AIMTERM_FAKE_MODEL_KEY"
+wire_api = "responses"
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
+
+[features]
+daemon_auto_start = false
+remote_plugin = false
+plugins = false
+
+[history]
+persistence = "none"
+
+[notice.model_migrations]
+"gpt-5.5" = "gpt-6-sol"
+"""
+RULES = 'prefix_rule(pattern = ["echo"], decision = "prompt")\n'
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeModel]:
+    calls = {
+        EDIT_PROMPT: ToolCall(kind="edit", path=EDIT_FILE, content=EDIT_CONTENT),
+        SHELL_PROMPT: ToolCall(kind="shell", command=SHELL_COMMAND),
+    }
+    with FakeModel(think_s=THINK_S, prompts=[*PROMPTS, EDIT_PROMPT, SHELL_PROMPT],
+                   tool_calls=calls) as model:
+        yield model
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    ROOT_BASE.mkdir(parents=True, exist_ok=True)
+    path = ROOT_BASE / f"codex-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            ROOT_BASE.rmdir()
+        except OSError:
+            pass
+
+
+def offline_env(home: Path, url: str) -> dict[str, str]:
+    """A HOME whose codex config points at the fake server; the environment to run it in."""
+    codex_home = home / ".codex"
+    (codex_home / "rules").mkdir(parents=True, exist_ok=True)
+    (codex_home / "config.toml").write_text(CONFIG.format(url=url))
+    (codex_home / "rules" / "default.rules").write_text(RULES)
+    return {"HOME": str(home), "CODEX_HOME": str(codex_home), "PATH": path_with_clis(),
+            "AIMTERM_FAKE_MODEL_KEY": "fake-key", "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"), "XDG_STATE_HOME": str(home / ".state"),
+            "NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1"}
+
+
+def make_workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
+    """The built-in adapter plus ONE answer rule: approve edits inside an instance's tree."""
+    tree = re.escape(str(root)) + r"/inst-\d+/work/"
+    text = textwrap.dedent(f"""\
+        name: codex-approve-edits
+        extends: codex
+        answers:
+          - name: edit-in-tree
+            match: 'Would you like to make the following edits\\?(?:\\n.*){{0,6}}?\\n  Destination: (?P<file>/\\S+)'
+            when: {{file: '^{tree}(?!.*\\.\\./)'}}
+            send: "y"
+        """)
+    path = root / "codex-approve-edits.yaml"
+    path.write_text(text)
+    return load_text(text, str(path), resolver=AdapterRegistry().resolve_parent)
+
+
+def screens(pool: Pool) -> str:
+    """Every instance's state and screen, for a failure message."""
+    out = []
+    for inst in pool.instances():
+        s = inst.session
+        title = s.terminal.screen.snapshot().title if s.terminal else ""
+        out.append(f"--- {inst.id} {s.state} title={title!r}")
+        out.extend(line for line in s.screen_lines() if line.strip())
+    return "\n".join(out)
+
+
+def result(pool: Pool, future, timeout: float, fake: FakeModel | None = None):  # type: ignore[no-untyped-def]
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        seen = [(r.endpoint, r.answer_kind, (r.prompt or "")[:30]) for r in fake.requests] if fake else []
+        pytest.fail(f"no result after {timeout:g}s\n{screens(pool)}\nrequests: {seen}", pytrace=False)
+
+
+def test_pool_of_three_codex_instances(fake: FakeModel, root: Path) -> None:
+    spec = approving_adapter(root)
+    assert spec.answers and spec.answers[0].name == "edit-in-tree"
+
+    def setup(iid: str, index: int) -> InstanceSetup:
+        base = root / f"inst-{index}"
+        env = offline_env(base / "home", fake.url)
+        return InstanceSetup(cwd=str(make_workdir(base / "work")), env=env)
+
+    events: list[Event] = []
+    lock = threading.Lock()
+
+    def record(event: Event) -> None:
+        with lock:
+            events.append(event)
+
+    pool = Pool([GroupSpec(spec, count=3, setup=setup)])
+    pool.bus.subscribe(record)
+    sessions = []
+    pids: list[int] = []
+    try:
+        t0 = time.monotonic()
+        pool.start(wait=True, timeout=90)
+        ready_s = time.monotonic() - t0
+        instances = pool.instances()
+        sessions = [inst.session for inst in instances]
+        pids = [s.pid for s in sessions if s.pid]
+        assert [inst.state for inst in instances] == [State.IDLE] * 3, pool.status()
+        # The trust-folder dialog came up on each fresh HOME and was answered at start-up.
+        trusted = {e.instance for e in events
+                   if isinstance(e, QuestionAnswered) and e.rule == "trust-folder"}
+        assert trusted == {inst.id for inst in instances}
+        print(f"\ncodex {subprocess.run([CODEX, '--version'], capture_output=True, text=True).stdout.strip()}")
+        print(f"pool of 3 ready in {ready_s:.2f} s")
+        for inst in instances:
+            starting = next(e.mono for e in events if isinstance(e, StateChanged)
+                            and e.instance == inst.id and e.new == "starting")
+            idle = next(e.mono for e in events if isinstance(e, StateChanged)
+                        and e.instance == inst.id and e.new == "idle")
+            print(f"  {inst.id}: time to IDLE {(idle - starting) * 1000:.0f} ms")
+
+        # (a) ten distinct prompts routed over the three instances, none lost.
+        t1 = time.monotonic()
+        futures = [pool.submit(p) for p in PROMPTS]
+        turns = [result(pool, f, 60, fake) for f in futures]
+        wall = time.monotonic() - t1
+        for prompt, turn in zip(PROMPTS, turns, strict=True):
+            assert turn.status is TurnStatus.DONE, (turn.to_dict(), pool.status())
+            assert turn.reply == GUTTER + fake.expected_reply(prompt), turn.to_dict()
+            assert turn.reply.removeprefix(GUTTER) == fake.expected_reply(prompt)
+        assert sorted(t.prompt for t in turns) == sorted(PROMPTS)
+        per = collections.Counter(t.instance for t in turns)
+        assert set(per) == {inst.id for inst in instances}, per
+        asked = [r.prompt for r in fake.model_requests() if r.answer_kind == "text"]
+        assert set(PROMPTS) <= set(asked)
+        overheads = [t.busy_to_idle_ms / 1000 - THINK_S for t in turns if t.busy_to_idle_ms]
+        submits = [t.submit_to_busy_ms for t in turns if t.submit_to_busy_ms is not None]
+        print(f"10 prompts in {wall:.2f} s, per instance {dict(per)}")
+        print(f"  submit->busy median {sorted(submits)[len(submits) // 2]:.0f} ms; busy->idle "
+              f"beyond the {THINK_S:g} s think delay: median "
+              f"{sorted(overheads)[len(overheads) // 2] * 1000:.0f} ms, max "
+              f"{max(overheads) * 1000:.0f} ms (includes settle_ms={spec.settle_ms})")
+
+        # (b) an edit: the confirmation is answered by the adapter's rule, the file is written.
+        edit = result(pool, pool.submit(EDIT_PROMPT), 60)
+        assert edit.status is TurnStatus.DONE, edit.to_dict()
+        assert [a.rule for a in edit.answered] == ["edit-in-tree"], edit.to_dict()
+        assert EDIT_FILE in edit.answered[0].question
+        written = root / f"inst-{pool.instance(edit.instance).index}" / "work" / EDIT_FILE
+        assert written.read_text().strip() == EDIT_CONTENT
+        assert edit.reply == GUTTER + fake.expected_reply(EDIT_PROMPT), edit.to_dict()
+        print(f"edit turn {edit.total_ms:.0f} ms, approved by rule edit-in-tree")
+
+        # (c) a shell command: nobody approves it automatically; the session waits.
+        pending_before = sum(isinstance(e, QuestionPending) for e in events)
+        future = pool.submit(SHELL_PROMPT)
+        deadline = time.monotonic() + 60
+        question: QuestionPending | None = None
+        while question is None and time.monotonic() < deadline:
+            with lock:
+                found = [e for e in events if isinstance(e, QuestionPending)]
+            if len(found) > pending_before:
+                question = found[-1]
+            else:
+                time.sleep(0.02)
+        assert question is not None, pool.status()
+        assert question.rule == "command-approval"
+        assert SHELL_COMMAND in question.question
+        waiting = pool.instance(question.instance)
+        assert waiting.state is State.WAITING
+        time.sleep(0.3)
+        assert not future.done()
+        pool.answer(question.instance, "y")
+        shell = result(pool, future, 60)
+        assert shell.status is TurnStatus.DONE, shell.to_dict()
+        assert shell.instance == question.instance
+        assert [a.rule for a in shell.answered] == ["caller"]
+        outputs = [item.get("output", "") for r in fake.model_requests()
+                   if r.prompt == SHELL_PROMPT and r.tool_result
+                   for item in r.body.get("input", [])
+                   if isinstance(item, dict) and item.get("type") == "function_call_output"]
+        assert any("exited with code 0" in o and SHELL_OUTPUT in o.split("Output:", 1)[-1]
+                   for o in outputs), outputs
+        assert shell.reply == GUTTER + fake.expected_reply(SHELL_PROMPT), shell.to_dict()
+        print(f"shell turn waited for approval, then done ({shell.total_ms:.0f} ms in all)")
+    finally:
+        t2 = time.monotonic()
+        pool.shutdown(timeout=20)
+        shutdown_s = time.monotonic() - t2
+
+    # (d) every instance quit by its exit keys (/quit: exit code 0, no signal), none left.
+    print(f"shutdown in {shutdown_s:.2f} s")
+    for s in sessions:
+        assert s.state is State.EXITED
+        assert (s.exit_code, s.exit_signal) == (0, None), (s.id, s.exit_code, s.exit_signal)
+    exits = [e for e in events if isinstance(e, ProcessExited)]
+    assert sorted(e.instance for e in exits) == sorted(s.id for s in sessions)
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(root) in part for part in (p.info["cmdline"] or []))]
+    assert not leftovers
+    # daemon_auto_start = false kept codex from copying itself into each HOME.
+    for inst_dir in root.glob("inst-*"):
+        size = sum(f.stat().st_size for f in inst_dir.rglob("*") if f.is_file())
+        assert size < 50 * 1024 * 1024, (inst_dir, size)
+    assert not fake.errors
+    assert os.path.isdir(root)
