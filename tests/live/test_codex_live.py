@@ -50,8 +50,8 @@ SHELL_PROMPT = "please run the greeting command"
 SHELL_OUTPUT = "aimterm-shell-ok"
 SHELL_COMMAND = f"echo {SHELL_OUTPUT}"
 #: codex writes an agent message as "• text" (continuation lines indented two spaces); the
-#: adapter format can only drop whole lines, so the gutter stays in the reply.
-GUTTER = "• "
+#: adapter's reply.trim cuts that gutter, so replies equal the model's text.
+GUTTER = ""
 
 # Codex refuses to create its helper binaries under /tmp (where pytest's tmp_path lives), so
 # the HOMEs go under /var/tmp, created and removed by this module.
