@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,36 @@ def test_long_prompt_and_reply_wrapped_by_the_screen_come_back_whole(tmp_path: P
     assert len(prompt) > 150
     with Session("demo", cwd=tmp_path, env=env) as s:
         assert s.send(prompt).reply == f"Echo: {prompt}"
+
+
+def test_answer_delay_holds_answers_back_until_the_question_has_been_up() -> None:
+    spec = fake_adapter(CONFIRM.replace("exit: {keys: [quit, enter], timeout_s: 3}",
+                                        "exit: {keys: [quit, enter], timeout_s: 3}\n"
+                                        "answer_delay_ms: 400"))
+    with Session(spec) as s:
+        typed: list[float] = []
+        s.terminal.add_output_listener(lambda data, at: typed.append(at) if b"did safe" in data
+                                       else None)
+        turn = s.send("do safe-x")
+        assert turn.reply.endswith("did safe-x")
+        assert turn.busy_to_idle_ms is not None and turn.busy_to_idle_ms >= 400
+        turn = s.send("do risky")
+        assert turn.status is TurnStatus.WAITING
+        asked = time.monotonic()
+        s.answer(["y", "enter"])
+        done = s.wait_turn(timeout=10)
+        assert done.reply.endswith("did risky")
+        assert time.monotonic() - asked >= 0.35
+
+
+def test_startup_settle_is_separate_from_the_turn_settle() -> None:
+    spec = fake_adapter(ECHO.replace("settle_ms: 0", "settle_ms: 0\nstartup: {settle_ms: 600}"))
+    s = Session(spec)
+    began = time.monotonic()
+    s.start()
+    try:
+        assert time.monotonic() - began >= 0.55
+        turn = s.send("quick")
+        assert turn.busy_to_idle_ms is not None and turn.busy_to_idle_ms < 500
+    finally:
+        s.stop()

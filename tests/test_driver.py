@@ -1,0 +1,52 @@
+"""Reply cutting and key writes: pure functions of the adapter and the lines."""
+
+from __future__ import annotations
+
+from aimterm.adapter.detector import Detector
+from aimterm.adapter.driver import clean_reply, join_wrapped, key_writes, screen_delta
+from aimterm.adapter.spec import KeyItem
+from tests.helpers import fake_adapter
+
+SPEC = fake_adapter("""
+command: [x]
+states: [{state: idle, any: ['^❯$']}]
+reply:
+  strip: [echo, chrome]
+  chrome: ['^Tokens:']
+  trim: ['^(?:● |  )']
+startup:
+  dialogs:
+    - {name: auth, match: 'Existing API key detected', send: [enter]}
+    - {name: key-box, match: 'Enter Gemini API Key', send: [enter]}
+""")
+
+
+def test_trim_cuts_bullets_and_hanging_indent_after_echo_and_chrome() -> None:
+    lines = ["> what now", "● first line", "  second line", "Tokens: 3 sent", "plain"]
+    assert clean_reply(SPEC, lines, "what now") == "first line\nsecond line\nplain"
+
+
+def test_join_wrapped_joins_soft_wraps_but_not_rules() -> None:
+    cols = 10
+    assert join_wrapped(["abcdefghij", "klm", "x"], cols) == ["abcdefghijklm", "x"]
+    assert join_wrapped(["──────────", "❯ hi"], cols) == ["──────────", "❯ hi"]
+    assert join_wrapped(["----------", "next"], cols) == ["----------", "next"]
+
+
+def test_screen_delta_keeps_order_of_new_lines() -> None:
+    before = ["a", "b", "c", "❯"]
+    after = ["b", "c", "> q", "answer", "❯"]
+    assert screen_delta(before, after) == ["> q", "answer"]
+
+
+def test_every_matching_dialog_is_found_in_file_order() -> None:
+    screen = ["Enter Gemini API Key", "│ x │", "Existing API key detected (GEMINI_API_KEY)"]
+    names = [f.rule.name for f in Detector(SPEC).find_dialogs(screen)]
+    assert names == ["auth", "key-box"]
+
+
+def test_key_writes_are_separate_with_gaps_and_waits() -> None:
+    writes = key_writes((KeyItem("text", "/exit"), KeyItem("wait", ms=40),
+                         KeyItem("key", "enter"), KeyItem("key", "down")), gap_ms=25)
+    assert [(w.data, w.pause_s) for w in writes] == [(b"/exit", 0.0), (b"\r", 0.04),
+                                                     (b"\x1b[B", 0.025)]
