@@ -63,11 +63,7 @@ class ClusterManager:
 
     def __enter__(self) -> ClusterManager:
         if not self.pool.started:
-            try:
-                self.start()
-            except BaseException:  # a half-started fleet must not outlive the with statement
-                self.shutdown()
-                raise
+            self.pool.__enter__()  # (which shuts a half-started fleet down if start fails)
         return self
 
     def __exit__(self, *exc: object) -> None:

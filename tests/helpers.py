@@ -6,24 +6,25 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from aimterm.adapter.loader import load_text
 from aimterm.adapter.spec import AdapterSpec
 
 FAKES = Path(__file__).parent / "fakes"
+T = TypeVar("T")
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0,
-             interval: float = 0.01) -> object:
-    """Poll ``check`` until it returns something truthy; fail saying what was awaited."""
+def wait_for(cond: Callable[[], T], what: str, timeout: float = 10.0) -> T:
+    """Poll ``cond`` until it returns something truthy; fail saying what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        value = cond()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(0.01)
 
 
 def fake_adapter(yaml_text: str, name: str = "fake") -> AdapterSpec:

@@ -63,7 +63,8 @@ ERRORS = [
         command: x
         comand: y
         """,
-        "2: comand: unknown key 'comand' (expected one of: answer_delay_ms, answers, command, cwd, description, "
+        "2: comand: unknown key 'comand' (expected one of: answer_delay_ms, answers, command, "
+        "cwd, description, "
         "detect, env, env_remove, exit, extends, interrupt, metrics, name, reply, resume, "
         "settle_ms, startup, states, submit, terminal, turn_timeout_s)", id="unknown-top-key"),
     pytest.param(

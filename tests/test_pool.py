@@ -74,8 +74,8 @@ def test_sticky_key_stays_and_moves_when_its_instance_dies() -> None:
         other = pool.send("b1", key="conv-b").instance
         assert pool.send("b2", key="conv-b").instance == other
         os.kill(pool.instance(first).session.pid or 0, signal.SIGKILL)
-        wait_for("the instance to be seen dead",
-                 lambda: pool.instance(first).state in (State.BACKOFF, State.EXITED))
+        wait_for(lambda: pool.instance(first).state in (State.BACKOFF, State.EXITED),
+                 "the instance to be seen dead")
         moved = pool.send("a6", key="conv-a").instance
         assert moved != first
         assert pool.send("a7", key="conv-a").instance == moved
@@ -98,7 +98,7 @@ def test_least_busy_favours_the_fast_instance() -> None:
 def test_back_pressure_and_queue_timeout() -> None:
     with Pool([echo_group(1, think=1.0)], queue_size=2) as pool:
         running = pool.submit("first")
-        wait_for("the first prompt to be taken", lambda: pool.queue_length() == 0)
+        wait_for(lambda: pool.queue_length() == 0, "the first prompt to be taken")
         queued = [pool.submit("second"), pool.submit("third")]
         with pytest.raises(QueueFull):
             pool.submit("fourth")
@@ -117,8 +117,7 @@ def test_kill_9_busy_instance_restarts_and_its_prompt_is_retried() -> None:
     with Pool([echo_group(2, think=0.8)]) as pool:
         events = collect(pool)
         futures = [pool.submit(f"job{i}") for i in range(4)]
-        wait_for("both instances busy",
-                 lambda: all(r["state"] == "busy" for r in pool.status()))
+        wait_for(lambda: all(r["state"] == "busy" for r in pool.status()), "both instances busy")
         victim = pool.instance("echo-1")
         victim_prompt = victim.pending.prompt if victim.pending else None
         crashed_at = time.monotonic()
@@ -129,8 +128,7 @@ def test_kill_9_busy_instance_restarts_and_its_prompt_is_retried() -> None:
         assert [e.prompt for e in retried] == [victim_prompt]
         assert any(isinstance(e, InstanceRestarting) and e.instance == "echo-1"
                    for e in events)
-        wait_for("the restarted instance to be idle",
-                 lambda: victim.state is State.IDLE, timeout=10)
+        wait_for(lambda: victim.state is State.IDLE, "the restarted instance to be idle", timeout=10)
         idle_again = max(e.mono for e in events if isinstance(e, StateChanged)
                          and e.instance == "echo-1" and e.new == "idle")
         assert idle_again - crashed_at < 2.0 + 1.0  # 2 s budget plus this tool's start time
@@ -142,7 +140,7 @@ def test_prompt_fails_with_error_when_retries_are_used_up() -> None:
     with Pool([echo_group(1, think=5.0)], retry_turns=0,
               restart=RestartPolicy(backoff_s=0.05)) as pool:
         future = pool.submit("doomed")
-        wait_for("busy", lambda: pool.status()[0]["state"] == "busy")
+        wait_for(lambda: pool.status()[0]["state"] == "busy", "busy")
         os.kill(pool.instance("echo-1").session.pid or 0, signal.SIGKILL)
         with pytest.raises(SessionExited):
             future.result(10)
@@ -173,14 +171,14 @@ def test_scale_up_down_and_drain_finishes_its_turn() -> None:
         pool.wait_ready(20)
         assert [r["state"] for r in pool.status()] == ["idle"] * 3
         future = pool.submit("last words", to="echo-2")
-        wait_for("echo-2 busy", lambda: pool.instance("echo-2").state is State.BUSY)
+        wait_for(lambda: pool.instance("echo-2").state is State.BUSY, "echo-2 busy")
         drained = pool.drain("echo-2")
         assert pool.instance("echo-2").lifecycle is Lifecycle.DRAINING
         assert future.result(10).reply == "echo: last words"
         drained.result(10)
         assert [r["id"] for r in pool.status()] == ["echo-1", "echo-3"]
         pool.scale("echo", 1)
-        wait_for("scale down to one", lambda: len(pool.status()) == 1)
+        wait_for(lambda: len(pool.status()) == 1, "scale down to one")
         assert pool.send("still here").ok
         with pytest.raises(UnknownInstance):
             pool.drain("echo-9")
@@ -204,7 +202,7 @@ def test_shutdown_leaves_no_process_and_fails_queued_prompts() -> None:
     pids = [r["pid"] for r in pool.status()]
     running = [pool.submit(f"r{i}") for i in range(2)]
     queued = pool.submit("never runs")
-    wait_for("both busy", lambda: all(r["state"] == "busy" for r in pool.status()))
+    wait_for(lambda: all(r["state"] == "busy" for r in pool.status()), "both busy")
     start = time.monotonic()
     pool.shutdown(timeout=4)
     assert time.monotonic() - start < 4 + 3

@@ -8,10 +8,8 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 import pytest
@@ -19,21 +17,9 @@ import pytest
 from aimterm.errors import SpawnError
 from aimterm.term.child import PtyChild
 from aimterm.term.loop import IOLoop
+from tests.helpers import wait_for
 
-T = TypeVar("T")
 BASH = ["bash", "--norc", "--noprofile", "-c"]
-
-
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll ``cond`` until it returns something truthy; fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def gone(pid: int) -> bool:

@@ -5,29 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from aimterm.term.responder import Item, Osc, Query, Responder
 from aimterm.term.terminal import Terminal
-
-T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll ``cond`` until it returns something truthy; fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
+from tests.helpers import wait_for
 
 
 def merged(items: Iterable[Item]) -> list[Item]:

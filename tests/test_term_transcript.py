@@ -7,30 +7,15 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from aimterm.term.terminal import Terminal
 from aimterm.term.transcript import TranscriptWriter, read_recording
+from tests.helpers import wait_for
 
-T = TypeVar("T")
 BASH = ["bash", "--norc", "--noprofile", "-c"]
-
-
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll ``cond`` until it returns something truthy; fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def run_to_exit(argv: list[str], path: Path, **kwargs: object) -> Terminal:
