@@ -7,14 +7,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pexpect
 import psutil
 import pytest
 
 from tests.conftest import FAKES
-
 
 Spawn = Callable[..., pexpect.spawn]
 
