@@ -484,7 +484,9 @@ class Pool:
             pending = _Pending(next(self._numbers), prompt, route, timeout, self.retry_turns)
             deadline = time.monotonic() + limit if limit is not None else float("inf")
             self._queue.put(pending, route, deadline)
-            self._schedule_dispatch()
+            # Hand it out now if someone is free: a prompt submitted from a turn's callback
+            # (a closed loop of work) would otherwise wait a whole loop pass.
+            self._dispatch()
             return pending
 
         return self._ioloop.run_sync(put).future

@@ -927,8 +927,11 @@ class Session:
         if was in (State.BUSY, State.WAITING) and writes:
             # A tool in the middle of a turn or a question rarely takes its quit command:
             # interrupt it first, as a person would.
-            writes = key_writes(self.spec.interrupt, gap_ms=gap) + writes
-        how = terminal.stop(exit_keys=[w.data for w in writes], exit_timeout=exit_timeout,
+            first = writes[0]
+            writes = key_writes(self.spec.interrupt, gap_ms=gap) + \
+                [Write(first.data, max(first.pause_s, gap / 1000)), *writes[1:]]
+        how = terminal.stop(exit_keys=[(w.data, w.pause_s) for w in writes],
+                            exit_timeout=exit_timeout,
                             grace=recipe.signal_grace_s,
                             key_gap=self.spec.terminal.key_gap_ms / 1000)
         self.wait_state(State.EXITED, State.BACKOFF, State.FATAL, timeout=5.0)

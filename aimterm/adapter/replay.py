@@ -208,9 +208,13 @@ class _Replayer:
             else:
                 self._set(t, "waiting", "question no rule answers", verdict)
         elif verdict.state == "idle":
-            if self.idle_due is None:
-                self.idle_due = self.last_output + self.spec.settle_ms / 1000.0
-            if self.spec.settle_ms == 0:
+            # As live: the screen must be still for the settle time after its LAST output
+            # (the start-up one before the first idle).
+            settle = self.spec.settle_ms
+            if self.state == "starting" and self.spec.startup.settle_ms is not None:
+                settle = self.spec.startup.settle_ms
+            self.idle_due = self.last_output + settle / 1000.0
+            if settle == 0:
                 self._commit_idle(t)
 
     def finish(self, end: float) -> Explanation:

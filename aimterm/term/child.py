@@ -313,9 +313,12 @@ class PtyChild:
         except PermissionError:
             os.kill(self.pid, sig)
 
-    def stop(self, *, exit_keys: bytes | Sequence[bytes] = (), exit_timeout: float = 5.0,
-             grace: float = 1.0, key_gap: float = 0.025) -> str:
+    def stop(self, *, exit_keys: bytes | Sequence[bytes | tuple[bytes, float]] = (),
+             exit_timeout: float = 5.0, grace: float = 1.0, key_gap: float = 0.025) -> str:
         """Stop with escalation: exit keys, then SIGHUP, SIGTERM, SIGKILL to the whole group.
+
+        ``exit_keys`` are separate writes, ``key_gap`` apart; an item ``(data, pause)`` waits
+        ``pause`` seconds before its write instead.
 
         Returns how it ended: ``"exited"`` (already gone), ``"keys"``, ``"sighup"``,
         ``"sigterm"`` or ``"sigkill"``. Raises StopTimeout if even SIGKILL did not work.
@@ -325,12 +328,14 @@ class PtyChild:
         if not self.alive:
             self.wait_group(grace + 1.0)
             return "exited"
-        writes = [exit_keys] if isinstance(exit_keys, bytes) else list(exit_keys)
-        if any(writes) and exit_timeout > 0:
+        items = [exit_keys] if isinstance(exit_keys, bytes) else list(exit_keys)
+        writes = [(item, key_gap if i else 0.0) if isinstance(item, bytes) else item
+                  for i, item in enumerate(items)]
+        if any(data for data, _ in writes) and exit_timeout > 0:
             try:
-                for i, chunk in enumerate(writes):
-                    if i:
-                        time.sleep(key_gap)
+                for chunk, pause in writes:
+                    if pause > 0:
+                        time.sleep(pause)
                     if chunk:
                         self.write(chunk, timeout=1.0)
             except (BrokenPipeError, TimeoutError):

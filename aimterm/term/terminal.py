@@ -194,7 +194,8 @@ class Terminal:
         if self.transcript is not None and not self.transcript.closed:
             self.transcript.marker(label)
 
-    def stop(self, *, exit_keys: Sequence[bytes] = (), exit_timeout: float = 5.0,
+    def stop(self, *, exit_keys: Sequence[bytes | tuple[bytes, float]] = (),
+             exit_timeout: float = 5.0,
              grace: float = 1.0, key_gap: float = 0.025) -> str:
         if self.child is None:
             return "exited"

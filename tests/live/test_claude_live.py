@@ -1,0 +1,272 @@
+"""The built-in ``claude`` adapter against the real Claude Code, pointed at the fake model server.
+
+Everything that makes Claude Code work offline lives here, in each instance's environment and
+throwaway HOME, not in the adapter: ``ANTHROPIC_BASE_URL`` on the fake server with
+``ANTHROPIC_AUTH_TOKEN`` (a bearer token: on a fresh HOME ``ANTHROPIC_API_KEY`` would bring up
+a "use this API key?" dialog instead), telemetry, error reporting, the auto-updater and other
+non-essential traffic off. 2.1.330 starts in "auto" permission mode, where edits and simple
+commands run without asking; ``~/.claude/settings.json`` selects "manual" mode so that both
+kinds of confirmation show up.
+
+Run with ``-s`` to see the timings.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aimterm.adapter.loader import load_text
+from aimterm.adapter.registry import AdapterRegistry
+from aimterm.events import Event, ProcessExited, QuestionAnswered, QuestionPending, StateChanged
+from aimterm.pool import GroupSpec, InstanceSetup, Pool
+from aimterm.session import TurnStatus
+from aimterm.states import State
+from aimterm.testing.clis import find_cli, path_with_clis
+from aimterm.testing.fakemodel import FakeModel, ToolCall
+
+CLAUDE = find_cli("claude")
+pytestmark = pytest.mark.skipif(
+    CLAUDE is None, reason="Claude Code is not installed (scripts/install-agent-clis installs it)")
+
+THINK_S = 0.3
+PROMPTS = [f"claude pool prompt {i}: say something short about the number {i}" for i in range(10)]
+EDIT_PROMPT = "please create the notes file for the project"
+EDIT_FILE = "notes.txt"
+EDIT_CONTENT = "hello from the fake model"
+SHELL_PROMPT = "please run the greeting command"
+#: A command that writes: manual mode lets read-only commands such as a bare ``echo`` run
+#: without asking, a redirection into a file asks ("Bash command … Do you want to proceed?").
+SHELL_FILE = "greeting.txt"
+SHELL_OUTPUT = "aimterm-shell-ok"
+SHELL_COMMAND = f"echo {SHELL_OUTPUT} > {SHELL_FILE}"
+
+#: Variables from the caller's environment that would change what Claude Code does (another
+#: config folder, a key that brings up its own dialog, a nested-session marker).
+FOREIGN_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN",
+               "CLAUDE_CONFIG_DIR", "CLAUDECODE", "CLAUDE_CODE_USE_BEDROCK",
+               "CLAUDE_CODE_USE_VERTEX")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeModel]:
+    calls = {
+        EDIT_PROMPT: ToolCall(kind="edit", path=EDIT_FILE, content=EDIT_CONTENT),
+        SHELL_PROMPT: ToolCall(kind="shell", command=SHELL_COMMAND),
+    }
+    with FakeModel(think_s=THINK_S, prompts=[*PROMPTS, EDIT_PROMPT, SHELL_PROMPT],
+                   tool_calls=calls) as model:
+        yield model
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("claude")
+
+
+def offline_env(home: Path, url: str) -> dict[str, str]:
+    """A throwaway HOME in manual permission mode; the environment that points Claude Code at
+    the fake server with everything that would reach another address turned off."""
+    (home / ".claude").mkdir(parents=True, exist_ok=True)
+    (home / ".claude" / "settings.json").write_text(
+        json.dumps({"permissions": {"defaultMode": "manual"}}))
+    return {"HOME": str(home), "PATH": path_with_clis(),
+            "ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": "fake-token",
+            "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
+            "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_STATE_HOME": str(home / ".state"), "NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1"}
+
+
+def make_workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+#: The Create/Edit/Overwrite dialog, its path and its "1. Yes" option.
+MATCH = (r"^ (?:Create|Edit|Overwrite) file\n (?P<file>\S+)\n(?:.*\n)*?"
+         r" Do you want to (?:create|make this edit to|overwrite) (?P<target>\S+)\?\n ❯ 1\. Yes")
+#: "1" (Yes) when the path (shown relative to the working directory, "../x" outside it)
+#: stays inside the tree.
+ANSWER_RULE = r"""
+answers:
+  - name: edit-in-tree
+    match: '{MATCH}'
+    when: {file: '^(?![/~])(?!\.\.?/)(?!.*/\.\./)(?!\.\.$)', target: '^(?![/~])(?!\.\./)'}
+    send: "1"
+""".replace("{MATCH}", MATCH)
+
+
+def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
+    """The built-in adapter plus ONE answer rule: approve file edits inside the working tree."""
+    text = "name: claude-approve-edits\nextends: claude\n" + textwrap.dedent(ANSWER_RULE)
+    path = root / "claude-approve-edits.yaml"
+    path.write_text(text)
+    return load_text(text, str(path), resolver=AdapterRegistry().resolve_parent)
+
+
+def screens(pool: Pool) -> str:
+    """Every instance's state and screen, for a failure message."""
+    out = []
+    for inst in pool.instances():
+        s = inst.session
+        title = s.terminal.screen.snapshot().title if s.terminal else ""
+        out.append(f"--- {inst.id} {s.state} title={title!r}")
+        out.extend(line for line in s.screen_lines() if line.strip())
+    return "\n".join(out)
+
+
+def result(pool: Pool, future, timeout: float, fake: FakeModel | None = None):  # type: ignore[no-untyped-def]
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        seen = [(r.endpoint, r.answer_kind, (r.prompt or "")[:30]) for r in fake.requests] if fake else []
+        pytest.fail(f"no result after {timeout:g}s\n{screens(pool)}\nrequests: {seen}", pytrace=False)
+
+
+def test_pool_of_three_claude_instances(fake: FakeModel, root: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in FOREIGN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    spec = approving_adapter(root)
+    assert [a.name for a in spec.answers] == ["edit-in-tree"]
+
+    def setup(iid: str, index: int) -> InstanceSetup:
+        base = root / f"inst-{index}"
+        env = offline_env(base / "home", fake.url)
+        return InstanceSetup(cwd=str(make_workdir(base / "work")), env=env)
+
+    events: list[Event] = []
+    lock = threading.Lock()
+
+    def record(event: Event) -> None:
+        with lock:
+            events.append(event)
+
+    pool = Pool([GroupSpec(spec, count=3, setup=setup)])
+    pool.bus.subscribe(record)
+    sessions = []
+    pids: list[int] = []
+    try:
+        t0 = time.monotonic()
+        pool.start(wait=True, timeout=90)
+        ready_s = time.monotonic() - t0
+        instances = pool.instances()
+        sessions = [inst.session for inst in instances]
+        pids = [s.pid for s in sessions if s.pid]
+        assert [inst.state for inst in instances] == [State.IDLE] * 3, pool.status()
+        # Each fresh HOME showed the first-run dialogs, and the trust dialog was confirmed on
+        # "Yes, I trust this folder" (its default is "No, exit").
+        for rule in ("theme", "security-notes", "trust-yes"):
+            answered = {e.instance for e in events
+                        if isinstance(e, QuestionAnswered) and e.rule == rule}
+            assert answered == {inst.id for inst in instances}, (rule, answered)
+        version = subprocess.run([CLAUDE, "--version"], capture_output=True, text=True,
+                                 env=offline_env(root / "inst-0" / "home", fake.url)).stdout
+        print(f"\nclaude {version.strip()}")
+        print(f"pool of 3 ready in {ready_s:.2f} s")
+        for inst in instances:
+            starting = next(e.mono for e in events if isinstance(e, StateChanged)
+                            and e.instance == inst.id and e.new == "starting")
+            idle = next(e.mono for e in events if isinstance(e, StateChanged)
+                        and e.instance == inst.id and e.new == "idle")
+            print(f"  {inst.id}: time to IDLE {(idle - starting) * 1000:.0f} ms")
+
+        # (a) ten distinct prompts routed over the three instances, none lost.
+        t1 = time.monotonic()
+        futures = [pool.submit(p) for p in PROMPTS]
+        turns = [result(pool, f, 60, fake) for f in futures]
+        wall = time.monotonic() - t1
+        for prompt, turn in zip(PROMPTS, turns, strict=True):
+            assert turn.status is TurnStatus.DONE, (turn.to_dict(), pool.status())
+            assert turn.reply == fake.expected_reply(prompt), turn.to_dict()
+        assert sorted(t.prompt for t in turns) == sorted(PROMPTS)
+        per = collections.Counter(t.instance for t in turns)
+        assert set(per) == {inst.id for inst in instances}, per
+        asked = [r.prompt for r in fake.model_requests() if r.answer_kind == "text"]
+        assert set(PROMPTS) <= set(asked)
+        overheads = [t.busy_to_idle_ms / 1000 - THINK_S for t in turns if t.busy_to_idle_ms]
+        submits = [t.submit_to_busy_ms for t in turns if t.submit_to_busy_ms is not None]
+        print(f"10 prompts in {wall:.2f} s, per instance {dict(per)}")
+        print(f"  submit->busy median {sorted(submits)[len(submits) // 2]:.0f} ms; busy->idle "
+              f"beyond the {THINK_S:g} s think delay: median "
+              f"{sorted(overheads)[len(overheads) // 2] * 1000:.0f} ms, max "
+              f"{max(overheads) * 1000:.0f} ms (includes settle_ms={spec.settle_ms})")
+
+        # (b) an edit: the permission dialog is answered by the rule, the file is written.
+        pending_before = sum(isinstance(e, QuestionPending) for e in events)
+        edit = result(pool, pool.submit(EDIT_PROMPT), 60)
+        assert edit.status is TurnStatus.DONE, edit.to_dict()
+        assert [a.rule for a in edit.answered] == ["edit-in-tree"], edit.to_dict()
+        assert edit.answered[0].question.startswith(f"Create file\n {EDIT_FILE}\n")
+        assert f"Do you want to create {EDIT_FILE}?" in edit.answered[0].question
+        assert sum(isinstance(e, QuestionPending) for e in events) == pending_before
+        written = root / f"inst-{pool.instance(edit.instance).index}" / "work" / EDIT_FILE
+        assert written.read_text().strip() == EDIT_CONTENT
+        assert edit.reply == fake.expected_reply(EDIT_PROMPT), edit.to_dict()
+        print(f"edit turn {edit.total_ms:.0f} ms, approved by rule edit-in-tree")
+
+        # (c) a shell command: nobody approves it automatically; the session waits.
+        future = pool.submit(SHELL_PROMPT)
+        deadline = time.monotonic() + 60
+        question: QuestionPending | None = None
+        while question is None and time.monotonic() < deadline:
+            with lock:
+                found = [e for e in events if isinstance(e, QuestionPending)]
+            if len(found) > pending_before:
+                question = found[-1]
+            else:
+                time.sleep(0.02)
+        assert question is not None, screens(pool)
+        assert question.rule == "permission"
+        assert question.question.startswith("Bash command\n")
+        assert SHELL_COMMAND in question.question
+        assert "Do you want to proceed?" in question.question
+        waiting = pool.instance(question.instance)
+        assert waiting.state is State.WAITING
+        time.sleep(0.3)
+        assert not future.done()
+        ran = root / f"inst-{waiting.index}" / "work" / SHELL_FILE
+        assert not ran.exists()
+        pool.answer(question.instance, "1")
+        shell = result(pool, future, 60)
+        assert shell.status is TurnStatus.DONE, shell.to_dict()
+        assert shell.instance == question.instance
+        assert [a.rule for a in shell.answered] == ["caller"]
+        assert ran.read_text().strip() == SHELL_OUTPUT
+        assert shell.reply == fake.expected_reply(SHELL_PROMPT), shell.to_dict()
+        print(f"shell turn waited for approval, then done ({shell.total_ms:.0f} ms in all)")
+    finally:
+        t2 = time.monotonic()
+        pool.shutdown(timeout=20)
+        shutdown_s = time.monotonic() - t2
+
+    # (d) every instance quit by its exit keys (/exit: exit code 0, no signal), none left.
+    print(f"shutdown in {shutdown_s:.2f} s")
+    for s in sessions:
+        assert s.state is State.EXITED
+        assert (s.exit_code, s.exit_signal) == (0, None), (s.id, s.exit_code, s.exit_signal)
+    exits = [e for e in events if isinstance(e, ProcessExited)]
+    assert sorted(e.instance for e in exits) == sorted(s.id for s in sessions)
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(root) in part for part in (p.info["cmdline"] or []))]
+    assert not leftovers
+    # Only the model endpoints were asked for: nothing else went to the server.
+    assert {r.endpoint for r in fake.requests} <= {"chat", "count_tokens"}, \
+        collections.Counter(r.endpoint for r in fake.requests)
+    assert not fake.errors
+    assert re.fullmatch(r"\d+\.\d+\.\d+ \(Claude Code\)", version.strip()), version
