@@ -166,3 +166,172 @@ class UnknownInstance(AimtermError):
         hint = f" (instances: {', '.join(known)})" if known else ""
         super().__init__(f"no instance named {instance!r}{hint}")
         self.instance = instance
+
+
+# --- The control socket and the store (layer L4) -------------------------------------------
+#
+#   AimtermError
+#   ├── ProtocolError               a message that is not valid protocol (bad_request)
+#   │   ├── UnknownOp               an op the server does not expose
+#   │   └── UnsupportedVersion      the peer speaks another protocol version
+#   ├── PermissionDenied            the socket's peer runs as another user
+#   ├── UnsafeRuntimeDir            the socket's folder is shared with other users
+#   ├── AlreadyRunning              a live server already listens on the socket
+#   ├── DaemonNotRunning            no server listens on the socket
+#   ├── ConnectionLost              the server went away while a request was open
+#   ├── IpcTimeout                  no reply within the client's timeout
+#   ├── Cancelled                   the request was cancelled by its caller
+#   ├── StoreError                  the state database cannot be used
+#   └── RemoteError                 an error from the server with a code this side does not know
+
+
+class ProtocolError(AimtermError):
+    """A message on the control socket is not valid protocol (bad JSON, missing fields)."""
+
+    code = "bad_request"
+    exit_code = 20
+
+
+class UnknownOp(ProtocolError):
+    code = "unknown_op"
+    exit_code = 21
+
+    def __init__(self, op: str, known: Sequence[str] = ()) -> None:
+        hint = f" (ops: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown op {op!r}{hint}")
+        self.op = op
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data.update(op=self.op)
+        return data
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "unsupported_version"
+    exit_code = 22
+
+    def __init__(self, got: object, supported: Sequence[int] = (1,)) -> None:
+        wanted = ", ".join(str(v) for v in supported)
+        super().__init__(f"protocol version {got!r} is not supported (supported: {wanted})")
+        self.got = got
+        self.supported = list(supported)
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data.update(got=self.got, supported=self.supported)
+        return data
+
+
+class PermissionDenied(AimtermError):
+    """The control socket is private to its user; another uid may not use it."""
+
+    code = "permission_denied"
+    exit_code = 23
+
+
+class UnsafeRuntimeDir(AimtermError):
+    """The folder of the control socket is owned by someone else or open to group/other."""
+
+    code = "unsafe_runtime_dir"
+    exit_code = 24
+
+    def __init__(self, path: str, mode: int, reason: str) -> None:
+        super().__init__(f"refusing to use {path} (mode {mode:04o}): {reason}; "
+                         "it must be owned by you with mode 0700")
+        self.path = path
+        self.mode = mode
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data.update(path=self.path, mode=self.mode, reason=self.reason)
+        return data
+
+
+class AlreadyRunning(AimtermError):
+    code = "already_running"
+    exit_code = 25
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"a server is already listening on {path}")
+        self.path = path
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data.update(path=self.path)
+        return data
+
+
+class DaemonNotRunning(AimtermError):
+    code = "daemon_not_running"
+    exit_code = 26
+
+    def __init__(self, path: str, reason: str = "no socket",
+                 hint: str = "start it with `aimterm cluster up`") -> None:
+        super().__init__(f"the aimterm daemon is not running ({reason} at {path}); {hint}")
+        self.path = path
+        self.reason = reason
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data.update(path=self.path, reason=self.reason, hint=self.hint)
+        return data
+
+
+class ConnectionLost(AimtermError):
+    """The server closed the connection (or it broke) while a request was waiting."""
+
+    code = "connection_lost"
+    exit_code = 27
+
+
+class IpcTimeout(AimtermError):
+    code = "ipc_timeout"
+    exit_code = 28
+
+    def __init__(self, op: str, timeout: float) -> None:
+        super().__init__(f"no reply to {op!r} within {timeout:g}s")
+        self.op = op
+        self.timeout = timeout
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data.update(op=self.op, timeout=self.timeout)
+        return data
+
+
+class Cancelled(AimtermError):
+    """The caller cancelled the request before it finished."""
+
+    code = "cancelled"
+    exit_code = 29
+
+
+class StoreError(AimtermError):
+    """The state database cannot be opened or used (newer schema, corrupt file, ...)."""
+
+    code = "store_error"
+    exit_code = 30
+
+
+class RemoteError(AimtermError):
+    """An error reply whose code has no class on this side. Keeps the server's ``code``,
+    ``exit_code`` and extra fields; ``expected`` is false for a crash in the server."""
+
+    code = "remote_error"
+    exit_code = 1
+
+    def __init__(self, code: str, message: str, *, exit_code: int = 1, expected: bool = True,
+                 extra: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.exit_code = exit_code
+        self.expected = expected
+        self.extra = dict(extra or {})
+
+    def to_dict(self) -> dict[str, object]:
+        data = dict(self.extra)
+        data.update(super().to_dict())
+        return data

@@ -1,0 +1,489 @@
+"""The control server: a whitelist of async ops served on a private Unix socket.
+
+:class:`ControlServer` listens on the shared reader loop (:class:`~aimterm.term.loop.IOLoop`)
+and exposes exactly the ops it is given — there is no reflection, so nothing else in the
+process is reachable from the socket. Every request runs as its own task, so a slow op does
+not hold up the others on the connection; replies are written under a per-connection lock.
+
+An op raising an :class:`~aimterm.errors.AimtermError` gets an *expected* error reply with
+the error's code; anything else is a crash: the traceback goes to the log and the client gets
+``internal`` without it.
+
+Socket hygiene (after qtile's ``libqtile/ipc.py``):
+
+- the socket's folder is created 0700 and refused (:class:`UnsafeRuntimeDir`) if it is owned by
+  another user or open to group/other;
+- the socket is bound under a 0177 umask and chmod-ed 0600;
+- each connection's peer uid is read with ``SO_PEERCRED``: another uid gets one
+  ``permission_denied`` reply and is disconnected;
+- a socket file nobody listens on (connect → ``ECONNREFUSED``) is stale and replaced; a live
+  one means another server: :class:`AlreadyRunning`;
+- ``stop()`` removes the socket file, unless another server has replaced it meanwhile.
+
+Nothing listens on TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aimterm.errors import (
+    AimtermError,
+    AlreadyRunning,
+    Cancelled,
+    ConfigError,
+    ConnectionLost,
+    PermissionDenied,
+    ProtocolError,
+    UnknownOp,
+    UnsafeRuntimeDir,
+)
+from aimterm.ipc.protocol import (
+    CANCEL_OP,
+    MAX_LINE,
+    Request,
+    decode,
+    encode,
+    end,
+    error_reply,
+    hello,
+    item,
+    ok_reply,
+    parse_request,
+)
+from aimterm.term.loop import IOLoop
+
+__all__ = ["ControlServer", "Op", "Stream", "StreamOp"]
+
+log = logging.getLogger(__name__)
+
+#: A plain op: the request's ``args`` → a JSON-able result (or raise an AimtermError).
+Op = Callable[[dict[str, Any]], Awaitable[Any]]
+#: A streaming op: sends items through the :class:`Stream`; returning ends the stream.
+StreamOp = Callable[[dict[str, Any], "Stream"], Awaitable[None]]
+
+#: ``sun_path`` is 108 bytes on Linux, including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_STOP_GRACE_S = 2.0
+
+
+class Stream:
+    """The server side of one streaming request, handed to a :data:`StreamOp`.
+
+    ``send(item)`` writes one item (waiting while the client is slow to read); ``inputs``
+    receives the payloads of the client's ``input`` messages; ``cancelled`` is set when the
+    client cancels — the op's task is then cancelled too, so ``try``/``finally`` is enough
+    for cleanup."""
+
+    def __init__(self, conn: _Connection, req_id: int, op: str) -> None:
+        self.id = req_id
+        self.op = op
+        self.inputs: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.cancelled = asyncio.Event()
+        self._conn = conn
+
+    async def send(self, payload: Any) -> None:
+        await self._conn.send(item(self.id, payload))
+
+    @property
+    def peer_pid(self) -> int:
+        return self._conn.peer_pid
+
+
+class _Connection:
+    """One accepted client: its writer, its running requests and its open streams."""
+
+    def __init__(self, writer: asyncio.StreamWriter, peer_pid: int) -> None:
+        self.writer = writer
+        self.peer_pid = peer_pid
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.streams: dict[int, Stream] = {}
+        #: Set when the connection goes away (client left, server stopping): cancelled
+        #: requests then end silently instead of answering.
+        self.closing = False
+        self._wlock = asyncio.Lock()
+
+    async def send(self, msg: Mapping[str, Any]) -> None:
+        await self.send_line(encode(msg))
+
+    async def send_line(self, line: bytes) -> None:
+        async with self._wlock:
+            if self.closing or self.writer.is_closing():
+                raise ConnectionLost("the client has disconnected")
+            try:
+                self.writer.write(line)
+                await self.writer.drain()
+            except (ConnectionError, OSError) as exc:
+                self.closing = True
+                raise ConnectionLost(f"the client has disconnected ({exc})") from None
+
+    async def send_quietly(self, msg: Mapping[str, Any]) -> None:
+        """Send a reply nobody may be waiting for any more: a gone client is not an error."""
+        try:
+            await self.send(msg)
+        except ConnectionLost:
+            pass
+
+    def cancel(self, req_id: int) -> bool:
+        task = self.tasks.get(req_id)
+        if task is None or task.done():
+            return False
+        stream = self.streams.get(req_id)
+        if stream is not None:
+            stream.cancelled.set()
+        task.cancel()
+        return True
+
+    def close(self) -> None:
+        self.closing = True
+        for task in list(self.tasks.values()):
+            task.cancel()
+        self.writer.close()
+
+
+class ControlServer:
+    """Serve ``ops`` (and the streaming ops in ``streaming``) on the Unix socket ``path``.
+
+    ``start()`` and ``stop()`` may be called from any thread; from the loop thread itself,
+    ``stop()`` closes at once without waiting for the requests' tasks to unwind (``await
+    stop_async()`` does wait). Also a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str], ops: Mapping[str, Op], *,
+                 streaming: Mapping[str, StreamOp] | None = None,
+                 loop: IOLoop | None = None) -> None:
+        self.path = Path(path)
+        self._ops = dict(ops)
+        self._streaming = dict(streaming or {})
+        both = set(self._ops) & set(self._streaming)
+        if both:
+            raise ValueError(f"ops both plain and streaming: {', '.join(sorted(both))}")
+        if CANCEL_OP in self._ops or CANCEL_OP in self._streaming:
+            raise ValueError(f"{CANCEL_OP!r} is built in and cannot be overridden")
+        size = len(os.fsencode(self.path))
+        if size > _MAX_SOCKET_PATH:
+            raise ConfigError(f"a Unix socket path may be at most {_MAX_SOCKET_PATH} bytes, "
+                              f"this one has {size}", path=str(self.path))
+        self._io = loop if loop is not None else IOLoop.shared()
+        self._uid = os.getuid()
+        self._sock: socket.socket | None = None
+        self._ident: tuple[int, int] | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._conns: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def ops(self) -> list[str]:
+        """Every op a client may call (plain and streaming), ``cancel`` included."""
+        return sorted({*self._ops, *self._streaming, CANCEL_OP})
+
+    def is_serving(self) -> bool:
+        return self._sock is not None
+
+    def start(self) -> None:
+        """Bind the socket and start serving. Raises :class:`UnsafeRuntimeDir`,
+        :class:`AlreadyRunning`; clients may connect as soon as this returns."""
+        self._io.run_sync(self._start_on_loop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect every client, cancel their requests, remove the socket file."""
+        if self._io.in_loop() or not self._io.is_running():
+            self._close_now()
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.stop_async(), self._io.loop)
+        fut.result(timeout)
+
+    async def stop_async(self) -> None:
+        self._close_now()
+        pending = [t for t in [*self._handlers, *self._tasks] if not t.done()]
+        for conn in list(self._conns):
+            pending.extend(t for t in conn.tasks.values() if not t.done())
+        if pending:
+            await asyncio.wait(pending, timeout=_STOP_GRACE_S)
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _start_on_loop(self) -> None:
+        if self._sock is not None:
+            raise RuntimeError(f"the control server on {self.path} is already started")
+        _prepare_dir(self.path.parent)
+        _clear_stale(self.path)
+        self._sock = _bind(self.path)
+        st = os.stat(self.path)
+        self._ident = (st.st_dev, st.st_ino)
+        # The socket already listens, so connections queue in the backlog until the asyncio
+        # server takes it over on the next pass of the loop.
+        self._opening = self._io.loop.create_task(self._open(self._sock))
+        log.info("control server listening on %s", self.path)
+
+    async def _open(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=MAX_LINE)
+
+    def _close_now(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        self._opening = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for conn in list(self._conns):
+            conn.close()
+        if self._ident is not None:
+            # Only our own socket file: a server started on the same path since then keeps its.
+            try:
+                st = os.lstat(self.path)
+                if (st.st_dev, st.st_ino) == self._ident:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self._ident = None
+            log.info("control server on %s stopped", self.path)
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            pid, uid, _gid = _peer_cred(writer)
+        except OSError:
+            writer.close()  # gone before we could look at it
+            return
+        self._handlers.add(task)
+        conn = _Connection(writer, pid)
+        self._conns.add(conn)
+        try:
+            if uid != self._uid:
+                log.warning("refused a connection to %s from uid %d (pid %d)", self.path, uid, pid)
+                await conn.send(error_reply(None, PermissionDenied(
+                    f"the control socket {self.path} belongs to uid {self._uid}; "
+                    f"uid {uid} may not use it")))
+                return
+            await conn.send(hello(ops=sorted([*self._ops, CANCEL_OP]),
+                                  streams=sorted(self._streaming)))
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:
+                    # StreamReader: the line outgrew the limit. The rest of it cannot be told
+                    # from the next message, so answer once and hang up.
+                    await conn.send(error_reply(None, ProtocolError(
+                        f"line longer than {MAX_LINE} bytes; closing the connection")))
+                    return
+                if not line.endswith(b"\n"):
+                    return  # EOF (possibly mid-line: the client went away)
+                self._dispatch(conn, line)
+        except (ConnectionLost, ConnectionError):
+            pass
+        finally:
+            conn.close()
+            self._conns.discard(conn)
+            self._handlers.discard(task)
+
+    def _dispatch(self, conn: _Connection, line: bytes) -> None:
+        try:
+            req = parse_request(decode(line))
+        except ProtocolError as exc:
+            self._spawn(conn.send_quietly(error_reply(_guess_id(line), exc)))
+            return
+        if req.op is None:
+            self._feed_input(conn, req)
+        elif req.op == CANCEL_OP:
+            found = conn.cancel(req.args["id"])
+            self._spawn(conn.send_quietly(ok_reply(req.id, {"cancelled": found})))
+        elif req.id in conn.tasks:
+            self._spawn(conn.send_quietly(error_reply(
+                req.id, ProtocolError(f"request id {req.id} is already in use"))))
+        elif req.op in self._ops:
+            self._track(conn, req.id, self._spawn(self._call(conn, req, self._ops[req.op])))
+        elif req.op in self._streaming:
+            stream = Stream(conn, req.id, req.op)
+            conn.streams[req.id] = stream
+            task = self._spawn(self._stream(conn, req, self._streaming[req.op], stream))
+            self._track(conn, req.id, task)
+        else:
+            self._spawn(conn.send_quietly(error_reply(req.id, UnknownOp(req.op, self.ops))))
+
+    def _feed_input(self, conn: _Connection, req: Request) -> None:
+        stream = conn.streams.get(req.id)
+        if stream is None:
+            self._spawn(conn.send_quietly(error_reply(
+                req.id, ProtocolError(f"no open stream {req.id} to take input"))))
+            return
+        assert req.input is not None
+        stream.inputs.put_nowait(req.input)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self._io.loop.create_task(coro)
+        # The loop keeps only weak references to tasks: hold each until it is done.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    def _track(conn: _Connection, req_id: int, task: asyncio.Task[None]) -> None:
+        conn.tasks[req_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if conn.tasks.get(req_id) is done:
+                del conn.tasks[req_id]
+            conn.streams.pop(req_id, None)
+
+        task.add_done_callback(forget)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def _call(self, conn: _Connection, req: Request, op: Op) -> None:
+        try:
+            result = await op(req.args)
+            line = encode(ok_reply(req.id, result))
+        except asyncio.CancelledError:
+            if conn.closing:
+                raise
+            line = encode(error_reply(req.id, Cancelled(f"{req.op} was cancelled")))
+        except Exception as exc:
+            line = self._failure(req, exc)
+        try:
+            await conn.send_line(line)
+        except ConnectionLost:
+            pass
+
+    async def _stream(self, conn: _Connection, req: Request, op: StreamOp,
+                      stream: Stream) -> None:
+        try:
+            await op(req.args, stream)
+            line = encode(end(req.id, cancelled=stream.cancelled.is_set()))
+        except asyncio.CancelledError:
+            if conn.closing:
+                raise
+            line = encode(end(req.id, cancelled=True))
+        except ConnectionLost:
+            return
+        except Exception as exc:
+            line = self._failure(req, exc)
+        try:
+            await conn.send_line(line)
+        except ConnectionLost:
+            pass
+
+    @staticmethod
+    def _failure(req: Request, exc: Exception) -> bytes:
+        if not isinstance(exc, AimtermError):
+            log.error("op %r (request %d) crashed", req.op, req.id, exc_info=exc)
+        try:
+            return encode(error_reply(req.id, exc))
+        except (TypeError, ValueError, AimtermError):
+            log.error("cannot encode the error of op %r", req.op, exc_info=True)
+            return encode(error_reply(req.id, RuntimeError("unencodable error")))
+
+
+# -- socket hygiene ------------------------------------------------------------------------------
+
+def _peer_cred(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
+    sock = writer.get_extra_info("socket")
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return int(pid), int(uid), int(gid)
+
+
+def _prepare_dir(folder: Path) -> None:
+    """Create ``folder`` 0700, or check that an existing one is ours and private."""
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.mkdir(folder, 0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode went through the umask
+    except FileExistsError:
+        pass
+    st = os.stat(folder)
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeRuntimeDir(str(folder), mode, "not a directory")
+    if st.st_uid != os.getuid():
+        raise UnsafeRuntimeDir(str(folder), mode, f"owned by uid {st.st_uid}, not {os.getuid()}")
+    if mode & 0o077:
+        raise UnsafeRuntimeDir(str(folder), mode, "group or other users have access")
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket file nobody listens on; raise :class:`AlreadyRunning` for a live one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError("exists and is not a socket; move it away", path=str(path))
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        log.info("removing the stale socket %s (nobody listens on it)", path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    except FileNotFoundError:
+        return
+    except TimeoutError:
+        # Its backlog is full: very much alive.
+        raise AlreadyRunning(str(path)) from None
+    finally:
+        probe.close()
+    raise AlreadyRunning(str(path))
+
+
+def _bind(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # bind() creates the file with 0777 & ~umask: narrow the umask so the socket is never
+        # reachable by others, even for the moment before the chmod. (The umask is
+        # process-wide; the window is a single syscall.)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            # Another server bound the path between our stale check and our bind.
+            raise AlreadyRunning(str(path)) from None
+        raise
+    return sock
+
+
+def _guess_id(line: bytes) -> int | None:
+    """The ``id`` of a message that failed validation, when it has a usable one."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

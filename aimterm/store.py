@@ -1,0 +1,318 @@
+"""The durable state of the daemon: an append-only event log, the instances, the turns.
+
+One SQLite file in WAL mode with ``synchronous=NORMAL``: every write is committed before the
+call returns, so it survives the process being killed (only a power loss can take back the
+last commits). The schema is versioned with ``PRAGMA user_version`` and grown by the
+migrations in :data:`_MIGRATIONS`, never edited in place.
+
+- ``events`` is append-only: triggers make UPDATE and DELETE fail, so the log is a faithful
+  history (``seq`` orders it and lets a follower resume where it stopped).
+- ``instances`` is the last known state of each instance (an upsert per change).
+- ``turns`` records every prompt handed to an instance; a turn without ``finished`` is in
+  flight. After a crash :meth:`Store.fail_inflight` marks those failed, so no prompt is
+  silently dropped.
+
+One connection is shared by all threads behind a lock; SQLite's own busy timeout covers a
+second process (a CLI reading while the daemon writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aimterm.errors import StoreError
+from aimterm.events import Event
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+#: Each entry migrates the schema from version ``i`` to ``i + 1``: a tuple of statements run in
+#: one transaction. Append new entries; never edit a released one.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            instance TEXT,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_instance ON events (instance, seq)",
+        "CREATE INDEX events_kind ON events (kind, seq)",
+        """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+           BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+        """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+           BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            adapter TEXT,
+            state TEXT,
+            pid INTEGER,
+            cwd TEXT,
+            tags TEXT,
+            restarts INTEGER,
+            turns INTEGER,
+            resume INTEGER,
+            updated REAL,
+            extra TEXT
+        )""",
+        """CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            instance TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reply TEXT,
+            error TEXT,
+            started REAL NOT NULL,
+            finished REAL
+        )""",
+        "CREATE INDEX turns_instance ON turns (instance, id)",
+        "CREATE INDEX turns_inflight ON turns (id) WHERE finished IS NULL",
+    ),
+]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_INSTANCE_FIELDS = ("adapter", "state", "pid", "cwd", "tags", "restarts", "turns", "resume",
+                    "updated", "extra")
+_INFLIGHT = "running"
+
+
+class Store:
+    """The daemon's database. Thread-safe; a context manager that closes it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Prompts and replies are private: create the file 0600 before SQLite does (it
+            # would use the umask); the -wal and -shm files copy the database's permissions.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
+                                         check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        try:
+            self._conn.row_factory = sqlite3.Row
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot put the store {self.path} in WAL mode (got {mode})")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot use the store {self.path}: {exc}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"the store {self.path} has schema version {current}, newer than "
+                             f"this aimterm knows ({SCHEMA_VERSION}); upgrade aimterm")
+        for version in range(current, SCHEMA_VERSION):
+            with self._transaction():
+                for statement in _MIGRATIONS[version]:
+                    self._conn.execute(statement)
+                # PRAGMA takes no parameters; the value is an int we computed.
+                self._conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error). Callers hold ``_lock`` if needed."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- events ------------------------------------------------------------------------------
+
+    def append_event(self, event: Event | Mapping[str, Any]) -> int:
+        """Append one event (an :class:`Event` or its ``to_dict()`` form); return its ``seq``."""
+        data = event.to_dict() if isinstance(event, Event) else dict(event)
+        kind = data.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"an event needs a 'kind': {data!r}")
+        data.pop("seq", None)
+        ts = data.get("ts")
+        if not isinstance(ts, (int, float)):
+            ts = data["ts"] = time.time()
+        instance = data.get("instance")
+        # default=str: storing an event must not fail on an odd value (a Path, an enum).
+        text = json.dumps(data, default=str, ensure_ascii=False)
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO events (ts, kind, instance, data) VALUES (?, ?, ?, ?)",
+                (float(ts), kind, None if instance is None else str(instance), text))
+            seq = cur.lastrowid
+        assert seq is not None
+        return seq
+
+    def events(self, since: int = 0, limit: int | None = None, kinds: Sequence[str] = (),
+               instance: str | None = None) -> list[dict[str, Any]]:
+        """Events with ``seq > since``, oldest first, each a dict with its ``seq``."""
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        sql = "SELECT seq, data FROM events WHERE seq > ?"
+        params: list[Any] = [since]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(kinds)
+        if instance is not None:
+            sql += " AND instance = ?"
+            params.append(instance)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        out = []
+        for row in rows:
+            data: dict[str, Any] = json.loads(row["data"])
+            data["seq"] = row["seq"]
+            out.append(data)
+        return out
+
+    def last_seq(self) -> int:
+        """The ``seq`` of the newest event; 0 for an empty log."""
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def upsert_instance(self, **fields: Any) -> None:
+        """Insert or update instance ``id``; only the fields given change. ``updated``
+        defaults to now; ``tags`` (a list) and ``extra`` (a dict) are stored as JSON."""
+        if "id" not in fields:
+            raise ValueError("upsert_instance needs an id")
+        unknown = set(fields) - {"id", *_INSTANCE_FIELDS}
+        if unknown:
+            raise ValueError(f"unknown instance fields: {', '.join(sorted(unknown))} "
+                             f"(known: id, {', '.join(_INSTANCE_FIELDS)})")
+        values = dict(fields)
+        values.setdefault("updated", time.time())
+        if "tags" in values and values["tags"] is not None:
+            values["tags"] = json.dumps(sorted(values["tags"]))
+        if "extra" in values and values["extra"] is not None:
+            values["extra"] = json.dumps(values["extra"], default=str, ensure_ascii=False)
+        if "resume" in values and values["resume"] is not None:
+            values["resume"] = int(bool(values["resume"]))
+        cols = list(values)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id")
+        sql = (f"INSERT INTO instances ({', '.join(cols)}) "
+               f"VALUES ({', '.join('?' * len(cols))}) "
+               f"ON CONFLICT (id) DO UPDATE SET {updates}")
+        with self._lock:
+            self._conn.execute(sql, [values[c] for c in cols])
+
+    def instances(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM instances ORDER BY id").fetchall()
+        out = []
+        for row in rows:
+            data = dict(row)
+            data["tags"] = json.loads(data["tags"]) if data["tags"] is not None else []
+            data["extra"] = json.loads(data["extra"]) if data["extra"] is not None else {}
+            data["resume"] = bool(data["resume"]) if data["resume"] is not None else None
+            out.append(data)
+        return out
+
+    def remove_instance(self, id: str) -> bool:
+        """Forget instance ``id``; False if it was not there. Its events and turns stay."""
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM instances WHERE id = ?", (id,))
+        return cur.rowcount > 0
+
+    # -- turns -------------------------------------------------------------------------------
+
+    def turn_started(self, instance: str, prompt: str) -> int:
+        """Record a prompt handed to ``instance``; returns the turn id."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO turns (instance, prompt, status, started) VALUES (?, ?, ?, ?)",
+                (instance, prompt, _INFLIGHT, time.time()))
+            turn_id = cur.lastrowid
+        assert turn_id is not None
+        return turn_id
+
+    def turn_finished(self, turn_id: int, status: str, reply: str | None = None,
+                      error: str | None = None) -> None:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE turns SET status = ?, reply = ?, error = ?, finished = ? WHERE id = ?",
+                (status, reply, error, time.time(), turn_id))
+        if cur.rowcount == 0:
+            raise KeyError(f"no turn {turn_id} in the store")
+
+    def turn(self, turn_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def turns(self, instance: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Turns, newest first (of one instance if given)."""
+        sql = "SELECT * FROM turns"
+        params: list[Any] = []
+        if instance is not None:
+            sql += " WHERE instance = ?"
+            params.append(instance)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            return [dict(row) for row in self._conn.execute(sql, params).fetchall()]
+
+    def inflight_turns(self) -> list[dict[str, Any]]:
+        """Turns started and not finished, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM turns WHERE finished IS NULL ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
+
+    def fail_inflight(self, reason: str) -> list[dict[str, Any]]:
+        """Mark every unfinished turn ``failed`` with ``reason`` (after a crash); return them."""
+        now = time.time()
+        with self._lock, self._transaction() as conn:
+            ids = [row["id"] for row in
+                   conn.execute("SELECT id FROM turns WHERE finished IS NULL ORDER BY id")]
+            conn.executemany(
+                "UPDATE turns SET status = 'failed', error = ?, finished = ? WHERE id = ?",
+                [(reason, now, turn_id) for turn_id in ids])
+            rows = [dict(conn.execute("SELECT * FROM turns WHERE id = ?", (i,)).fetchone())
+                    for i in ids]
+        return rows
