@@ -433,7 +433,9 @@ class Session:
             self._answered = None
         if verdict.state == "busy":
             self._cancel_settle()
-            if run is not None and run.submitted:
+            if run is not None:
+                # Busy counts even while the submit keys are still going out: a recipe with a
+                # pause between keys may see the whole busy phase before its last key.
                 self._mark_busy(run, time.monotonic())
             if state is not State.BUSY:
                 self._set_state(State.BUSY, "busy on screen", verdict.rule_name, verdict.text)
@@ -501,6 +503,9 @@ class Session:
         keys = found.rule.send
         if not keys:
             return False  # a dialog rule that sends nothing only holds start-up back
+        # Look again later even if the tool draws nothing more: if the question is still
+        # there then, its keys were lost and it is answered again.
+        self._loop.call_later(_ANSWER_RETRY_S + 0.05, self._schedule_eval)
         event = QuestionAnswered(self.id, rule=name, question=found.text,
                                  keys=describe_keys(keys))
         self._emit(event)
