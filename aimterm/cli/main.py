@@ -180,6 +180,112 @@ def adapter_explain(recording: str, adapter_name: str, as_json: bool, strict: bo
     sys.exit(run_explain(recording, adapter_name, as_json=as_json, strict=strict))
 
 
+def _where_options(fn: F) -> F:
+    """``-c FILE`` / ``--state-dir DIR``: which cluster (the daemon finds its socket the same way)."""
+    fn = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                      help="State dir of the cluster (overrides the file's state_dir).")(fn)
+    fn = click.option("-c", "--config", type=click.Path(dir_okay=False), default=None,
+                      help="Cluster file (default: the embedded one, three demo instances).")(fn)
+    return fn
+
+
+@cli.group()
+def cluster() -> None:
+    """Run a cluster daemon and manage it (up, status, scale, restart, down)."""
+
+
+@cluster.command("up")
+@_where_options
+@click.option("--detach", is_flag=True, help="Run the daemon in the background and return.")
+@handle_errors
+def cluster_up(config: str | None, state_dir: str | None, detach: bool) -> None:
+    """Start the cluster's daemon (in the foreground with a live status line, or detached)."""
+    from aimterm.cli.cluster import run_up
+
+    sys.exit(run_up(config, state_dir, detach))
+
+
+@cluster.command("status")
+@_where_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def cluster_status(config: str | None, state_dir: str | None, as_json: bool) -> None:
+    """Show the daemon and every instance: state, pid, turns, restarts."""
+    from aimterm.cli.cluster import run_status
+
+    sys.exit(run_status(config, state_dir, as_json))
+
+
+@cluster.command("down")
+@_where_options
+@handle_errors
+def cluster_down(config: str | None, state_dir: str | None) -> None:
+    """Stop every instance gracefully, then the daemon."""
+    from aimterm.cli.cluster import run_down
+
+    sys.exit(run_down(config, state_dir))
+
+
+@cluster.command("scale")
+@_where_options
+@click.argument("tool")
+@click.argument("count", type=click.IntRange(0, 256))
+@handle_errors
+def cluster_scale(config: str | None, state_dir: str | None, tool: str, count: int) -> None:
+    """Run COUNT instances of TOOL (idle ones stop first when scaling down)."""
+    from aimterm.cli.cluster import run_scale
+
+    sys.exit(run_scale(config, state_dir, tool, count))
+
+
+@cluster.command("restart")
+@_where_options
+@click.argument("instance_id")
+@handle_errors
+def cluster_restart(config: str | None, state_dir: str | None, instance_id: str) -> None:
+    """Stop and start one instance (also clears FATAL)."""
+    from aimterm.cli.cluster import run_restart
+
+    sys.exit(run_restart(config, state_dir, instance_id))
+
+
+@cli.command()
+@_where_options
+@click.argument("prompt")
+@click.option("--tool", default=None, help="Only instances of this adapter.")
+@click.option("--to", "to", default=None, help="This instance (by id).")
+@click.option("--key", default=None, help="Keep prompts with the same key on one instance "
+                                          "(sticky routing).")
+@click.option("--tag", "tags", multiple=True, help="Only instances with this tag (repeatable).")
+@click.option("--timeout", type=float, default=None, help="Turn timeout in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole turn as JSON.")
+@click.option("--no-wait", is_flag=True, help="Queue the prompt and return its request id.")
+@handle_errors
+def send(config: str | None, state_dir: str | None, prompt: str, tool: str | None,
+         to: str | None, key: str | None, tags: tuple[str, ...], timeout: float | None,
+         as_json: bool, no_wait: bool) -> None:
+    """Send PROMPT (or - for stdin) to the cluster and print the reply."""
+    from aimterm.cli.cluster import run_send
+
+    sys.exit(run_send(config, state_dir, prompt, tool=tool, to=to, key=key, tags=list(tags),
+                      timeout=timeout, as_json=as_json, no_wait=no_wait))
+
+
+@cli.command()
+@_where_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they happen.")
+@click.option("--since", type=click.IntRange(0), default=0, show_default=True,
+              help="Only events after this sequence number.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@handle_errors
+def events(config: str | None, state_dir: str | None, follow: bool, since: int,
+           as_json: bool) -> None:
+    """Print the cluster's event history (state changes, turns, restarts, crashes)."""
+    from aimterm.cli.cluster import run_events
+
+    sys.exit(run_events(config, state_dir, follow, since, as_json))
+
+
 def main() -> None:
     cli(prog_name="aimterm")
 

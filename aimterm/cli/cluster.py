@@ -1,0 +1,222 @@
+"""``aimterm cluster …``, ``aimterm send`` and ``aimterm events``: clients of the daemon.
+
+Every command finds the daemon the way the daemon finds its socket (``-c FILE`` and/or
+``--state-dir DIR``, see :func:`aimterm.config.resolve_config`). Only ``cluster up`` in the
+foreground imports the runtime; the others import the config and the socket client, so they
+answer fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from aimterm.config import ClusterConfig, resolve_config
+from aimterm.errors import AlreadyRunning, DaemonNotRunning
+from aimterm.ipc.client import ControlClient
+
+#: How long ``up --detach`` waits for the daemon to answer, then for its fleet to settle.
+_PING_WAIT_S = 15.0
+_READY_WAIT_S = 60.0
+
+
+@contextmanager
+def connect(cfg: ClusterConfig, timeout: float | None = 30.0) -> Iterator[ControlClient]:
+    """A client of the daemon of ``cfg``; no daemon: one line on stderr and exit 26."""
+    path = str(cfg.socket_path)
+    try:
+        client = ControlClient(path, timeout=timeout)
+    except DaemonNotRunning as exc:
+        click.echo(f"aimterm: no daemon at {path} (start one with aimterm cluster up)", err=True)
+        sys.exit(exc.exit_code)
+    with client:
+        yield client
+
+
+def _ping(cfg: ClusterConfig) -> bool:
+    try:
+        with ControlClient(str(cfg.socket_path), timeout=2.0) as client:
+            client.call("ping")
+        return True
+    except DaemonNotRunning:
+        return False
+
+
+def _summary(instances: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for row in instances:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no instances"
+
+
+# -- up ------------------------------------------------------------------------------------------
+
+def run_up(config: str | None, state_dir: str | None, detach: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    if _ping(cfg):
+        raise AlreadyRunning(str(cfg.socket_path))
+    if detach:
+        return _up_detached(cfg, config, state_dir)
+    return _up_foreground(cfg)
+
+
+def _up_detached(cfg: ClusterConfig, config: str | None, state_dir: str | None) -> int:
+    cfg.ensure_state_dir()
+    argv = [sys.executable, "-m", "aimterm.daemon", "--state-dir", str(cfg.state_dir)]
+    if config is not None:
+        argv += ["--config", os.path.abspath(config)]
+    log_path = cfg.log_path
+    start = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log:
+        os.chmod(log_path, 0o600)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + _PING_WAIT_S
+    while not _ping(cfg):
+        code = proc.poll()
+        if code is not None:
+            tail = log_path.read_bytes()[start:].decode(errors="replace").strip().splitlines()
+            lines = [ln for ln in tail if ln.startswith("aimterm: ")]
+            click.echo(lines[-1] if lines else
+                       f"aimterm: the daemon exited with status {code} (see {log_path})", err=True)
+            return code or 1
+        if time.monotonic() > deadline:
+            click.echo(f"aimterm: the daemon (pid {proc.pid}) did not answer within "
+                       f"{_PING_WAIT_S:g}s (see {log_path})", err=True)
+            return 1
+        time.sleep(0.05)
+    # Wait (bounded) for the fleet to settle, so `up --detach && send` just works.
+    deadline = time.monotonic() + _READY_WAIT_S
+    with connect(cfg) as client:
+        while True:
+            status = client.call("status")
+            if status["ready"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    if not status["ready"]:
+        click.echo(f"aimterm: warning: instances still starting: {_summary(status['instances'])}",
+                   err=True)
+    click.echo(str(cfg.socket_path))
+    return 0
+
+
+def _up_foreground(cfg: ClusterConfig) -> int:
+    from aimterm.daemon import Daemon
+
+    tty = sys.stdout.isatty()
+    last = [""]
+
+    def tick(daemon: Daemon) -> None:
+        assert daemon.pool is not None
+        rows = daemon.pool.status()
+        line = (f"aimterm cluster on {cfg.socket_path}: {_summary(rows)}, "
+                f"{sum(r['turns'] for r in rows)} turns, {daemon.pool.queue_length()} queued")
+        if line != last[0]:
+            last[0] = line
+            click.echo(("\r\x1b[K" + line) if tty else line, nl=not tty)
+
+    code = Daemon(cfg).run_forever(on_tick=tick)
+    if tty:
+        click.echo("")
+    click.echo("aimterm: cluster stopped")
+    return code
+
+
+# -- status, down, scale, restart ----------------------------------------------------------------
+
+def run_status(config: str | None, state_dir: str | None, as_json: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg, timeout=10.0) as client:
+        status = client.call("status")
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return 0
+    d = status["daemon"]
+    click.echo(f"daemon {d['pid']} up {d['uptime_s']:.0f}s on {d['socket']} "
+               f"({len(status['instances'])} instances, {status['queued']} queued)")
+    rows = status["instances"]
+    width = max((len(r["id"]) for r in rows), default=2)
+    for r in rows:
+        extra = f"  {r['fatal_reason']}" if r.get("fatal_reason") else ""
+        click.echo(f"{r['id']:<{width}}  {r['state']:<8}  pid {r['pid'] or '-':<7}  "
+                   f"turns {r['turns']:<5}  restarts {r['restarts']}{extra}")
+    return 0
+
+
+def run_down(config: str | None, state_dir: str | None) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg, timeout=60.0) as client:
+        result = client.call("down")
+    # The daemon exits right after its reply: wait (bounded) for its socket to go.
+    deadline = time.monotonic() + 10.0
+    while cfg.socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    click.echo(f"aimterm: daemon {result['pid']} stopped")
+    return 0
+
+
+def run_scale(config: str | None, state_dir: str | None, tool: str, count: int) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg) as client:
+        client.call("scale", tool=tool, count=count)
+    click.echo(f"{tool}: {count}")
+    return 0
+
+
+def run_restart(config: str | None, state_dir: str | None, iid: str) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg, timeout=120.0) as client:
+        result = client.call("restart", id=iid)
+    click.echo(f"{result['id']}: {result['state']}")
+    return 0
+
+
+# -- send, events --------------------------------------------------------------------------------
+
+def run_send(config: str | None, state_dir: str | None, prompt: str, *, tool: str | None,
+             to: str | None, key: str | None, tags: list[str], timeout: float | None,
+             as_json: bool, no_wait: bool) -> int:
+    if prompt == "-":
+        prompt = sys.stdin.read().rstrip("\n")
+    if not prompt:
+        click.echo("aimterm: empty prompt", err=True)
+        return 2
+    cfg = resolve_config(config, state_dir)
+    args: dict[str, Any] = {"prompt": prompt, "tool": tool, "to": to, "key": key,
+                            "tags": tags, "timeout": timeout, "no_wait": no_wait}
+    with connect(cfg) as client:
+        result = client.request("send", {k: v for k, v in args.items() if v not in (None, [])},
+                                timeout=None)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif no_wait:
+        click.echo(f"queued {result['queued']}")
+    else:
+        click.echo(result["reply"])
+    return 0
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("ts", 0)))
+    skip = {"seq", "ts", "kind", "instance", "mono"}
+    detail = " ".join(f"{k}={v}" for k, v in event.items() if k not in skip and v not in
+                      (None, "", [], {}))
+    who = event.get("instance") or "-"
+    return f"{event['seq']:>6} {stamp} {event['kind']:<16} {who:<12} {detail}"
+
+
+def run_events(config: str | None, state_dir: str | None, follow: bool, since: int,
+               as_json: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg) as client:
+        for event in client.stream("events", since=since, follow=follow):
+            click.echo(json.dumps(event) if as_json else _event_line(event))
+    return 0

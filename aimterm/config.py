@@ -1,0 +1,263 @@
+"""The cluster file: which instances the daemon runs, and where its state lives.
+
+:func:`load_cluster_config` reads a YAML file (``configs/cluster.yaml`` is the documented
+example) into a :class:`ClusterConfig`; every problem is a
+:class:`~aimterm.errors.ConfigError` reading ``path:line: key: what was expected``. Without
+a file the embedded default applies: three ``demo`` instances.
+
+Relative paths (``state_dir``, ``socket``, an instance's ``cwd``) are relative to the folder
+of the file; ``~`` is expanded. The control socket defaults to ``<state_dir>/control.sock``,
+so every state dir is its own cluster and several can run side by side.
+
+This module stays light (no PTY stack): the CLI resolves the socket through it for every
+command, ``status`` included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml
+from aimterm.errors import ConfigError
+from aimterm.paths import state_home
+from aimterm.router import RoutingStrategy
+
+__all__ = ["ClusterConfig", "InstanceGroup", "RestartConfig", "default_state_dir",
+           "load_cluster_config", "resolve_config"]
+
+SOCKET_NAME = "control.sock"
+DB_NAME = "aimterm.db"
+LOG_NAME = "daemon.log"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/aimterm/default`` (``~/.local/state/aimterm/default``)."""
+    return state_home() / "default"
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    """Restart policy of instances that exit unasked (see :class:`aimterm.pool.RestartPolicy`)."""
+
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    fast_failure_s: float = 5.0
+    max_fast_failures: int = 5
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    """``count`` instances of one adapter."""
+
+    adapter: str
+    count: int = 1
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    stagger_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    state_dir: Path = field(default_factory=default_state_dir)
+    socket: Path | None = None  # None: <state_dir>/control.sock
+    routing: str = RoutingStrategy.ROUND_ROBIN.value
+    queue_size: int = 1000
+    queue_timeout_s: float | None = None
+    restart: RestartConfig = field(default_factory=RestartConfig)
+    instances: tuple[InstanceGroup, ...] = (InstanceGroup("demo", count=3),)
+    source: str | None = None  # the file it came from; None for the embedded default
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket if self.socket is not None else self.state_dir / SOCKET_NAME
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / DB_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_NAME
+
+    def ensure_state_dir(self) -> Path:
+        """Create the state dir (0700; an existing one is tightened to 0700)."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.state_dir.stat().st_mode & 0o077:
+            os.chmod(self.state_dir, 0o700)
+        return self.state_dir
+
+
+# -- checking -------------------------------------------------------------------------------------
+
+_TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "restart",
+        "instances")
+_RESTART = ("backoff_s", "backoff_max_s", "fast_failure_s", "max_fast_failures")
+_INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms")
+
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    kind = {str: "string", int: "integer", float: "number"}.get(type(value),
+                                                                type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+class _Checker:
+    def __init__(self, doc: YamlFile) -> None:
+        self.doc = doc
+
+    def fail(self, key: KeyPath, message: str) -> ConfigError:
+        return ConfigError(message, path=self.doc.path, line=self.doc.line(key),
+                           key=format_key(key) or None)
+
+    def mapping(self, value: Any, key: KeyPath, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {_got(value)}")
+        for name in value:
+            if name not in allowed:
+                raise self.fail(key + (name,), f"unknown key {name!r} "
+                                               f"(expected one of: {', '.join(sorted(allowed))})")
+        return value
+
+    def string(self, value: Any, key: KeyPath) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {_got(value)}")
+        return value
+
+    def integer(self, value: Any, key: KeyPath, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer, got {_got(value)}")
+        if value < minimum:
+            raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    def number(self, value: Any, key: KeyPath, *, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"expected a number, got {_got(value)}")
+        if value < 0 or (positive and value == 0):
+            raise self.fail(key, f"expected a number {'>' if positive else '>='} 0, "
+                                 f"got {value}")
+        return float(value)
+
+    def path(self, value: Any, key: KeyPath, base: Path) -> Path:
+        path = Path(os.path.expanduser(self.string(value, key)))
+        return path if path.is_absolute() else base / path
+
+
+def _build(doc: YamlFile, base: Path) -> ClusterConfig:
+    c = _Checker(doc)
+    data = doc.data if doc.data is not None else {}
+    top = c.mapping(data, (), _TOP)
+    kw: dict[str, Any] = {"source": doc.path}
+    if "state_dir" in top:
+        kw["state_dir"] = c.path(top["state_dir"], ("state_dir",), base)
+    if "socket" in top:
+        kw["socket"] = c.path(top["socket"], ("socket",), base)
+    if "routing" in top:
+        choices = [s.value for s in RoutingStrategy]
+        if top["routing"] not in choices:
+            raise c.fail(("routing",), f"expected one of: {', '.join(choices)}; "
+                                       f"got {_got(top['routing'])}")
+        kw["routing"] = top["routing"]
+    if "queue_size" in top:
+        kw["queue_size"] = c.integer(top["queue_size"], ("queue_size",), 1)
+    if "queue_timeout_s" in top and top["queue_timeout_s"] is not None:
+        kw["queue_timeout_s"] = c.number(top["queue_timeout_s"], ("queue_timeout_s",),
+                                         positive=True)
+    if "restart" in top:
+        raw = c.mapping(top["restart"], ("restart",), _RESTART)
+        checks: dict[str, Callable[[Any, KeyPath], Any]] = {
+            "backoff_s": lambda v, k: c.number(v, k),
+            "backoff_max_s": lambda v, k: c.number(v, k),
+            "fast_failure_s": lambda v, k: c.number(v, k),
+            "max_fast_failures": lambda v, k: c.integer(v, k, 1),
+        }
+        kw["restart"] = RestartConfig(**{name: checks[name](value, ("restart", name))
+                                         for name, value in raw.items()})
+    if "instances" in top:
+        items = top["instances"]
+        if not isinstance(items, list) or not items:
+            raise c.fail(("instances",), f"expected a non-empty list of instance groups, "
+                                         f"got {_got(items)}")
+        groups = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            groups.append(_group(c, item, ("instances", index), base))
+            if groups[-1].adapter in seen:
+                raise c.fail(("instances", index, "adapter"),
+                             f"adapter {groups[-1].adapter!r} is listed twice (one group "
+                             f"per adapter: raise its count instead)")
+            seen.add(groups[-1].adapter)
+        kw["instances"] = tuple(groups)
+    return ClusterConfig(**kw)
+
+
+def _group(c: _Checker, item: Any, key: KeyPath, base: Path) -> InstanceGroup:
+    raw = c.mapping(item, key, _INSTANCE)
+    if "adapter" not in raw:
+        raise c.fail(key, "missing key 'adapter' (the adapter to run)")
+    kw: dict[str, Any] = {"adapter": c.string(raw["adapter"], key + ("adapter",))}
+    if "count" in raw:
+        kw["count"] = c.integer(raw["count"], key + ("count",), 0)
+    if "cwd" in raw:
+        kw["cwd"] = str(c.path(raw["cwd"], key + ("cwd",), base))
+    if "stagger_ms" in raw:
+        kw["stagger_ms"] = c.integer(raw["stagger_ms"], key + ("stagger_ms",), 0)
+    if "env" in raw:
+        env = raw["env"]
+        if not isinstance(env, dict):
+            raise c.fail(key + ("env",), f"expected a mapping of names to values, got {_got(env)}")
+        out = {}
+        for name, value in env.items():
+            if value is None or isinstance(value, (dict, list)):
+                raise c.fail(key + ("env", name),
+                             f"expected a string, a number, or true/false, got {_got(value)}")
+            out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        kw["env"] = out
+    if "tags" in raw:
+        tags = raw["tags"]
+        if not isinstance(tags, list):
+            raise c.fail(key + ("tags",), f"expected a list of strings, got {_got(tags)}")
+        kw["tags"] = tuple(c.string(t, key + ("tags", i)) for i, t in enumerate(tags))
+    return InstanceGroup(**kw)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def load_cluster_config(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
+    """Read the cluster file at ``path``; ``None`` gives the embedded default."""
+    if path is None:
+        return ClusterConfig()
+    shown = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cluster file: {exc.strerror or exc}",
+                          path=shown) from None
+    base = Path(path).expanduser().resolve().parent
+    return _build(parse_yaml(text, shown), base)
+
+
+def resolve_config(config: str | os.PathLike[str] | None = None,
+                   state_dir: str | os.PathLike[str] | None = None) -> ClusterConfig:
+    """The config the CLI options name: ``-c FILE`` and/or ``--state-dir DIR`` (which wins
+    over the file's). Both the daemon and the clients find the socket through this."""
+    cfg = load_cluster_config(config)
+    if state_dir is not None:
+        cfg = dataclasses.replace(
+            cfg, state_dir=Path(os.path.expanduser(os.fspath(state_dir))).resolve())
+    return cfg

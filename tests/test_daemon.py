@@ -1,0 +1,323 @@
+"""The cluster daemon end to end: real daemons, real instances, the real CLI.
+
+Every test has its own short state dir (a Unix socket path has at most 107 bytes) and a
+cluster of two fake echo instances; the leak check of conftest fails any test that leaves
+the daemon or an instance behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from aimterm.config import load_cluster_config
+from aimterm.errors import ConfigError
+from aimterm.store import Store
+from tests.helpers import ECHO, FAKES, wait_for
+
+
+@dataclass
+class Cluster:
+    root: Path
+    config: Path
+    state: Path
+    env: dict[str, str]
+
+    @property
+    def socket(self) -> Path:
+        return self.state / "control.sock"
+
+    def run(self, *args: str, timeout: float = 60.0,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aimterm", *args], capture_output=True,
+                              text=True, env=self.env, timeout=timeout, input=input)
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """A command that takes ``-c``; it must succeed."""
+        out = self.run(*args, "-c", str(self.config), timeout=timeout)
+        assert out.returncode == 0, f"{args}: exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+        return out
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.cli("cluster", "status", "--json").stdout)
+        return data
+
+    def events(self) -> list[dict[str, Any]]:
+        out = self.cli("events", "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+#: Ignores SIGHUP and SIGTERM and leaves a grandchild in its process group: survives the
+#: death of its daemon (which closes its PTY) until someone kills the group.
+STUBBORN = """
+command: ["{py}", "{fakes}/slow_exit.py"]
+detect: stream
+states: [{state: idle, region: bottom:1, any: ['^slow>$']}]
+settle_ms: 0
+exit: {keys: [quit, enter], timeout_s: 1, signal_grace_s: 0.3}
+"""
+
+
+def write_config(root: Path, think: float = 0.0, stubborn: bool = False) -> Path:
+    config = root / "cluster.yaml"
+    extra = ("  - adapter: stubborn\n    count: 1\n    env: {FAKE_EXIT_DELAY: '0.1'}\n"
+             if stubborn else "")
+    config.write_text(f"""\
+state_dir: state
+restart: {{backoff_s: 0.1, fast_failure_s: 1}}
+instances:
+  - adapter: echo
+    count: 2
+    env: {{FAKE_THINK: "{think}"}}
+""" + extra)
+    return config
+
+
+def cluster_processes(state: Path) -> list[int]:
+    """Every process started for the cluster of ``state`` (instances and their children)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if (proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.environ().get("AIMTERM_CLUSTER") == str(state)):
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="atd-", dir="/tmp"))
+    adapters = root / "adapters"
+    adapters.mkdir()
+    for name, text in (("echo", ECHO), ("stubborn", STUBBORN)):
+        (adapters / f"{name}.yaml").write_text(
+            text.replace("{fakes}", str(FAKES)).replace("{py}", sys.executable))
+    env = dict(os.environ, AIMTERM_ADAPTER_PATH=str(adapters),
+               XDG_STATE_HOME=str(root / "xdg-state"), XDG_CONFIG_HOME=str(root / "xdg-config"))
+    c = Cluster(root, write_config(root), root / "state", env)
+    try:
+        yield c
+    finally:
+        # Whatever the test did, no daemon and no instance of this cluster survives it.
+        if c.socket.exists():
+            c.run("cluster", "down", "-c", str(c.config), timeout=30)
+        for pid in cluster_processes(c.state):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def up(c: Cluster) -> dict[str, Any]:
+    out = c.cli("cluster", "up", "--detach")
+    assert out.stdout.strip() == str(c.socket)
+    status = c.status()
+    assert status["ready"]
+    return status
+
+
+def test_up_status_send_events_down(cluster: Cluster) -> None:
+    status = up(cluster)
+    assert cluster.state.stat().st_mode & 0o777 == 0o700
+    rows = status["instances"]
+    assert [(r["id"], r["adapter"], r["state"]) for r in rows] == [
+        ("echo-1", "echo", "idle"), ("echo-2", "echo", "idle")]
+    pids = [r["pid"] for r in rows] + [status["daemon"]["pid"]]
+    assert all(isinstance(p, int) and psutil.pid_exists(p) for p in pids)
+
+    # status must answer fast: no runtime imports on the client side.
+    start = time.monotonic()
+    cluster.cli("cluster", "status")
+    wall = time.monotonic() - start
+    print(f"aimterm cluster status: {wall * 1000:.0f} ms")
+    assert wall < 1.0
+
+    second = cluster.run("cluster", "up", "--detach", "-c", str(cluster.config))
+    assert second.returncode == 25
+    assert second.stderr.strip() == f"aimterm: a server is already listening on {cluster.socket}"
+    # The daemon itself refuses too (the socket is live), and leaves the running one alone.
+    direct = subprocess.run([sys.executable, "-m", "aimterm.daemon", "-c", str(cluster.config)],
+                            env=cluster.env, capture_output=True, text=True, timeout=30)
+    assert direct.returncode == 25
+    assert direct.stderr.endswith(f"aimterm: a server is already listening on {cluster.socket}\n")
+    assert cluster.status()["daemon"]["pid"] == status["daemon"]["pid"]
+
+    assert cluster.cli("send", "hi").stdout == "echo: hi\n"
+    turn = json.loads(cluster.cli("send", "--json", "--to", "echo-2", "there").stdout)
+    assert turn["reply"] == "echo: there" and turn["instance"] == "echo-2"
+    piped = cluster.run("send", "-", "-c", str(cluster.config), input="from stdin\n")
+    assert piped.stdout == "echo: from stdin\n"
+    missing = cluster.run("send", "--tool", "nope", "x", "-c", str(cluster.config))
+    assert missing.returncode == 11 and missing.stderr.startswith("aimterm: ")
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+    events = cluster.events()
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "daemon_started"
+    changes = [(e["instance"], e["old"], e["new"]) for e in events if e["kind"] == "state_changed"]
+    assert ("echo-1", "starting", "idle") in changes and ("echo-2", "idle", "busy") in changes
+    assert [e["status"] for e in events if e["kind"] == "turn_finished"] == ["done"] * 3
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+
+    out = cluster.cli("cluster", "down")
+    assert out.stdout.startswith(f"aimterm: daemon {status['daemon']['pid']} stopped")
+    wait_for(lambda: all(gone(p) for p in pids), "the daemon and its instances to exit")
+    assert not cluster.socket.exists()
+    with Store(cluster.state / "aimterm.db") as store:
+        turns = store.turns()
+        assert [(t["status"], t["reply"]) for t in reversed(turns)] == [
+            ("done", "echo: hi"), ("done", "echo: there"), ("done", "echo: from stdin")]
+        assert store.events()[-1]["kind"] == "daemon_stopped"
+
+
+def test_client_without_daemon_says_so_in_one_line(cluster: Cluster) -> None:
+    for args in (["send", "hi"], ["cluster", "status"], ["events"], ["cluster", "down"]):
+        out = cluster.run(*args, "-c", str(cluster.config))
+        assert out.returncode == 26, out
+        assert out.stderr == (f"aimterm: no daemon at {cluster.socket} "
+                              "(start one with aimterm cluster up)\n")
+    out = cluster.run("send", "hi", "--state-dir", str(cluster.root / "other"))
+    assert out.stderr.startswith(f"aimterm: no daemon at {cluster.root / 'other'}/control.sock")
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("routing: fastest\n", 1,
+     "routing: expected one of: round_robin, least_busy, sticky; got string 'fastest'"),
+    ("queue_size: 10\ninstances:\n  - adapter: echo\n    count: two\n", 4,
+     "instances[0].count: expected an integer, got string 'two'"),
+    ("restart:\n  backoff_s: 1\n  backof_max_s: 3\n", 3,
+     "restart.backof_max_s: unknown key 'backof_max_s' (expected one of: backoff_max_s, "
+     "backoff_s, fast_failure_s, max_fast_failures)"),
+    ("instances:\n  - count: 2\n", 2, "instances[0]: missing key 'adapter' (the adapter to run)"),
+    ("instances:\n  - adapter: echo\n    env: {A: [1]}\n", 3,
+     "instances[0].env.A: expected a string, a number, or true/false, got a list"),
+    ("queue_timeout_s: -1\n", 1, "queue_timeout_s: expected a number > 0, got -1"),
+    ("statedir: /tmp/x\n", 1, "statedir: unknown key 'statedir' (expected one of: instances, "
+     "queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
+])
+def test_bad_cluster_file_names_file_line_and_key(tmp_path: Path, text: str, line: int,
+                                                  message: str) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_cluster_config(path)
+    assert str(info.value) == f"{path}:{line}: {message}"
+
+
+def test_bad_cluster_file_on_the_command_line(cluster: Cluster) -> None:
+    cluster.config.write_text("state_dir: state\ninstances:\n  - adapter: echo\n    count: -1\n")
+    out = cluster.run("cluster", "up", "--detach", "-c", str(cluster.config))
+    assert out.returncode == 2
+    assert out.stderr == (f"aimterm: {cluster.config}:4: instances[0].count: "
+                          "expected an integer >= 0, got -1\n")
+
+
+def test_config_defaults_and_socket_per_state_dir(tmp_path: Path) -> None:
+    default = load_cluster_config(None)
+    assert [(g.adapter, g.count) for g in default.instances] == [("demo", 3)]
+    assert default.socket_path == default.state_dir / "control.sock"
+    example = load_cluster_config(Path(__file__).parent.parent / "configs" / "cluster.yaml")
+    assert example.instances[0].adapter == "demo"
+    path = tmp_path / "c.yaml"
+    path.write_text("state_dir: here\n")
+    assert load_cluster_config(path).socket_path == tmp_path / "here" / "control.sock"
+
+
+def test_sigkill_keeps_history_and_reports_the_inflight_prompt(cluster: Cluster) -> None:
+    write_config(cluster.root, think=5, stubborn=True)
+    status = up(cluster)
+    daemon = status["daemon"]["pid"]
+    fleet = cluster_processes(cluster.state)  # the instances and the stubborn grandchild
+    assert len(fleet) == 4
+    queued = cluster.cli("send", "--tool", "echo", "--no-wait", "slow one").stdout
+    assert queued.startswith("queued ")
+    wait_for(lambda: any(r["state"] == "busy" for r in cluster.status()["instances"]),
+             "the prompt to be in flight")
+    before = cluster.events()
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: gone(daemon), "the daemon to die")
+    # The echo instances hang up with their PTYs; the stubborn one's grandchild ignores
+    # SIGHUP and outlives them all, until the next daemon.
+    wait_for(lambda: len(cluster_processes(cluster.state)) == 1, "the instances to hang up")
+    [orphan] = cluster_processes(cluster.state)
+
+    status = up(cluster)
+    assert status["daemon"]["pid"] != daemon
+    recovered = status["daemon"]["recovered"]
+    assert recovered["turns_failed"] == 1 and recovered["prompts_lost"] == 1
+    assert recovered["orphans_killed"] == 1
+    assert [(e["pid"], e["instance"]) for e in cluster.events() if e["kind"] == "orphan_killed"] \
+        == [(orphan, "stubborn-1")]
+    wait_for(lambda: all(gone(p) for p in fleet), "the orphans to be killed")
+
+    after = cluster.events()
+    assert after[: len(before)] == before  # the history is intact
+    new = after[len(before):]
+    failed = [e for e in new if e["kind"] == "turn_failed"]
+    assert len(failed) == 1 and failed[0]["prompt"] == "slow one"
+    assert "daemon restarted" in failed[0]["error"]
+    lost = [e for e in new if e["kind"] == "prompt_finished" and e["status"] == "lost"]
+    assert [e["prompt"] for e in lost] == ["slow one"]
+    with Store(cluster.state / "aimterm.db") as store:
+        [turn] = store.turns()
+        assert turn["prompt"] == "slow one" and turn["status"] == "failed"
+        assert store.inflight_turns() == []
+    cluster.cli("cluster", "down")
+
+
+def test_sigterm_stops_gracefully_with_status_0(cluster: Cluster) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "aimterm.daemon", "-c", str(cluster.config)],
+                            env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    follower: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: cluster.run("cluster", "status", "--json", "-c",
+                                     str(cluster.config)).returncode == 0,
+                 "the daemon to answer", timeout=20)
+        status = wait_for(lambda: (s := cluster.status())["ready"] and s, "the fleet")
+        pids = [r["pid"] for r in status["instances"]]
+        follower = subprocess.Popen([sys.executable, "-m", "aimterm", "events", "-f", "--json",
+                                     "-c", str(cluster.config)], env=cluster.env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())  # the history comes first
+        assert first["kind"] == "daemon_started"
+        assert cluster.cli("send", "live").stdout == "echo: live\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        # The follower saw it all live, and its stream ended cleanly with the daemon.
+        rest, ferr = follower.communicate(timeout=10)
+        assert follower.returncode == 0, ferr
+        kinds = [json.loads(line)["kind"] for line in rest.splitlines()]
+        assert "turn_finished" in kinds and kinds[-1] == "daemon_stopped"
+        assert all(gone(p) for p in pids)
+        assert not cluster.socket.exists()
+    finally:
+        for p in (proc, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
