@@ -421,7 +421,8 @@ class Pool:
             if inst.timer is not None and event.old == State.STARTING:
                 inst.timer.cancel()
                 inst.timer = None
-            self._schedule_dispatch()
+            if len(self._queue):
+                self._schedule_dispatch()
         elif event.new == State.EXITED:
             self._on_exit(inst, event.reason)
 
@@ -541,24 +542,24 @@ class Pool:
                                                  self._schedule_dispatch)
 
     def _start_turn(self, inst: Instance, pending: _Pending) -> None:
+        def done(turn: Turn, error: BaseException | None) -> None:
+            # Called on the loop thread as the session's last step of the turn: the session
+            # can take its next prompt right away, so finish ours now, without a loop pass.
+            self._turn_done(inst, pending, turn, error)
+
         try:
-            future = inst.session.submit(pending.prompt)
+            turn = inst.session.start_turn(pending.prompt, done)
         except NotReady:  # it changed state in between: back to the head of the queue
             self._requeue(pending)
             return
         pending.attempts += 1
         pending.instance = inst.id
         inst.pending = pending
-        turn = inst.session.current_turn
-        if turn is not None:
-            turn.queued_ms = (turn.started_at - pending.queued_at) * 1000
+        turn.queued_ms = (turn.started_at - pending.queued_at) * 1000
         if pending.timeout is None:  # never wait forever: the adapter's turn timeout applies
             pending.timeout = inst.group.adapter.turn_timeout_s
         pending.due = time.monotonic() + pending.timeout
         self._arm_sweep()
-        # Turns end on the loop thread: a plain call_soon, not a cross-thread wake-up.
-        future.add_done_callback(
-            lambda f: self._ioloop.call_soon(self._turn_done, inst, pending, f))
 
     def _arm_sweep(self) -> None:
         # One coarse timer for every turn's deadline instead of a timer per turn: turn
@@ -591,15 +592,14 @@ class Pool:
             if inst.state in (State.BUSY, State.WAITING):
                 inst.session.interrupt()  # give the instance back to the fleet
 
-    def _turn_done(self, inst: Instance, pending: _Pending,
-                   future: concurrent.futures.Future[Turn]) -> None:
+    def _turn_done(self, inst: Instance, pending: _Pending, turn: Turn,
+                   error: BaseException | None) -> None:
         if inst.pending is pending:
             inst.pending = None
         pending.due = None
-        error = future.exception()
         if error is None:
             if not pending.future.done():
-                pending.future.set_result(future.result())
+                pending.future.set_result(turn)
         elif (isinstance(error, SessionExited) and pending.retries_left > 0
               and not self._closing and not pending.future.done()):
             pending.retries_left -= 1
@@ -610,7 +610,8 @@ class Pool:
             self._reject(pending, error)
         if inst.lifecycle is Lifecycle.DRAINING:
             self._retire(inst, "drained")
-        self._schedule_dispatch()
+        if len(self._queue):
+            self._schedule_dispatch()
 
     def _requeue(self, pending: _Pending) -> None:
         pending.instance = None

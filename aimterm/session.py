@@ -145,8 +145,11 @@ class _Run:
         self.turn = turn
         self.loop = loop
         self.future: asyncio.Future[str] = loop.create_future()
-        # Resolved only when the turn is over for good (a WAITING pause does not count).
-        self.final: concurrent.futures.Future[Turn] = concurrent.futures.Future()
+        self._final: concurrent.futures.Future[Turn] | None = None
+        #: Called on the loop thread, once, when the turn is over for good: (turn, error).
+        self.on_done: Callable[[Turn, BaseException | None], None] | None = None
+        self.resolved = False
+        self.error: BaseException | None = None
         self.verified = False  # the tool showed it took the prompt (submit.verify)
         self.verify_timer: asyncio.TimerHandle | None = None
         self.before: Snapshot | None = None  # the screen before typing
@@ -159,6 +162,32 @@ class _Run:
 
     def renew(self) -> None:
         self.future = self.loop.create_future()
+
+    @property
+    def final(self) -> concurrent.futures.Future[Turn]:
+        """Resolved only when the turn is over for good (a WAITING pause does not count).
+        Made on first use: the pool listens with ``on_done`` and needs no future."""
+        if self._final is None:
+            self._final = concurrent.futures.Future()
+            if self.resolved:
+                if self.error is not None:
+                    self._final.set_exception(self.error)
+                else:
+                    self._final.set_result(self.turn)
+        return self._final
+
+    def resolve(self, error: BaseException | None = None) -> None:
+        if self.resolved:
+            return
+        self.resolved = True
+        self.error = error
+        if self._final is not None and not self._final.done():
+            if error is not None:
+                self._final.set_exception(error)
+            else:
+                self._final.set_result(self.turn)
+        if self.on_done is not None:
+            self.on_done(self.turn, error)
 
 
 def expand_template(value: str, variables: Mapping[str, str]) -> str:
@@ -613,8 +642,7 @@ class Session:
                                 busy_to_idle_ms=turn.busy_to_idle_ms))
         if not run.future.done():
             run.future.set_result("idle")
-        if not run.final.done():
-            run.final.set_result(turn)
+        run.resolve()
 
     def _turn_lines(self, run: _Run) -> list[str]:
         if self._stream or self.spec.reply.from_ == "stream":
@@ -653,8 +681,7 @@ class Session:
             self._run = None
             if not run.future.done():
                 run.future.set_result("exited")
-            if not run.final.done():
-                run.final.set_exception(self._exit_error(f"exited during turn {run.turn.number}"))
+            run.resolve(self._exit_error(f"exited during turn {run.turn.number}"))
         if self._startup is not None and not self._startup.done():
             self._startup.set_result("exited")
 
@@ -670,6 +697,16 @@ class Session:
         answers does not resolve it: the session goes WAITING until someone calls answer()."""
         return self._begin(prompt).final
 
+    def start_turn(self, prompt: str,
+                   on_done: Callable[[Turn, BaseException | None], None]) -> Turn:
+        """Start a turn and call ``on_done(turn, error)`` on the reader loop when it is over
+        for good — the light-weight form of :meth:`submit` that the pool uses."""
+        def begin() -> Turn:
+            run = self._begin(prompt, on_done)
+            return run.turn
+
+        return self._ioloop.run_sync(begin)
+
     @property
     def current_turn(self) -> Turn | None:
         run = self._run
@@ -682,13 +719,15 @@ class Session:
             raise self._error(NotReady, "no turn in progress")
         return self._await_turn(run, timeout)
 
-    def _begin(self, prompt: str) -> _Run:
+    def _begin(self, prompt: str,
+               on_done: Callable[[Turn, BaseException | None], None] | None = None) -> _Run:
         def begin() -> _Run:
             if self._state is not State.IDLE or self._run is not None:
                 raise self._error(NotReady, f"cannot take a prompt while {self._state}")
             turn = Turn(next(self._numbers), prompt, self.id, self.spec.name,
                         started_at=time.monotonic())
             run = _Run(turn, self._loop)
+            run.on_done = on_done
             self._run = run
             self._cancel_settle()
             self._set_state(State.BUSY, "turn started")
@@ -797,8 +836,7 @@ class Session:
         error = self._error(SubmitFailed, message)
         if not run.future.done():
             run.future.set_exception(error)
-        if not run.final.done():
-            run.final.set_exception(error)
+        run.resolve(error)
         # The tool may be idle after all: let detection settle the state.
         self._schedule_eval_idle()
 
