@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, ScalarNode
 
 from aimterm.adapter.schema import NAME_PATTERN, REGION_PATTERN, SCHEMA
 from aimterm.adapter.spec import (
@@ -37,6 +36,7 @@ from aimterm.adapter.spec import (
     SubmitRecipe,
     TerminalSpec,
 )
+from aimterm.adapter.yamlfile import LineBuilder, format_key, node_line, yaml_config_error
 from aimterm.errors import ConfigError
 from aimterm.term.keys import is_key
 
@@ -110,80 +110,9 @@ class _Issue:
     where: _Where | None = None  # given when the key path is not in the document
 
 
-def _fmt_key(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _line_of(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-def _yaml_error(exc: yaml.YAMLError, path: str) -> ConfigError:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line = int(mark.line) + 1 if mark is not None else 1
-        return ConfigError(exc.problem or exc.context or "invalid YAML", path=path, line=line,
-                           key="yaml")
-    return ConfigError(str(exc), path=path, line=1, key="yaml")
-
-
-class _Builder:
-    """Turns a composed YAML node tree into plain data plus a key-path -> line map."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lines: dict[_KeyPath, int] = {}
-        self._constructor = SafeConstructor()
-        self._active: set[int] = set()  # node ids on the current branch: catches alias loops
-
-    def build(self, node: Node, key: _KeyPath) -> Any:
-        if id(node) in self._active:
-            raise ConfigError("a YAML alias refers to itself", path=self.path,
-                              line=_line_of(node), key=_fmt_key(key) or "yaml")
-        self._active.add(id(node))
-        try:
-            if isinstance(node, MappingNode):
-                return self._mapping(node, key)
-            if isinstance(node, SequenceNode):
-                items = []
-                for index, item in enumerate(node.value):
-                    self.lines[key + (index,)] = _line_of(item)
-                    items.append(self.build(item, key + (index,)))
-                return items
-            return self._scalar(node, key)
-        finally:
-            self._active.discard(id(node))
-
-    def _mapping(self, node: MappingNode, key: _KeyPath) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                raise ConfigError("expected a plain text key", path=self.path,
-                                  line=_line_of(key_node), key=_fmt_key(key) or None)
-            # The key as written: YAML would read ``on:`` or ``1:`` as a bool or an int.
-            name = str(key_node.value)
-            sub = key + (name,)
-            if name in out:
-                raise ConfigError(f"duplicate key {name!r}", path=self.path,
-                                  line=_line_of(key_node), key=_fmt_key(sub))
-            self.lines[sub] = _line_of(key_node)
-            out[name] = self.build(value_node, sub)
-        return out
-
-    def _scalar(self, node: Node, key: _KeyPath) -> Any:
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc, self.path) from None
-        except ValueError as exc:  # a scalar that resolved to a type but is out of range
-            raise ConfigError(f"bad value: {exc}", path=self.path, line=_line_of(node),
-                              key=_fmt_key(key) or "yaml") from None
+_fmt_key = format_key
+_line_of = node_line
+_yaml_error = yaml_config_error
 
 
 def _parse(text: str, path: str) -> _Doc:
@@ -197,7 +126,7 @@ def _parse(text: str, path: str) -> _Doc:
     if not isinstance(root, MappingNode):
         raise ConfigError("expected a mapping of adapter settings at the top level", path=path,
                           line=_line_of(root))
-    builder = _Builder(path)
+    builder = LineBuilder(path)
     data = builder.build(root, ())
     where: dict[_KeyPath, _Where] = {(): (path, 1)}
     where.update({key: (path, line) for key, line in builder.lines.items()})

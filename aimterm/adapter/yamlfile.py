@@ -3,8 +3,8 @@
 :func:`parse_yaml` returns the data (plain dicts, lists and scalars, as written) and a map
 from key paths (``("instances", 0, "count")``) to 1-based lines, so a checker in a higher
 layer can report ``path:line: key: what was expected`` without importing YAML itself.
-Modelled on the adapter loader's ``_parse``; the same rules apply: keys are kept as written
-(``on:`` stays the string ``"on"``), duplicate keys and self-referencing aliases are errors.
+The adapter loader builds on the same :class:`LineBuilder`: keys are kept as written (``on:``
+stays the string ``"on"``), duplicate keys and self-referencing aliases are errors.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from aimterm.errors import ConfigError
 
-__all__ = ["KeyPath", "YamlFile", "format_key", "parse_yaml"]
+__all__ = ["KeyPath", "LineBuilder", "YamlFile", "format_key", "node_line", "parse_yaml",
+           "yaml_config_error"]
 
 KeyPath = tuple["str | int", ...]
 
@@ -49,11 +50,13 @@ def format_key(path: KeyPath) -> str:
     return out
 
 
-def _line_of(node: Node) -> int:
+def node_line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-class _Builder:
+class LineBuilder:
+    """Turns a composed YAML node tree into plain data plus a key-path -> line map."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.lines: dict[KeyPath, int] = {(): 1}
@@ -63,7 +66,7 @@ class _Builder:
     def build(self, node: Node, key: KeyPath) -> Any:
         if id(node) in self._active:
             raise ConfigError("a YAML alias refers to itself", path=self.path,
-                              line=_line_of(node), key=format_key(key) or "yaml")
+                              line=node_line(node), key=format_key(key) or "yaml")
         self._active.add(id(node))
         try:
             if isinstance(node, MappingNode):
@@ -71,33 +74,33 @@ class _Builder:
                 for key_node, value_node in node.value:
                     if not isinstance(key_node, ScalarNode):
                         raise ConfigError("expected a plain text key", path=self.path,
-                                          line=_line_of(key_node), key=format_key(key) or None)
+                                          line=node_line(key_node), key=format_key(key) or None)
                     name = str(key_node.value)
                     sub = key + (name,)
                     if name in out:
                         raise ConfigError(f"duplicate key {name!r}", path=self.path,
-                                          line=_line_of(key_node), key=format_key(sub))
-                    self.lines[sub] = _line_of(key_node)
+                                          line=node_line(key_node), key=format_key(sub))
+                    self.lines[sub] = node_line(key_node)
                     out[name] = self.build(value_node, sub)
                 return out
             if isinstance(node, SequenceNode):
                 items = []
                 for index, child in enumerate(node.value):
-                    self.lines[key + (index,)] = _line_of(child)
+                    self.lines[key + (index,)] = node_line(child)
                     items.append(self.build(child, key + (index,)))
                 return items
             try:
                 return self._constructor.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
-                raise _yaml_error(exc, self.path) from None
+                raise yaml_config_error(exc, self.path) from None
             except ValueError as exc:
-                raise ConfigError(f"bad value: {exc}", path=self.path, line=_line_of(node),
+                raise ConfigError(f"bad value: {exc}", path=self.path, line=node_line(node),
                                   key=format_key(key) or "yaml") from None
         finally:
             self._active.discard(id(node))
 
 
-def _yaml_error(exc: yaml.YAMLError, path: str) -> ConfigError:
+def yaml_config_error(exc: yaml.YAMLError, path: str) -> ConfigError:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else 1
@@ -111,7 +114,7 @@ def parse_yaml(text: str, path: str) -> YamlFile:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, path) from None
-    builder = _Builder(path)
+        raise yaml_config_error(exc, path) from None
+    builder = LineBuilder(path)
     data = None if root is None else builder.build(root, ())
     return YamlFile(data=data, lines=builder.lines, path=path)
