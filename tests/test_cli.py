@@ -130,8 +130,13 @@ def test_demo_live_display_and_ctrl_c_shut_down_cleanly(tmp_path: Path) -> None:
     import pexpect
 
     env = dict(os.environ, HOME=str(tmp_path))
+    import signal
+
+    # A person's terminal delivers Ctrl-C; a CI job may have started us with SIGINT ignored,
+    # which the demo would inherit: give it the default disposition, as a shell would.
     child = pexpect.spawn(sys.executable, ["-m", "aimterm", "demo", "--think", "3"], env=env,
-                          dimensions=(40, 120), encoding="utf-8", timeout=30)
+                          dimensions=(40, 120), encoding="utf-8", timeout=30,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         child.expect("all 3 ready in")
         child.expect(r"progress 0/12")  # the live display, drawn on a terminal
