@@ -4,7 +4,7 @@
 :class:`~aimterm.store.Store` (``<state_dir>/aimterm.db``) and a
 :class:`~aimterm.ipc.server.ControlServer` on ``<state_dir>/control.sock`` (or the file's
 ``socket``). Ops: ``ping``, ``status``, ``send``, ``scale``, ``restart``, ``down`` and the
-streaming op ``events``.
+streaming ops ``events`` and ``attach``.
 
 What it writes down, and why:
 
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import logging
 import os
@@ -41,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from aimterm.config import ClusterConfig, resolve_config
-from aimterm.errors import AimtermError, ProtocolError
+from aimterm.errors import AimtermError, NotReady, ProtocolError
 from aimterm.events import (
     Event,
     InstanceAdded,
@@ -56,7 +58,8 @@ from aimterm.events import (
 from aimterm.ipc.server import ControlServer, Stream
 from aimterm.pool import GroupSpec, Pool, RestartPolicy
 from aimterm.router import NoSuchTool
-from aimterm.session import Turn
+from aimterm.session import Session, Turn
+from aimterm.states import LIVE_STATES, State
 from aimterm.store import Store
 from aimterm.term.loop import IOLoop
 from aimterm.version import __version__
@@ -108,6 +111,7 @@ class Daemon:
         self._recent_turns: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._pids: dict[str, int] = {}
         self._down_waiters: list[asyncio.Future[None]] = []
+        self._writers: dict[str, Stream] = {}  # instance -> the stream attached to type into it
         self._unsubscribe: Callable[[], None] | None = None
         self.pool: Pool | None = None
         self.store: Store | None = None
@@ -135,7 +139,7 @@ class Daemon:
             cfg.socket_path,
             {"ping": self._op_ping, "status": self._op_status, "send": self._op_send,
              "scale": self._op_scale, "restart": self._op_restart, "down": self._op_down},
-            streaming={"events": self._op_events}, loop=self._io)
+            streaming={"events": self._op_events, "attach": self._op_attach}, loop=self._io)
         store = Store(cfg.db_path)
         try:
             # The socket first: with a live daemon on this state dir, its in-flight turns are
@@ -474,6 +478,135 @@ class Daemon:
                     queue.get_nowait()
         finally:
             self._followers.discard(queue)
+
+
+    async def _op_attach(self, args: dict[str, Any], stream: Stream) -> None:
+        """A person at an instance's terminal: its screen, then its output as it comes.
+
+        Args: ``id``; ``read_only`` (watch only: any number at once); ``size``
+        ``[rows, cols]`` (a writer's window, applied before the screen is drawn). Items:
+        ``{"screen", "rows", "cols", "state"}`` first, then ``{"output"}`` (base64), an
+        ``{"error"}`` for refused input, and ``{"exited"}`` last if the instance goes away.
+        Input messages: ``{"data"}`` (base64 keystrokes), ``{"resize": [rows, cols]}``,
+        ``{"detach": true}`` (ends the stream). A writer holds the instance ATTACHED, so
+        automation routes around it, until the stream ends in any way."""
+        assert self.pool is not None
+        iid = _opt_str(args, "id")
+        if iid is None:
+            raise ProtocolError("attach takes 'id' (an instance id)")
+        read_only = bool(args.get("read_only", False))
+        size = _size(args.get("size")) if args.get("size") is not None else None
+        session = self.pool.instance(iid).session
+        terminal = session.terminal
+        if terminal is None or not _running(session):
+            raise NotReady("the instance is not running", instance=iid,
+                           state=session.state.value)
+        if not read_only:
+            holder = self._writers.get(iid)
+            if holder is not None:
+                raise NotReady("another client is attached to type into this instance "
+                               "(attach with read_only to watch)", instance=iid,
+                               state=session.state.value)
+            if session.state is State.ATTACHED:
+                raise NotReady("the instance is already attached", instance=iid,
+                               state=session.state.value)
+        chunks: asyncio.Queue[bytes] = asyncio.Queue()  # unbounded: nothing is dropped
+        # Listener, state and screen in one step of the loop: no output falls in between.
+        remove = session.add_output_listener(lambda data, _at: chunks.put_nowait(data))
+        feeder: asyncio.Task[None] | None = None
+        held = False
+        try:
+            if not read_only:
+                self._writers[iid] = stream
+                session.attach()
+                held = True
+                if size is not None:
+                    session.resize(*size)
+            await stream.send({"screen": _b64(session.render_screen()), "rows": session.rows,
+                               "cols": session.cols, "state": session.state.value})
+            done = asyncio.Event()
+            feeder = asyncio.get_running_loop().create_task(
+                self._attach_inputs(session, stream, read_only, done))
+            while not done.is_set():
+                try:
+                    first = await asyncio.wait_for(chunks.get(), 0.25)
+                except asyncio.TimeoutError:
+                    first = None
+                if first is not None:
+                    data = [first]
+                    while not chunks.empty():
+                        data.append(chunks.get_nowait())
+                    await stream.send({"output": _b64(b"".join(data))})
+                    continue
+                if feeder.done():
+                    feeder.result()  # its failure (a gone client) ends the stream too
+                    return
+                if self._closed or session.terminal is not terminal or not _running(session):
+                    await stream.send({"exited": session.state.value})
+                    return
+            if not chunks.empty():  # the client asked to leave: what came before goes out
+                data = []
+                while not chunks.empty():
+                    data.append(chunks.get_nowait())
+                await stream.send({"output": _b64(b"".join(data))})
+        finally:
+            remove()
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+            if self._writers.get(iid) is stream:
+                del self._writers[iid]
+            if held and session.state is State.ATTACHED and session.terminal is terminal:
+                try:
+                    session.detach()
+                except AimtermError:
+                    log.warning("detaching %s failed", iid, exc_info=True)
+
+    @staticmethod
+    async def _attach_inputs(session: Session, stream: Stream, read_only: bool,
+                             done: asyncio.Event) -> None:
+        while True:
+            msg = await stream.inputs.get()
+            if msg.get("detach"):
+                done.set()
+                return
+            if "data" in msg:
+                if read_only:
+                    await stream.send({"error": {"code": "read_only", "message":
+                                                 "attached read-only: input is not sent"}})
+                    continue
+                try:
+                    data = base64.b64decode(msg["data"], validate=True)
+                except (binascii.Error, TypeError, ValueError):
+                    await stream.send({"error": {"code": "bad_request",
+                                                 "message": "'data' must be base64"}})
+                    continue
+                try:
+                    session.write(data)
+                except AimtermError as exc:
+                    await stream.send({"error": {"code": exc.code, "message": str(exc)}})
+            elif "resize" in msg:
+                if read_only:
+                    continue
+                try:
+                    session.resize(*_size(msg["resize"]))
+                except ProtocolError as exc:
+                    await stream.send({"error": {"code": exc.code, "message": str(exc)}})
+
+
+def _running(session: Session) -> bool:
+    return session.state in LIVE_STATES and session.state is not State.STOPPING
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10000
+                       for v in value)):
+        raise ProtocolError("a size must be [rows, cols], two integers > 0")
+    return value[0], value[1]
 
 
 # -- python -m aimterm.daemon -----------------------------------------------------------------------

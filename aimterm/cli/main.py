@@ -286,6 +286,23 @@ def events(config: str | None, state_dir: str | None, follow: bool, since: int,
     sys.exit(run_events(config, state_dir, follow, since, as_json))
 
 
+@cli.command()
+@_where_options
+@click.argument("instance_id")
+@click.option("--read-only", is_flag=True, help="Watch only: keystrokes are not sent, and "
+                                               "automation keeps using the instance.")
+@click.option("--detach-key", default="ctrl-]", show_default=True,
+              help="Key that gives the instance back and leaves (ctrl-<key>).")
+@handle_errors
+def attach(config: str | None, state_dir: str | None, instance_id: str, read_only: bool,
+           detach_key: str) -> None:
+    """Take over an instance's terminal (automation pauses) until the detach key."""
+    from aimterm.cli.attach import parse_detach_key, run_attach
+
+    key = parse_detach_key(detach_key)
+    sys.exit(run_attach(config, state_dir, instance_id, read_only=read_only, detach_key=key))
+
+
 def main() -> None:
     cli(prog_name="aimterm")
 
