@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from aimterm.adapter.loader import load_text
 from aimterm.adapter.spec import AdapterSpec
+from aimterm.pool import Pool
+from aimterm.session import Turn
+from aimterm.testing.fakemodel import FakeModel
 
 FAKES = Path(__file__).parent / "fakes"
 T = TypeVar("T")
@@ -70,3 +76,38 @@ answers:
 reply: {from: stream, strip: [echo, prompt]}
 exit: {keys: [quit, enter], timeout_s: 3}
 """
+
+
+def use_adapter_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                         text: str) -> None:
+    """Put a user adapter ``name`` (usually ``extends: name`` plus a policy) on the search
+    path, with no other user adapters in the way."""
+    folder = tmp_path / "adapters"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(text)
+    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", str(folder))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def fleet_screens(pool: Pool) -> str:
+    """Every instance's state, window title and screen, for a failure message."""
+    out = []
+    for inst in pool.instances():
+        s = inst.session
+        title = s.terminal.screen.snapshot().title if s.terminal else ""
+        out.append(f"--- {inst.id} {s.state} title={title!r}")
+        out.extend(line for line in s.screen_lines() if line.strip())
+    return "\n".join(out)
+
+
+def fleet_result(pool: Pool, future: concurrent.futures.Future[Turn], timeout: float,
+                 fake: FakeModel | None = None) -> Turn:
+    """The turn of ``future``, or a test failure showing every screen and what the fake
+    model was asked."""
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        seen = ([(r.endpoint, r.answer_kind, (r.prompt or "")[:30]) for r in fake.requests]
+                if fake else [])
+        pytest.fail(f"no result after {timeout:g}s\n{fleet_screens(pool)}\nrequests: {seen}",
+                    pytrace=False)

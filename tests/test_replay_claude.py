@@ -18,6 +18,7 @@ import pytest
 
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
+from tests.helpers import use_adapter_override
 
 CAST = Path(__file__).parent / "fixtures" / "claude.cast"
 
@@ -39,11 +40,7 @@ STARTUP = ["theme", "security-notes", "trust-move", "trust-yes"]
 
 @pytest.fixture
 def with_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "adapters"
-    folder.mkdir()
-    (folder / "claude.yaml").write_text(OVERRIDE)
-    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", str(folder))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user adapters
+    use_adapter_override(tmp_path, monkeypatch, "claude", OVERRIDE)
 
 
 def test_claude_recording_replays_as_recorded(with_override: None) -> None:

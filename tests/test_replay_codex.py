@@ -16,6 +16,7 @@ import pytest
 
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
+from tests.helpers import use_adapter_override
 
 CAST = Path(__file__).parent / "fixtures" / "codex.cast"
 
@@ -31,11 +32,7 @@ answers:
 
 @pytest.fixture
 def with_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "adapters"
-    folder.mkdir()
-    (folder / "codex.yaml").write_text(OVERRIDE)
-    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", str(folder))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user adapters
+    use_adapter_override(tmp_path, monkeypatch, "codex", OVERRIDE)
 
 
 def test_codex_recording_replays_as_recorded(with_override: None) -> None:

@@ -34,6 +34,7 @@ from aimterm.session import TurnStatus
 from aimterm.states import State
 from aimterm.testing.clis import find_cli, path_with_clis
 from aimterm.testing.fakemodel import FakeModel, ToolCall
+from tests.helpers import fleet_result as result
 
 CODEX = find_cli("codex")
 pytestmark = pytest.mark.skipif(
@@ -152,25 +153,6 @@ def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
     path = root / "codex-approve-edits.yaml"
     path.write_text(text)
     return load_text(text, str(path), resolver=AdapterRegistry().resolve_parent)
-
-
-def screens(pool: Pool) -> str:
-    """Every instance's state and screen, for a failure message."""
-    out = []
-    for inst in pool.instances():
-        s = inst.session
-        title = s.terminal.screen.snapshot().title if s.terminal else ""
-        out.append(f"--- {inst.id} {s.state} title={title!r}")
-        out.extend(line for line in s.screen_lines() if line.strip())
-    return "\n".join(out)
-
-
-def result(pool: Pool, future, timeout: float, fake: FakeModel | None = None):  # type: ignore[no-untyped-def]
-    try:
-        return future.result(timeout)
-    except TimeoutError:
-        seen = [(r.endpoint, r.answer_kind, (r.prompt or "")[:30]) for r in fake.requests] if fake else []
-        pytest.fail(f"no result after {timeout:g}s\n{screens(pool)}\nrequests: {seen}", pytrace=False)
 
 
 def test_pool_of_three_codex_instances(fake: FakeModel, root: Path) -> None:
