@@ -141,12 +141,14 @@ def make_workdir(path: Path) -> Path:
 def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
     """The built-in adapter plus ONE answer rule: approve edits inside an instance's tree."""
     tree = re.escape(str(root)) + r"/inst-\d+/work/"
+    edits = (r"Would you like to make the following edits\?(?:\n.*){0,6}?\n"
+             r"  Destination: (?P<file>/\S+)")
     text = textwrap.dedent(f"""\
         name: codex-approve-edits
         extends: codex
         answers:
           - name: edit-in-tree
-            match: 'Would you like to make the following edits\\?(?:\\n.*){{0,6}}?\\n  Destination: (?P<file>/\\S+)'
+            match: '{edits}'
             when: {{file: '^{tree}(?!.*\\.\\./)'}}
             send: "y"
         """)
@@ -187,7 +189,8 @@ def test_pool_of_three_codex_instances(fake: FakeModel, root: Path) -> None:
         trusted = {e.instance for e in events
                    if isinstance(e, QuestionAnswered) and e.rule == "trust-folder"}
         assert trusted == {inst.id for inst in instances}
-        print(f"\ncodex {subprocess.run([CODEX, '--version'], capture_output=True, text=True).stdout.strip()}")
+        version = subprocess.run([CODEX, "--version"], capture_output=True, text=True)
+        print(f"\ncodex {version.stdout.strip()}")
         print(f"pool of 3 ready in {ready_s:.2f} s")
         for inst in instances:
             starting = next(e.mono for e in events if isinstance(e, StateChanged)
