@@ -27,12 +27,13 @@ from aimterm.errors import ConfigError
 from aimterm.paths import state_home
 from aimterm.router import RoutingStrategy
 
-__all__ = ["ClusterConfig", "InstanceGroup", "RestartConfig", "default_state_dir",
+__all__ = ["RESUME_MODES", "ClusterConfig", "InstanceGroup", "RestartConfig", "default_state_dir",
            "load_cluster_config", "resolve_config"]
 
 SOCKET_NAME = "control.sock"
 DB_NAME = "aimterm.db"
 LOG_NAME = "daemon.log"
+TRANSCRIPT_DIR = "logs"
 
 
 def default_state_dir() -> Path:
@@ -60,6 +61,14 @@ class InstanceGroup:
     env: Mapping[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     stagger_ms: int = 0
+    resume: str = "after_crash"  # one of RESUME_MODES
+
+
+#: When instances start with their adapter's ``resume`` arguments (continue the tool's
+#: previous conversation): ``after_crash`` — when a daemon relaunches the fleet of one that
+#: died; ``always`` — every start, the pool's restarts of a dead instance included;
+#: ``never``.
+RESUME_MODES = ("after_crash", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,12 @@ class ClusterConfig:
     def log_path(self) -> Path:
         return self.state_dir / LOG_NAME
 
+    @property
+    def transcript_dir(self) -> Path:
+        """Where each instance's terminal transcript goes (``<id>.cast``, what ``aimterm
+        logs`` reads)."""
+        return self.state_dir / TRANSCRIPT_DIR
+
     def ensure_state_dir(self) -> Path:
         """Create the state dir (0700; an existing one is tightened to 0700)."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -98,7 +113,7 @@ class ClusterConfig:
 _TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "restart",
         "instances")
 _RESTART = ("backoff_s", "backoff_max_s", "fast_failure_s", "max_fast_failures")
-_INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms")
+_INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms", "resume")
 
 
 def _got(value: Any) -> str:
@@ -217,6 +232,11 @@ def _group(c: _Checker, item: Any, key: KeyPath, base: Path) -> InstanceGroup:
         kw["cwd"] = str(c.path(raw["cwd"], key + ("cwd",), base))
     if "stagger_ms" in raw:
         kw["stagger_ms"] = c.integer(raw["stagger_ms"], key + ("stagger_ms",), 0)
+    if "resume" in raw:
+        if raw["resume"] not in RESUME_MODES:
+            raise c.fail(key + ("resume",), f"expected one of: {', '.join(RESUME_MODES)}; "
+                                            f"got {_got(raw['resume'])}")
+        kw["resume"] = raw["resume"]
     if "env" in raw:
         env = raw["env"]
         if not isinstance(env, dict):

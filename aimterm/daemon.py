@@ -75,6 +75,8 @@ CLUSTER_ENV = "AIMTERM_CLUSTER"
 _INSTANCE_EVENTS = (StateChanged, InstanceAdded, InstanceRestarting, InstanceGaveUp)
 #: Turns whose reply may still arrive through the pool future (bounded bookkeeping).
 _RECENT_TURNS = 1024
+#: How often instance transcripts are flushed to their files.
+_FLUSH_S = 0.25
 
 
 def _opt_str(args: dict[str, Any], name: str) -> str | None:
@@ -127,7 +129,10 @@ class Daemon:
         cfg.ensure_state_dir()
         marker = {CLUSTER_ENV: str(cfg.state_dir)}
         groups = [GroupSpec(g.adapter, count=g.count, cwd=g.cwd, env={**g.env, **marker},
-                            tags=g.tags, stagger_ms=g.stagger_ms) for g in cfg.instances]
+                            tags=g.tags, stagger_ms=g.stagger_ms,
+                            resume=g.resume == "always",
+                            transcript_dir=cfg.transcript_dir)
+                  for g in cfg.instances]
         restart = RestartPolicy(backoff_s=cfg.restart.backoff_s,
                                 backoff_max_s=cfg.restart.backoff_max_s,
                                 fast_failure_s=cfg.restart.fast_failure_s,
@@ -154,6 +159,7 @@ class Daemon:
         self._recover()
         self._unsubscribe = pool.bus.subscribe(self._on_event)
         pool.start(wait=False)
+        self._io.call_soon(self._flush_transcripts)
         log.info("aimterm daemon %d serving %s", os.getpid(), cfg.socket_path)
 
     def request_stop(self) -> None:
@@ -219,23 +225,51 @@ class Daemon:
                 pass
         os._exit(128 + signum)
 
+    def _flush_transcripts(self) -> None:
+        """Every _FLUSH_S on the loop: transcripts reach their files (``aimterm logs -f``)."""
+        if self._stopped or self.pool is None:
+            return
+        for inst in self.pool.instances():
+            inst.session.flush_transcript()
+        self._io.loop.call_later(_FLUSH_S, self._flush_transcripts)
+
+    def _flush_transcript(self, iid: str) -> None:
+        assert self.pool is not None
+        try:
+            self.pool.instance(iid).session.flush_transcript()
+        except AimtermError:
+            pass
+
     # -- crash recovery ----------------------------------------------------------------------
 
     def _recover(self) -> None:
         store = self.store
         assert store is not None
-        orphans = self._kill_orphans(store.instances())
-        starts = store.events(kinds=["daemon_started"])
+        rows = store.instances()
+        orphans = self._kill_orphans(rows)
+        lives = store.events(kinds=["daemon_started", "daemon_stopped"])
+        crashed = bool(lives) and lives[-1]["kind"] == "daemon_started"
+        starts = [e for e in lives if e["kind"] == "daemon_started"]
         since = starts[-1]["seq"] if starts else 0
         failed = store.fail_inflight("daemon restarted: the turn was in flight when the "
                                      "previous daemon died")
         done = {e.get("request") for e in store.events(since=since, kinds=["prompt_finished"])}
         lost = [e for e in store.events(since=since, kinds=["prompt_queued"])
                 if e["seq"] not in done]
-        for row in store.instances():
+        for row in rows:
             store.upsert_instance(id=row["id"], state="exited", pid=None)
-        self.recovered = {"turns_failed": len(failed), "prompts_lost": len(lost),
-                          "orphans_killed": len(orphans)}
+        # The fleet of a daemon that died comes back in its conversations: the instances it
+        # ran start with their adapters' resume arguments (once; a resume that fails starts
+        # fresh). After a clean stop they start fresh.
+        resumable = {g.adapter for g in self.config.instances if g.resume != "never"}
+        resumed = sorted(row["id"] for row in rows
+                         if crashed and row.get("state") != "removed"
+                         and row.get("adapter") in resumable)
+        assert self.pool is not None
+        self.pool.resume_next(resumed)
+        self.recovered = {"crashed": crashed, "turns_failed": len(failed),
+                          "prompts_lost": len(lost), "orphans_killed": len(orphans),
+                          "resumed": resumed}
         self._record({"kind": "daemon_started", "instance": None, "pid": os.getpid(),
                       "version": __version__, "config": self.config.source,
                       "recovered": self.recovered})
@@ -305,6 +339,10 @@ class Daemon:
             return
         data = event.to_dict()
         iid = event.instance
+        if isinstance(event, StateChanged):
+            # What led to a state (a finished turn, a question, a ready prompt) is on disk
+            # before anyone hears of the state; output in between is flushed every _FLUSH_S.
+            self._flush_transcript(iid)
         if isinstance(event, TurnStarted):
             turn_id = store.turn_started(iid, event.prompt)
             self._open_turns[iid] = (event.turn, turn_id)
@@ -342,7 +380,8 @@ class Daemon:
             self._pids[iid] = pid
         self.store.upsert_instance(id=iid, adapter=inst.adapter, state=inst.state.value,
                                    pid=pid, cwd=inst.cwd, tags=sorted(inst.group.tags),
-                                   restarts=inst.restarts, turns=inst.session.turns_done)
+                                   restarts=inst.restarts, turns=inst.session.turns_done,
+                                   resume=inst.resumed)
 
     # -- ops (loop thread) -------------------------------------------------------------------
 
@@ -355,7 +394,8 @@ class Daemon:
         instances = [{"id": r["id"], "adapter": r["adapter"], "state": r["state"],
                       "pid": r["pid"], "turns": r["turns"], "restarts": r["restarts"],
                       "lifecycle": r["lifecycle"], "tags": r["tags"], "cwd": r["cwd"],
-                      "fatal_reason": r["fatal_reason"], "question": r.get("question")}
+                      "fatal_reason": r["fatal_reason"], "question": r.get("question"),
+                      "resumed": r["resumed"]}
                      for r in rows]
         settling = {"starting", "backoff"}
         return {

@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import enum
 import itertools
+import logging
 import os
 import threading
 import time
@@ -66,14 +67,19 @@ from aimterm.router import (
 from aimterm.session import Session, Turn
 from aimterm.states import LIVE_STATES, State
 from aimterm.term.loop import IOLoop
+from aimterm.term.transcript import rotate as rotate_transcript
 
 T = TypeVar("T")
 
 __all__ = ["GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pool", "RestartPolicy"]
 
 
+log = logging.getLogger(__name__)
+
 #: Granularity of turn timeouts (one sweep over the turns in flight this often).
 _SWEEP_S = 0.25
+#: Runs of an instance whose transcripts are kept besides the current one (<id>.cast.1 …).
+_TRANSCRIPTS_KEPT = 3
 _SETTLING = frozenset({State.STARTING, State.EXITED, State.FATAL, State.BACKOFF, State.WAITING})
 
 
@@ -117,6 +123,11 @@ class GroupSpec:
     setup: SetupHook | None = None
     transcript_dir: str | os.PathLike[str] | None = None
     args: Sequence[str] = ()
+    #: Start every instance with the adapter's ``resume`` arguments, restarts included, so a
+    #: crashed tool comes back in its conversation. (A resumed start that fails before the
+    #: tool is ready is retried fresh: ``claude --continue`` exits where there is nothing to
+    #: continue.)
+    resume: bool = False
 
 
 class Lifecycle(str, enum.Enum):
@@ -174,6 +185,10 @@ class Instance:
         self.timer: asyncio.TimerHandle | None = None
         self.retired: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.cwd: str | None = None
+        self.transcript: str | None = None  # its asciicast file, one per run
+        self.resumed = False  # this run was started with the adapter's resume arguments
+        self.resume_failed = False  # a resumed start died before it was ready: start fresh
+        self.ready_once = False  # this run reached IDLE (or a question) at least once
         self._tags = group.tags | {f"id:{iid}"}
 
     @property
@@ -201,7 +216,7 @@ class Instance:
         data = self.session.status()
         data.update(id=self.id, adapter=self.adapter, tags=sorted(self.group.tags),
                     lifecycle=self.lifecycle.value, restarts=self.restarts, cwd=self.cwd,
-                    fatal_reason=self.fatal_reason,
+                    fatal_reason=self.fatal_reason, resumed=self.resumed,
                     prompt=self.pending.prompt if self.pending is not None else None)
         return data
 
@@ -213,6 +228,7 @@ class Pool:
                  routing: RoutingStrategy | str = RoutingStrategy.ROUND_ROBIN,
                  queue_size: int = 1000, queue_timeout_s: float | None = None,
                  restart: RestartPolicy | None = None, retry_turns: int = 1,
+                 resume: Iterable[str] = (),
                  bus: EventBus | None = None, loop: IOLoop | None = None) -> None:
         self.bus = bus or EventBus()
         self._ioloop = loop or IOLoop.shared()
@@ -225,6 +241,9 @@ class Pool:
         self._groups: dict[str, _Group] = {}
         self._instances: dict[str, Instance] = {}
         self._numbers = itertools.count(1)
+        # Instance ids whose next start resumes the tool's previous conversation, once: the
+        # fleet of a daemon that died, relaunched by the next one.
+        self._resume_next: set[str] = set(resume)
         self._closing = False
         self._closed = False
         self._creating = 0  # instances whose setup hook is still running
@@ -281,6 +300,7 @@ class Pool:
                           transcript=transcript, bus=self.bus, loop=self._ioloop)
         inst = Instance(iid, group, index, session)
         inst.cwd = cwd
+        inst.transcript = transcript
         self._instances[iid] = inst
         self.bus.emit(InstanceAdded(iid, adapter=group.adapter.name))
         return inst
@@ -389,6 +409,15 @@ class Pool:
             return
         inst.expect_exit = False
         inst.started_at = time.monotonic()
+        inst.ready_once = False
+        wants = inst.group.spec.resume or inst.id in self._resume_next
+        inst.resumed = inst.session.resume = (wants and not inst.resume_failed
+                                              and bool(inst.group.adapter.resume))
+        if inst.transcript is not None:
+            try:
+                rotate_transcript(inst.transcript, _TRANSCRIPTS_KEPT)
+            except OSError as exc:  # the new run overwrites it: worth a line, not a failure
+                log.warning("%s: could not keep the previous transcript: %s", inst.id, exc)
         try:
             inst.session.start(wait=False)
         except AimtermError:
@@ -417,6 +446,9 @@ class Pool:
             # Only start-up and death matter to wait_ready(); busy <-> idle does not.
             with self._ready_cond:
                 self._ready_cond.notify_all()
+        if event.old == State.STARTING and event.new in (State.IDLE, State.WAITING):
+            inst.ready_once = True
+            self._resume_next.discard(inst.id)
         if event.new == State.IDLE:
             if inst.timer is not None and event.old == State.STARTING:
                 inst.timer.cancel()
@@ -437,6 +469,11 @@ class Pool:
             return
         policy = self.restart_policy
         lived = time.monotonic() - inst.started_at
+        if inst.resumed and not inst.ready_once:
+            # Nothing to resume, or the tool refused it: the next start is a fresh one.
+            inst.resume_failed = True
+            self._resume_next.discard(inst.id)
+            reason += " (resumed start failed: starting fresh)"
         inst.fast_failures = inst.fast_failures + 1 if lived < policy.fast_failure_s else 1
         if not policy.restart:
             return
@@ -702,6 +739,13 @@ class Pool:
             self._ready_cond.notify_all()
         self._fail_unroutable()
 
+    def resume_next(self, ids: Iterable[str]) -> None:
+        """The next start of each of these instances (by id, made now or later) passes the
+        adapter's ``resume`` arguments, once: how a daemon relaunches the fleet of one that
+        died. A resumed start that fails before the tool is ready is retried fresh."""
+        ids = list(ids)
+        self._ioloop.run_sync(self._resume_next.update, ids)
+
     def restart_instance(self, iid: str, *, wait: bool = True,
                          timeout: float | None = None) -> State:
         """Stop (if running) and start the instance again, by hand; clears FATAL."""
@@ -711,6 +755,7 @@ class Pool:
             inst.expect_exit = True
             inst.fast_failures = 0
             inst.fatal_reason = None
+            inst.resume_failed = False
             if inst.timer is not None:
                 inst.timer.cancel()
                 inst.timer = None

@@ -215,7 +215,9 @@ class Session:
         self._cwd = os.fspath(cwd) if cwd is not None else None
         self._env_extra = dict(env or {})
         self._args = list(args)
-        self._resume = resume
+        #: Pass the adapter's ``resume`` arguments on the next start (continue the tool's
+        #: previous conversation). The pool sets it per start; see GroupSpec.resume.
+        self.resume = resume
         self._transcript = transcript
         self.rows = rows or adapter.terminal.rows
         self.cols = cols or adapter.terminal.cols
@@ -335,7 +337,7 @@ class Session:
     def command(self) -> list[str]:
         variables = self._variables()
         argv = [expand_template(a, variables) for a in self.spec.command]
-        if self._resume:
+        if self.resume:
             argv += list(self.spec.resume)
         return argv + self._args
 
@@ -992,6 +994,12 @@ class Session:
         if self.terminal is None:
             raise self._error(NotReady, "not started")
         return self.terminal.add_output_listener(listener)
+
+    def flush_transcript(self) -> None:
+        """Write out what the transcript holds in its buffer (readers see it at once)."""
+        terminal = self.terminal
+        if terminal is not None and terminal.transcript is not None:
+            terminal.transcript.flush()
 
     def render_screen(self) -> bytes:
         """Bytes that redraw the current screen on a real terminal (for attaching clients)."""

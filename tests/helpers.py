@@ -47,6 +47,7 @@ settle_ms: 0
 submit: {keys: [enter], verify: output}
 reply: {from: stream, strip: [echo, prompt]}
 exit: {keys: [exit, enter], timeout_s: 3}
+resume: [--resume]
 """
 
 SPINNER = """

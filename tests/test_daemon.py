@@ -215,6 +215,8 @@ def test_client_without_daemon_says_so_in_one_line(cluster: Cluster) -> None:
     ("instances:\n  - adapter: echo\n    env: {A: [1]}\n", 3,
      "instances[0].env.A: expected a string, a number, or true/false, got a list"),
     ("queue_timeout_s: -1\n", 1, "queue_timeout_s: expected a number > 0, got -1"),
+    ("instances:\n  - adapter: echo\n    resume: yes\n", 3,
+     "instances[0].resume: expected one of: after_crash, always, never; got boolean true"),
     ("statedir: /tmp/x\n", 1, "statedir: unknown key 'statedir' (expected one of: instances, "
      "queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
 ])
@@ -321,3 +323,103 @@ def test_sigterm_stops_gracefully_with_status_0(cluster: Cluster) -> None:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.communicate()
+
+
+def test_sigkill_then_up_resumes_the_fleet_once(cluster: Cluster) -> None:
+    status = up(cluster)
+    daemon = status["daemon"]["pid"]
+    assert not any(r["resumed"] for r in status["instances"])
+    assert cluster.cli("send", "--to", "echo-1", "remember me").stdout == "echo: remember me\n"
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: gone(daemon), "the daemon to die")
+    wait_for(lambda: not cluster_processes(cluster.state), "the instances to hang up")
+
+    status = up(cluster)
+    recovered = status["daemon"]["recovered"]
+    assert recovered["crashed"] and recovered["resumed"] == ["echo-1", "echo-2"]
+    assert [(r["id"], r["resumed"]) for r in status["instances"]] == [("echo-1", True),
+                                                                       ("echo-2", True)]
+    for row in status["instances"]:
+        assert "--resume" in psutil.Process(row["pid"]).cmdline()
+    # The tool saw its resume flag; the run before the crash is kept beside it.
+    assert "resumed previous session" in cluster.cli("logs", "echo-1").stdout
+    assert "echo: remember me" in cluster.cli("logs", "echo-1", "--previous", "1").stdout
+    with Store(cluster.state / "aimterm.db") as store:
+        assert all(row["resume"] for row in store.instances())
+
+    # After a clean stop the next fleet starts fresh.
+    cluster.cli("cluster", "down")
+    status = up(cluster)
+    assert not status["daemon"]["recovered"]["crashed"]
+    assert status["daemon"]["recovered"]["resumed"] == []
+    assert not any(r["resumed"] for r in status["instances"])
+    cluster.cli("cluster", "down")
+
+
+def test_logs_rendered_raw_last_lines_previous_and_unknown(cluster: Cluster) -> None:
+    up(cluster)
+    for prompt in ("one", "two"):
+        cluster.cli("send", "--to", "echo-1", prompt)
+    # Rendered: the text the terminal shows, typed echo included, no escape sequences.
+    wait_for(lambda: "echo: two" in cluster.cli("logs", "echo-1").stdout, "the log to be flushed",
+             timeout=5)
+    text = cluster.cli("logs", "echo-1").stdout
+    assert text.splitlines() == ["ready> one", "echo: one", "ready> two", "echo: two", "ready>"]
+    assert cluster.cli("logs", "echo-1", "-n", "2").stdout == "echo: two\nready>\n"
+    # Raw: the bytes as the tool wrote them (the tty's CR LF included).
+    raw = subprocess.run([sys.executable, "-m", "aimterm", "logs", "echo-1", "--raw", "-c",
+                          str(cluster.config)], env=cluster.env, capture_output=True,
+                         timeout=30, check=True).stdout
+    assert b"echo: one\r\nready> " in raw and b"\x1b" not in raw
+    # An instance restarted: its previous run is kept, the current one starts empty.
+    cluster.cli("cluster", "restart", "echo-1")
+    assert cluster.cli("logs", "echo-1").stdout == "ready>\n"
+    assert "echo: two" in cluster.cli("logs", "echo-1", "-p", "1").stdout
+    # Unknown: one line naming the ones there are, and the unknown-instance exit code.
+    out = cluster.run("logs", "nobody", "-c", str(cluster.config))
+    assert out.returncode == 16 and out.stdout == ""
+    assert out.stderr == ("aimterm: no instance named 'nobody' "
+                          "(instances: echo-1, echo-2)\n")
+    out = cluster.run("logs", "echo-2", "-p", "2", "-c", str(cluster.config))
+    assert out.returncode == 16
+    cluster.cli("cluster", "down")
+    # The logs outlive the daemon.
+    assert "echo: two" in cluster.cli("logs", "echo-1", "-p", "1").stdout
+
+
+def test_logs_follow_prints_lines_as_they_come_and_across_a_restart(cluster: Cluster) -> None:
+    up(cluster)
+    follower = subprocess.Popen([sys.executable, "-m", "aimterm", "logs", "-f", "echo-2",
+                                 "-c", str(cluster.config)], env=cluster.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+
+    def read_until(text: str) -> None:
+        assert follower.stdout is not None
+        deadline = time.monotonic() + 15
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} in {seen}"
+            line = follower.stdout.readline()
+            assert line, f"the follower ended: {seen}"
+            seen.append(line.rstrip("\n"))
+
+    try:
+        cluster.cli("send", "--to", "echo-2", "live one")
+        read_until("echo: live one")
+        cluster.cli("send", "--to", "echo-2", "live two")
+        read_until("echo: live two")
+        cluster.cli("cluster", "restart", "echo-2")
+        cluster.cli("send", "--to", "echo-2", "new run")
+        read_until("--- echo-2: new run ---")
+        read_until("echo: new run")
+        assert seen.index("ready> live one") < seen.index("echo: live one") \
+            < seen.index("echo: live two") < seen.index("echo: new run")
+        assert seen.count("echo: live one") == 1
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=10)
+        assert follower.returncode == 0, err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    cluster.cli("cluster", "down")

@@ -19,6 +19,7 @@ LAYERS = {
     "aimterm.term": 1,
     "aimterm.adapter": 2,
     "aimterm.session": 3, "aimterm.pool": 3, "aimterm.cluster": 3, "aimterm.router": 3, "aimterm.config": 3,
+    "aimterm.transcripts": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
     "aimterm.testing": 0,  # helpers for tests (the fake model server): standard library only

@@ -259,3 +259,46 @@ def test_cluster_of_several_tools_filters_by_tool() -> None:
         assert cluster.send("echo $((40+2))", tool="bash").reply == "42"
         with pytest.raises(NoSuchTool):
             cluster.send("x", tool="nope")
+
+
+def _argv(inst: object) -> list[str]:
+    return psutil.Process(inst.session.pid).cmdline()  # type: ignore[attr-defined]
+
+
+def test_resume_once_for_named_instances_and_always_for_a_resume_group() -> None:
+    # resume=[ids]: how a daemon relaunches the fleet of one that died: those instances
+    # continue their conversations once; a later restart starts fresh.
+    with Pool([echo_group(2)], resume=["echo-2"],
+              restart=RestartPolicy(backoff_s=0.05)) as pool:
+        first, second = pool.instance("echo-1"), pool.instance("echo-2")
+        assert not first.resumed and "--resume" not in _argv(first)
+        assert second.resumed and "--resume" in _argv(second)
+        assert [r["resumed"] for r in pool.status()] == [False, True]
+        assert pool.send("hi", to="echo-2").reply == "echo: hi"
+        os.kill(second.session.pid or 0, signal.SIGKILL)
+        wait_for(lambda: second.restarts == 1 and second.state is State.IDLE, "the restart")
+        assert not second.resumed and "--resume" not in _argv(second)
+    # GroupSpec(resume=True): every start resumes, the pool's restarts included.
+    with Pool([echo_group(1, resume=True)], restart=RestartPolicy(backoff_s=0.05)) as pool:
+        inst = pool.instance("echo-1")
+        assert inst.resumed and "--resume" in _argv(inst)
+        os.kill(inst.session.pid or 0, signal.SIGKILL)
+        wait_for(lambda: inst.restarts == 1 and inst.state is State.IDLE, "the restart")
+        assert inst.resumed and "--resume" in _argv(inst)
+        assert pool.send("again").reply == "echo: again"
+
+
+def test_a_resume_that_fails_is_retried_fresh() -> None:
+    group = GroupSpec(ECHO_SPEC, count=1, env={"FAKE_RESUME_FAIL": "1"}, resume=True)
+    pool = Pool([group], restart=RestartPolicy(backoff_s=0.05))
+    events = collect(pool)
+    try:
+        pool.start(wait=True, timeout=20)
+        inst = pool.instance("echo-1")
+        assert inst.state is State.IDLE
+        assert not inst.resumed and "--resume" not in _argv(inst)
+        [restarting] = [e for e in events if isinstance(e, InstanceRestarting)]
+        assert "resumed start failed: starting fresh" in restarting.reason
+        assert pool.send("works").reply == "echo: works"
+    finally:
+        pool.shutdown()

@@ -289,6 +289,27 @@ def events(config: str | None, state_dir: str | None, follow: bool, since: int,
 @cli.command()
 @_where_options
 @click.argument("instance_id")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing as the instance writes (follows it across restarts).")
+@click.option("--raw", is_flag=True, help="The output bytes as the tool wrote them, escape "
+                                          "sequences included.")
+@click.option("-n", "--lines", type=click.IntRange(0), default=None,
+              help="Only the last N lines of what is there (rendered).")
+@click.option("-p", "--previous", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="A run before the last restart (1 = the one before, up to 3).")
+@handle_errors
+def logs(config: str | None, state_dir: str | None, instance_id: str, follow: bool, raw: bool,
+         lines: int | None, previous: int) -> None:
+    """Print an instance's terminal: rendered text, or the raw transcript (--raw)."""
+    from aimterm.cli.logs import run_logs
+
+    sys.exit(run_logs(config, state_dir, instance_id, follow=follow, raw=raw, lines=lines,
+                      previous=previous))
+
+
+@cli.command()
+@_where_options
+@click.argument("instance_id")
 @click.option("--read-only", is_flag=True, help="Watch only: keystrokes are not sent, and "
                                                "automation keeps using the instance.")
 @click.option("--detach-key", default="ctrl-]", show_default=True,

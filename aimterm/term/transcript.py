@@ -81,6 +81,22 @@ class TranscriptWriter:
         return self._fh is None
 
 
+def rotate(path: str | os.PathLike[str], keep: int) -> None:
+    """Move ``path`` to ``path.1`` (``.1`` to ``.2`` …, up to ``keep``; older ones go), so a
+    new run can take the name. Nothing there: nothing to do."""
+    base = os.fspath(path)
+    if not os.path.exists(base):
+        return
+    if keep <= 0:
+        os.unlink(base)
+        return
+    for n in range(keep - 1, 0, -1):
+        older = f"{base}.{n}"
+        if os.path.exists(older):
+            os.replace(older, f"{base}.{n + 1}")
+    os.replace(base, f"{base}.1")
+
+
 @dataclass
 class Recording:
     """A parsed asciicast v2 file."""
