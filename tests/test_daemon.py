@@ -333,6 +333,7 @@ def test_sigkill_then_up_resumes_the_fleet_once(cluster: Cluster) -> None:
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: gone(daemon), "the daemon to die")
     wait_for(lambda: not cluster_processes(cluster.state), "the instances to hang up")
+    assert cluster.socket.exists()  # the dead daemon's socket: stale, replaced by the next one
 
     status = up(cluster)
     recovered = status["daemon"]["recovered"]
@@ -422,4 +423,19 @@ def test_logs_follow_prints_lines_as_they_come_and_across_a_restart(cluster: Clu
         if follower.poll() is None:
             follower.kill()
             follower.communicate()
+    cluster.cli("cluster", "down")
+
+
+def test_unknown_instance_is_one_line_and_exit_16_everywhere(cluster: Cluster) -> None:
+    up(cluster)
+    # (attach needs a terminal first: test_attach covers it inside a PTY.)
+    for args in (["send", "--to", "echo-9", "hi"], ["cluster", "restart", "echo-9"],
+                 ["logs", "echo-9"]):
+        out = cluster.run(*args, "-c", str(cluster.config))
+        assert out.returncode == 16, (args, out)
+        assert out.stderr == ("aimterm: no instance named 'echo-9' "
+                              "(instances: echo-1, echo-2)\n"), args
+    # Nothing about it reached the fleet.
+    assert all(r["state"] == "idle" and r["restarts"] == 0
+               for r in cluster.status()["instances"])
     cluster.cli("cluster", "down")
