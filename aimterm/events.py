@@ -18,20 +18,12 @@ from typing import Any, ClassVar
 log = logging.getLogger(__name__)
 
 
-def _now() -> float:
-    return time.time()
-
-
-def _mono() -> float:
-    return time.monotonic()
-
-
 @dataclass(frozen=True)
 class Event:
     kind: ClassVar[str] = "event"
     instance: str
-    ts: float = field(default_factory=_now, kw_only=True)
-    mono: float = field(default_factory=_mono, kw_only=True)
+    ts: float = field(default_factory=time.time, kw_only=True)
+    mono: float = field(default_factory=time.monotonic, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

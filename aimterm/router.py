@@ -439,7 +439,8 @@ class DispatchQueue(Generic[T]):
             assigned.append((entry.item, chosen))
             # Replace rather than drop it: a sticky item for this instance must see it as
             # alive-but-busy and wait, not treat it as gone and move its key elsewhere.
-            pool = [dataclasses.replace(c, ready=False, in_flight=1) if c is chosen else c
-                    for c in pool]
+            busy = Candidate(chosen.id, chosen.adapter, chosen.tags, ready=False,
+                             alive=chosen.alive, in_flight=1, queued=chosen.queued)
+            pool = [busy if c is chosen else c for c in pool]
         self._entries = kept
         return assigned

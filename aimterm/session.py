@@ -267,10 +267,12 @@ class Session:
         if not can_transition(old, new):
             raise InvalidTransition(f"{old} -> {new} is not an allowed transition ({reason})",
                                     instance=self.id, adapter=self.spec.name, state=str(old))
-        with self._cond:
-            self._state = new
-            self._state_since = time.monotonic()
-            if self._waiters:
+        self._state = new
+        self._state_since = time.monotonic()
+        if self._waiters:
+            # (wait_state() counts itself in under the lock before it looks at the state, so
+            # a waiter either sees the new state or is counted here and woken.)
+            with self._cond:
                 self._cond.notify_all()
         terminal = self.terminal
         if terminal is not None and terminal.transcript is not None:
@@ -635,7 +637,7 @@ class Session:
         lines = self._turn_lines(run)
         turn.reply = (clean_reply(self.spec, lines, turn.prompt, self.detector.idle_patterns)
                       if self.spec.reply.from_ != "none" else "")
-        turn.metrics = read_metrics(self.spec, "\n".join(lines))
+        turn.metrics = read_metrics(self.spec, "\n".join(lines)) if self.spec.metrics else {}
         turn.status = TurnStatus.INTERRUPTED if run.interrupted else TurnStatus.DONE
         self._run = None
         self.turns_done += 1

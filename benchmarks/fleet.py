@@ -258,8 +258,8 @@ class AimtermThroughput:
         def finished(fut: concurrent.futures.Future[Any], msg: str) -> None:
             now = time.perf_counter()
             exc = fut.exception()
-            ok = exc is None and fut.result().status.value == "done" \
-                and fut.result().reply == f"echo: {msg}"
+            turn = fut.result() if exc is None else None
+            ok = turn is not None and turn.status.value == "done" and turn.reply == f"echo: {msg}"
             with lock:
                 state["done"] += 1
                 state["last"] = now
@@ -279,8 +279,9 @@ class AimtermThroughput:
         loop0, cpu0 = self.loop_cpu(), time.process_time()
         t0 = time.perf_counter()
         deadline = t0 + seconds
-        for _ in range(self.n):
-            submit()
+        # Submitted on the loop, like every later one: a turn then cannot finish before its
+        # done callback is added (which would run it, and the next submit, in this thread).
+        pool._ioloop.run_sync(lambda: [submit() for _ in range(self.n)])
         if not drained.wait(seconds + 30):
             raise RuntimeError("aimterm: turns did not drain")
         self.cpu_s += time.process_time() - cpu0

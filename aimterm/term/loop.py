@@ -27,6 +27,7 @@ class IOLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._ready.wait()
+        self._ident = self._thread.ident  # in_loop() is on every hot path: compare idents
 
     @classmethod
     def shared(cls) -> IOLoop:
@@ -46,7 +47,7 @@ class IOLoop:
         return self._thread.is_alive()
 
     def in_loop(self) -> bool:
-        return threading.current_thread() is self._thread
+        return threading.get_ident() == self._ident
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         if self.in_loop():
