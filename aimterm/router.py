@@ -202,9 +202,13 @@ class _Rotation:
     def admit(self, ids: Iterable[str]) -> None:
         # A newcomer starts level with the least-served member: it is owed nothing for the
         # prompts handed out before it existed, so it must not take a burst of them now.
-        floor = min(self.served.values(), default=0)
+        served = self.served
+        floor = None
         for ident in ids:
-            self.served.setdefault(ident, floor)
+            if ident not in served:
+                if floor is None:
+                    floor = min(served.values(), default=0)
+                served[ident] = floor
 
     def rank(self, candidate: Candidate, index: int) -> tuple[int, int, int]:
         return (self.served.get(candidate.id, 0), self.last.get(candidate.id, -1), index)
@@ -359,6 +363,9 @@ class Router:
 # ---------------------------------------------------------------------------------------- queue
 
 
+_NEVER = float("inf")
+
+
 @dataclass
 class _Entry(Generic[T]):
     item: T
@@ -378,6 +385,7 @@ class DispatchQueue(Generic[T]):
             raise ValueError(f"DispatchQueue maxsize must be at least 1, got {maxsize}")
         self.maxsize = maxsize
         self._entries: list[_Entry[T]] = []
+        self._timed = 0  # entries with a finite deadline: without any, nothing can expire
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -387,11 +395,15 @@ class DispatchQueue(Generic[T]):
         if len(self._entries) >= self.maxsize:
             raise QueueFull(self.maxsize)
         self._entries.append(_Entry(item, request, deadline))
+        if deadline != _NEVER:
+            self._timed += 1
 
     def put_front(self, item: T, request: Request, deadline: float = float("inf")) -> None:
         """Put ``item`` at the head, past ``maxsize``: a prompt coming back for a retry was
         already admitted once and must not be refused or sent to the back."""
         self._entries.insert(0, _Entry(item, request, deadline))
+        if deadline != _NEVER:
+            self._timed += 1
 
     def items(self) -> list[T]:
         """The waiting items, oldest first."""
@@ -399,13 +411,17 @@ class DispatchQueue(Generic[T]):
 
     def expired(self, now: float) -> list[T]:
         """Pop and return, in FIFO order, every item whose deadline is at or before ``now``."""
+        if not self._timed:
+            return []
         gone = [e.item for e in self._entries if e.deadline <= now]
         if gone:
-            self._entries = [e for e in self._entries if e.deadline > now]
+            self._set([e for e in self._entries if e.deadline > now])
         return gone
 
     def next_deadline(self) -> float | None:
         """The earliest deadline in the queue: when the caller should next call :meth:`expired`."""
+        if not self._timed:
+            return _NEVER if self._entries else None
         return min((e.deadline for e in self._entries), default=None)
 
     def remove(self, item: T) -> bool:
@@ -415,6 +431,8 @@ class DispatchQueue(Generic[T]):
             for index, entry in enumerate(self._entries):
                 if match(entry):
                     del self._entries[index]
+                    if entry.deadline != _NEVER:
+                        self._timed -= 1
                     return True
         return False
 
@@ -442,5 +460,10 @@ class DispatchQueue(Generic[T]):
             busy = Candidate(chosen.id, chosen.adapter, chosen.tags, ready=False,
                              alive=chosen.alive, in_flight=1, queued=chosen.queued)
             pool = [busy if c is chosen else c for c in pool]
-        self._entries = kept
+        if assigned:
+            self._set(kept)
         return assigned
+
+    def _set(self, entries: list[_Entry[T]]) -> None:
+        self._entries = entries
+        self._timed = sum(1 for e in entries if e.deadline != _NEVER)
