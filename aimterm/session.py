@@ -705,11 +705,7 @@ class Session:
                    on_done: Callable[[Turn, BaseException | None], None]) -> Turn:
         """Start a turn and call ``on_done(turn, error)`` on the reader loop when it is over
         for good — the light-weight form of :meth:`submit` that the pool uses."""
-        def begin() -> Turn:
-            run = self._begin(prompt, on_done)
-            return run.turn
-
-        return self._ioloop.run_sync(begin)
+        return self._begin(prompt, on_done).turn
 
     @property
     def current_turn(self) -> Turn | None:

@@ -41,11 +41,12 @@ class Found:
 
 
 def _region_text(region: Region, lines: Sequence[str], cursor_row: int,
-                 cache: dict[Region, str]) -> str:
-    text = cache.get(region)
+                 cache: dict[int, str]) -> str:
+    # Keyed by identity: hashing a frozen dataclass costs more than the lookup saves.
+    text = cache.get(id(region))
     if text is None:
         text = "\n".join(region.select(list(lines), cursor_row))
-        cache[region] = text
+        cache[id(region)] = text
     return text
 
 
@@ -58,7 +59,7 @@ class Detector:
         self.idle_patterns = tuple(p for r in spec.states if r.state == "idle" for p in r.any)
 
     def evaluate(self, lines: Sequence[str], cursor_row: int = -1, title: str = "") -> Verdict:
-        cache: dict[Region, str] = {}
+        cache: dict[int, str] = {}
         for rule in self._rules:
             text = _region_text(rule.region, lines, cursor_row, cache)
             hit = _rule_hit(rule, text, title)
@@ -85,7 +86,7 @@ class Detector:
 
     def _find(self, rules: Sequence[Dialog | AnswerRule], lines: Sequence[str],
               cursor_row: int) -> list[Found]:
-        cache: dict[Region, str] = {}
+        cache: dict[int, str] = {}
         out: list[Found] = []
         for rule in rules:
             text = _region_text(rule.region, lines, cursor_row, cache)

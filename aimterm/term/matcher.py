@@ -20,6 +20,7 @@ _ANSI = re.compile(
     re.DOTALL,
 )
 _CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")
+_BREAKS = re.compile(r"(\r\n|\n|\r|\x08)")
 
 
 def strip_ansi(text: str) -> str:
@@ -71,7 +72,36 @@ class TextTail:
         if "\x1b" in text:
             text = _ANSI.sub("", text)
         lines = self._lines
-        for part in re.split(r"(\r\n|\n|\r|\x08)", text):
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        if "\r" not in text and "\x08" not in text and not _CONTROL.search(text):
+            # The common case of a line tool: plain lines, each ending in a newline.
+            parts = text.split("\n")
+            self._put(parts[0])
+            for part in parts[1:]:
+                lines.append(part)
+                self._col = len(part)
+        else:
+            self._feed_controls(text)
+        if len(lines) > self._max:
+            del lines[: len(lines) - self._max]
+
+    def _put(self, part: str) -> None:
+        """Write ``part`` (no control characters) at the cursor of the last line."""
+        if not part:
+            return
+        lines = self._lines
+        cur = lines[-1]
+        col = self._col
+        if col >= len(cur):
+            lines[-1] = cur + " " * (col - len(cur)) + part if col > len(cur) else cur + part
+        else:
+            lines[-1] = cur[:col] + part + cur[col + len(part):]
+        self._col = col + len(part)
+
+    def _feed_controls(self, text: str) -> None:
+        lines = self._lines
+        for part in _BREAKS.split(text):
             if not part:
                 continue
             if part == "\r\n" or part == "\n":
@@ -82,16 +112,7 @@ class TextTail:
             elif part == "\x08":
                 self._col = max(0, self._col - 1)
             else:
-                part = _CONTROL.sub("", part)
-                cur = lines[-1]
-                col = self._col
-                if col >= len(cur):
-                    lines[-1] = cur + " " * (col - len(cur)) + part
-                else:
-                    lines[-1] = cur[:col] + part + cur[col + len(part):]
-                self._col = col + len(part)
-        if len(lines) > self._max:
-            del lines[: len(lines) - self._max]
+                self._put(_CONTROL.sub("", part))
 
     def lines(self) -> list[str]:
         return [line.rstrip() for line in self._lines]
