@@ -511,6 +511,7 @@ class Pool:
         route_tags = frozenset(tags) | ({f"id:{to}"} if to else frozenset())
         route = Request(tool=tool, tags=route_tags, key=key)
         limit = queue_timeout if queue_timeout is not None else self.queue_timeout_s
+        sticky = self.router.strategy is RoutingStrategy.STICKY
 
         def put() -> _Pending:
             if self._closing:
@@ -520,10 +521,19 @@ class Pool:
             if not self._could_serve(route):
                 raise NoSuchTool(tool, tags, available=self._live_adapters())
             pending = _Pending(next(self._numbers), prompt, route, timeout, self.retry_turns)
+            if not len(self._queue) and (route.key is None or not sticky):
+                # Nobody waits ahead of it: straight to a ready instance the router picks
+                # (a prompt submitted from a turn's callback, a closed loop of work, must
+                # not wait a loop pass — nor pay for the queue's bookkeeping).
+                ready = [i.candidate() for i in self._instances.values()
+                         if i.pending is None and i.session.state is State.IDLE
+                         and i.lifecycle is Lifecycle.ACTIVE]
+                chosen = self.router.choose(route, ready) if ready else None
+                if chosen is not None:
+                    self._start_turn(self._instances[chosen.id], pending)
+                    return pending
             deadline = time.monotonic() + limit if limit is not None else float("inf")
             self._queue.put(pending, route, deadline)
-            # Hand it out now if someone is free: a prompt submitted from a turn's callback
-            # (a closed loop of work) would otherwise wait a whole loop pass.
             self._dispatch()
             return pending
 

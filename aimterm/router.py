@@ -198,6 +198,7 @@ class _Rotation:
 
     served: dict[str, int] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
+    low: int = 0  # every count is at least this (so record() can skip its sweep)
 
     def admit(self, ids: Iterable[str]) -> None:
         # A newcomer starts level with the least-served member: it is owed nothing for the
@@ -207,7 +208,7 @@ class _Rotation:
         for ident in ids:
             if ident not in served:
                 if floor is None:
-                    floor = min(served.values(), default=0)
+                    floor = min(served.values(), default=self.low)
                 served[ident] = floor
 
     def rank(self, candidate: Candidate, index: int) -> tuple[int, int, int]:
@@ -219,9 +220,12 @@ class _Rotation:
         # Bound the debt: a member that was unavailable for a long time (attached by a person,
         # restarting) may catch up by at most one round, not monopolise the group afterwards.
         floor = self.served[ident] - max(group_size, 1)
+        if floor <= self.low:
+            return
         for other, count in self.served.items():
             if count < floor:
                 self.served[other] = floor
+        self.low = floor
 
     def drop(self, ident: str) -> None:
         self.served.pop(ident, None)
@@ -326,7 +330,9 @@ class Router:
         if not ready:
             return None
         group = self._group(request, matching)
-        if self._strategy is RoutingStrategy.ROUND_ROBIN:
+        if len(ready) == 1:
+            chosen = ready[0][1]
+        elif self._strategy is RoutingStrategy.ROUND_ROBIN:
             _, chosen = min(ready, key=lambda ic: group.rank(ic[1], ic[0]))
         else:
             # least_busy, and sticky without an affinity: load first, rotation breaks ties.
