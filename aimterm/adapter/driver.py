@@ -61,23 +61,40 @@ def parse_keys(keys: str | Sequence[str]) -> KeySeq:
     return tuple(KeyItem("key", k.lower()) if is_key(k) else KeyItem("text", k) for k in keys)
 
 
+#: The key part of each submit recipe, by recipe (checked by identity): the same every turn.
+_FIXED: dict[int, tuple[object, int, tuple[Write, ...], tuple[Write, ...]]] = {}
+
+
+def _fixed_writes(spec: AdapterSpec) -> tuple[tuple[Write, ...], tuple[Write, ...]]:
+    """(writes that clear the input, writes that submit): built once per recipe."""
+    recipe = spec.submit
+    gap = spec.terminal.key_gap_ms
+    hit = _FIXED.get(id(recipe))
+    if hit is not None and hit[0] is recipe and hit[1] == gap:
+        return hit[2], hit[3]
+    clear = tuple(key_writes(recipe.clear, gap_ms=gap)) if recipe.clear else ()
+    keys = key_writes(recipe.keys, gap_ms=gap)
+    if keys:
+        keys[0] = Write(keys[0].data, recipe.delay_ms / 1000.0)
+    if len(_FIXED) >= 256:  # recipes come and go (tests, reloads): keep it small
+        _FIXED.clear()
+    _FIXED[id(recipe)] = (recipe, gap, clear, tuple(keys))
+    return clear, tuple(keys)
+
+
 def submit_writes(spec: AdapterSpec, prompt: str, *, paste_ok: bool) -> tuple[list[Write],
                                                                                 list[Write]]:
     """(writes that put the prompt in the input, writes that submit it)."""
     recipe = spec.submit
     gap = spec.terminal.key_gap_ms
-    body: list[Write] = key_writes(recipe.clear, gap_ms=gap) if recipe.clear else []
-    multiline = "\n" in prompt
-    if (recipe.paste == "bracketed" or multiline) and paste_ok:
+    clear, keys = _fixed_writes(spec)
+    body = list(clear)
+    if (recipe.paste == "bracketed" or "\n" in prompt) and paste_ok:
         data = bracketed_paste(prompt)
     else:
         data = prompt.replace("\n", "\r").encode("utf-8")
     body.append(Write(data, gap / 1000.0 if body else 0.0))
-    keys = key_writes(recipe.keys, gap_ms=gap)
-    if keys:
-        first = keys[0]
-        keys[0] = Write(first.data, recipe.delay_ms / 1000.0)
-    return body, keys
+    return body, list(keys)
 
 
 # -- replies ------------------------------------------------------------------------------------
