@@ -446,16 +446,17 @@ class Pool:
             # Only start-up and death matter to wait_ready(); busy <-> idle does not.
             with self._ready_cond:
                 self._ready_cond.notify_all()
-        if event.old == State.STARTING and event.new in (State.IDLE, State.WAITING):
+        # (The session passes State members: identity is enough, and cheaper than ==.)
+        if event.old is State.STARTING and event.new in (State.IDLE, State.WAITING):
             inst.ready_once = True
             self._resume_next.discard(inst.id)
-        if event.new == State.IDLE:
-            if inst.timer is not None and event.old == State.STARTING:
+        if event.new is State.IDLE:
+            if inst.timer is not None and event.old is State.STARTING:
                 inst.timer.cancel()
                 inst.timer = None
             if len(self._queue):
                 self._schedule_dispatch()
-        elif event.new == State.EXITED:
+        elif event.new is State.EXITED:
             self._on_exit(inst, event.reason)
 
     def _on_exit(self, inst: Instance, reason: str) -> None:

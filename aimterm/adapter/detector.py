@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aimterm.adapter.spec import AdapterSpec, AnswerRule, Dialog, Region, StateRule
 from aimterm.term.matcher import line_of
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What the rules say the screen shows. ``state`` is None when no rule fires."""
+class Verdict(NamedTuple):
+    """What the rules say the screen shows. ``state`` is None when no rule fires. (A named
+    tuple: made on every screen update, and cheaper than a frozen dataclass.)"""
 
     state: str | None
     rule: StateRule | None = None

@@ -114,23 +114,25 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
                 idle_patterns: Sequence[re.Pattern[str]] = ()) -> str:
     """Apply the adapter's ``reply.strip`` to the lines a turn produced."""
     out = [line.rstrip() for line in lines]
-    strip = set(spec.reply.strip)
+    strip = spec.reply.strip
     if "echo" in strip and prompt.strip():
-        prompt_lines = [p for p in prompt.splitlines() if p.strip()]
-        if prompt_lines:
-            for i, line in enumerate(out):
-                if _is_echo(line, prompt_lines[0]):
-                    j = i + 1
-                    for rest in prompt_lines[1:]:
-                        if j < len(out) and _is_echo(out[j], rest):
-                            j += 1
-                    del out[i:j]
-                    break
+        prompt_lines = ([prompt] if "\n" not in prompt
+                        else [p for p in prompt.splitlines() if p.strip()])
+        first = prompt_lines[0]
+        for i, line in enumerate(out):
+            if _is_echo(line, first):
+                j = i + 1
+                for rest in prompt_lines[1:]:
+                    if j < len(out) and _is_echo(out[j], rest):
+                        j += 1
+                del out[i:j]
+                break
     if "prompt" in strip and idle_patterns:
-        while out and (not out[-1].strip() or any(p.search(out[-1]) for p in idle_patterns)):
+        while out and (not out[-1].strip() or _any_search(idle_patterns, out[-1])):
             out.pop()
     if "chrome" in strip and spec.reply.chrome:
-        out = [line for line in out if not any(p.search(line) for p in spec.reply.chrome)]
+        chrome = spec.reply.chrome
+        out = [line for line in out if not _any_search(chrome, line)]
     for pattern in spec.reply.trim:
         out = [_cut_start(pattern, line) for line in out]
     while out and not out[0].strip():
@@ -138,6 +140,13 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
     while out and not out[-1].strip():
         out.pop()
     return "\n".join(out)
+
+
+def _any_search(patterns: Sequence[re.Pattern[str]], line: str) -> bool:
+    for pattern in patterns:
+        if pattern.search(line):
+            return True
+    return False
 
 
 def join_wrapped(lines: Sequence[str], cols: int) -> list[str]:
