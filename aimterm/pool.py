@@ -646,8 +646,10 @@ class Pool:
             inst.pending = None
         pending.due = None
         if error is None:
-            if not pending.future.done():
+            try:
                 pending.future.set_result(turn)
+            except concurrent.futures.InvalidStateError:
+                pass  # it timed out (or was cancelled) first: the caller has its answer
         elif (isinstance(error, SessionExited) and pending.retries_left > 0
               and not self._closing and not pending.future.done()):
             pending.retries_left -= 1

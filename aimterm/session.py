@@ -56,7 +56,7 @@ from aimterm.events import (
     TurnFinished,
     TurnStarted,
 )
-from aimterm.states import LIVE_STATES, State, can_transition
+from aimterm.states import LIVE_STATES, TRANSITIONS, State
 from aimterm.term.loop import IOLoop
 from aimterm.term.matcher import TextTail
 from aimterm.term.screen import Snapshot
@@ -81,7 +81,7 @@ class TurnStatus(str, enum.Enum):
         return self.value
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     """One prompt and what came of it. Times are ``time.monotonic()`` seconds."""
 
@@ -144,7 +144,10 @@ class _Run:
     def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop) -> None:
         self.turn = turn
         self.loop = loop
-        self.future: asyncio.Future[str] = loop.create_future()
+        # The current phase of the turn (until a question, the idle prompt, or an exit): an
+        # outcome, and a future made only for a caller that waits on it (the pool never does).
+        self._phase: asyncio.Future[str] | None = None
+        self._outcome: tuple[str, BaseException | None] | None = None
         self._final: concurrent.futures.Future[Turn] | None = None
         #: Called on the loop thread, once, when the turn is over for good: (turn, error).
         self.on_done: Callable[[Turn, BaseException | None], None] | None = None
@@ -160,8 +163,39 @@ class _Run:
         self.forced = False
         self.interrupted = False
 
+    @property
+    def future(self) -> asyncio.Future[str]:
+        """The phase as a future (loop thread), made on first use."""
+        if self._phase is None:
+            self._phase = self.loop.create_future()
+            if self._outcome is not None:
+                value, error = self._outcome
+                if error is not None:
+                    self._phase.set_exception(error)
+                else:
+                    self._phase.set_result(value)
+        return self._phase
+
+    def phase_done(self) -> bool:
+        return self._outcome is not None
+
+    def end_phase(self, value: str, error: BaseException | None = None) -> None:
+        """The phase ended (``waiting``, ``idle``, ``exited``, or failed with ``error``);
+        only the first outcome counts."""
+        if self._outcome is not None:
+            return
+        self._outcome = (value, error)
+        phase = self._phase
+        if phase is not None and not phase.done():
+            if error is not None:
+                phase.set_exception(error)
+            else:
+                phase.set_result(value)
+
     def renew(self) -> None:
-        self.future = self.loop.create_future()
+        """A new phase (the question was answered: the turn goes on)."""
+        self._phase = None
+        self._outcome = None
 
     @property
     def final(self) -> concurrent.futures.Future[Turn]:
@@ -264,7 +298,7 @@ class Session:
         old = self._state
         if old is new:
             return
-        if not can_transition(old, new):
+        if new not in TRANSITIONS[old]:  # (the edge table of states.can_transition)
             raise InvalidTransition(f"{old} -> {new} is not an allowed transition ({reason})",
                                     instance=self.id, adapter=self.spec.name, state=str(old))
         self._state = new
@@ -567,8 +601,7 @@ class Session:
             run = self._run
             if run is not None:
                 run.turn.question = question
-                if not run.future.done():
-                    run.future.set_result("waiting")
+                run.end_phase("waiting")
             if self._startup is not None and not self._startup.done():
                 self._startup.set_result("waiting")
 
@@ -644,8 +677,7 @@ class Session:
         self._emit(TurnFinished(self.id, turn=turn.number, status=turn.status.value,
                                 submit_to_busy_ms=turn.submit_to_busy_ms,
                                 busy_to_idle_ms=turn.busy_to_idle_ms))
-        if not run.future.done():
-            run.future.set_result("idle")
+        run.end_phase("idle")
         run.resolve()
 
     def _turn_lines(self, run: _Run) -> list[str]:
@@ -683,8 +715,7 @@ class Session:
             run.turn.status = TurnStatus.FAILED
             run.turn.error = f"process exited ({reason})"
             self._run = None
-            if not run.future.done():
-                run.future.set_result("exited")
+            run.end_phase("exited")
             run.resolve(self._exit_error(f"exited during turn {run.turn.number}"))
         if self._startup is not None and not self._startup.done():
             self._startup.set_result("exited")
@@ -792,7 +823,7 @@ class Session:
         """The tool has not shown it took the prompt in time: accept a turn that visibly ran,
         else press the submit keys again, else give up."""
         run.verify_timer = None
-        if run.verified or run.future.done() or self._run is not run:
+        if run.verified or run.phase_done() or self._run is not run:
             return
         recipe = self.spec.submit
         if run.saw_output and self._screen_moved(run):
@@ -834,8 +865,7 @@ class Session:
             self._run = None
         self._emit(TurnFinished(self.id, turn=run.turn.number, status="failed", error=message))
         error = self._error(SubmitFailed, message)
-        if not run.future.done():
-            run.future.set_exception(error)
+        run.end_phase("failed", error)
         run.resolve(error)
         # The tool may be idle after all: let detection settle the state.
         self._schedule_eval_idle()
