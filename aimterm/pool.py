@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 _SWEEP_S = 0.25
 #: Runs of an instance whose transcripts are kept besides the current one (<id>.cast.1 …).
 _TRANSCRIPTS_KEPT = 3
+_NO_TAGS: frozenset[str] = frozenset()
 _SETTLING = frozenset({State.STARTING, State.EXITED, State.FATAL, State.BACKOFF, State.WAITING})
 
 
@@ -509,7 +510,8 @@ class Pool:
         QueueTimeout if nobody was free in time, TurnTimeout if the turn took too long, or the
         error of the last instance that tried it.
         """
-        route_tags = frozenset(tags) | ({f"id:{to}"} if to else frozenset())
+        route_tags = (frozenset(tags) | {f"id:{to}"} if to
+                      else frozenset(tags) if tags else _NO_TAGS)
         route = Request(tool=tool, tags=route_tags, key=key)
         limit = queue_timeout if queue_timeout is not None else self.queue_timeout_s
         sticky = self.router.strategy is RoutingStrategy.STICKY

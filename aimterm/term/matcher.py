@@ -50,12 +50,15 @@ class TextTail:
         self._col = 0
         self._max = max_lines
         self._pending = ""  # an escape sequence cut by a read boundary
+        self._rendered: list[str] | None = None  # lines() until the next feed or clear
 
     def clear(self) -> None:
         self._lines = [""]
         self._col = 0
+        self._rendered = None
 
     def feed(self, data: bytes) -> None:
+        self._rendered = None
         text = self._pending + self._decoder.decode(data)
         self._pending = ""
         esc = text.rfind("\x1b")
@@ -115,7 +118,10 @@ class TextTail:
                 self._put(_CONTROL.sub("", part))
 
     def lines(self) -> list[str]:
-        return [line.rstrip() for line in self._lines]
+        # Detection and reply extraction both look after the same read: render once.
+        if self._rendered is None:
+            self._rendered = [line.rstrip() for line in self._lines]
+        return list(self._rendered)
 
     def text(self) -> str:
         return "\n".join(self.lines())
