@@ -184,3 +184,22 @@ def test_asciinema_cat_reads_the_transcript(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     out = proc.stdout.decode("utf-8")
     assert "héllo world" in out and "bye" in out
+
+
+def test_a_lazy_screen_holds_bounded_output_and_still_shows_the_last_lines() -> None:
+    # A stream tool nobody looks at (no attach, no screen rules) writes megabytes over a
+    # long run: the undrawn bytes stay bounded, and the screen, when asked, is still right.
+    from aimterm.term import terminal as terminal_mod
+
+    script = "import sys\nfor i in range(60000):\n    sys.stdout.write(f'line {i}\\n')\n"
+    term = Terminal([sys.executable, "-c", script], rows=24, cols=80, lazy_screen=True)
+    try:
+        term.start()
+        wait_for(lambda: term.bytes_in >= sum(len(f"line {i}\r\n") for i in range(60000)),
+                 "all the output", timeout=30)
+        assert term.bytes_in > 4 * terminal_mod._LAZY_MAX
+        assert term._pending_bytes <= terminal_mod._LAZY_MAX
+        lines = [line for line in term.lines() if line]
+        assert lines[-3:] == ["line 59997", "line 59998", "line 59999"]
+    finally:
+        term.stop()

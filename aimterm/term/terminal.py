@@ -24,6 +24,11 @@ OutputListener = Callable[[bytes, float], None]
 ExitListener = Callable[[int | None, int | None], None]
 
 
+#: A lazy screen (stream adapters) holds the bytes it has not drawn yet; past _LAZY_MAX it
+#: keeps the last _LAZY_KEEP of them, so a long-running line tool costs bounded memory.
+_LAZY_MAX = 128 * 1024
+_LAZY_KEEP = 32 * 1024
+
 class Terminal:
     def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                  cwd: str | None = None, rows: int = 40, cols: int = 120,
@@ -40,6 +45,7 @@ class Terminal:
         self._answer_queries = answer_queries
         self._lazy = lazy_screen
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._lock = threading.Lock()
         self._output_listeners: list[OutputListener] = []
         self._exit_listeners: list[ExitListener] = []
@@ -101,6 +107,9 @@ class Terminal:
                 if isinstance(item, bytes):
                     if self._lazy:
                         self._pending.append(item)
+                        self._pending_bytes += len(item)
+                        if self._pending_bytes > _LAZY_MAX:
+                            self._trim_pending()
                     else:
                         self.screen.feed(item)
                 elif isinstance(item, Query):
@@ -125,7 +134,20 @@ class Terminal:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
             self.screen.feed(data)
+
+    def _trim_pending(self) -> None:
+        """A lazy screen nobody looked at for a long time: keep only the last _LAZY_KEEP
+        bytes, from a line start, of what it has not drawn yet. That is many screenfuls of a
+        line tool's output, so the screen still ends up showing what the tool last showed;
+        what is dropped had scrolled away (a mode set only in the dropped part is lost: the
+        price of not emulating every byte of a stream tool)."""
+        data = b"".join(self._pending)
+        cut = data.find(b"\n", len(data) - _LAZY_KEEP)
+        tail = data[cut + 1:] if cut >= 0 else data[-_LAZY_KEEP:]
+        self._pending = [tail]
+        self._pending_bytes = len(tail)
 
     def _on_exit(self, code: int | None, sig: int | None) -> None:
         if self.transcript is not None:
