@@ -761,16 +761,19 @@ class Session:
             run.on_done = on_done
             self._run = run
             self._cancel_settle()
-            self._set_state(State.BUSY, "turn started")
-            self._emit(TurnStarted(self.id, turn=turn.number, prompt=prompt))
             self._start_submit(run)
             return run
 
         return self._ioloop.run_sync(begin)
 
+    def _announce(self, run: _Run) -> None:
+        self._set_state(State.BUSY, "turn started")
+        self._emit(TurnStarted(self.id, turn=run.turn.number, prompt=run.turn.prompt))
+
     def _start_submit(self, run: _Run) -> None:
-        """Type the prompt and submit it (loop thread). Without pauses in the recipe it is
-        one write, done right here; with pauses a task types it."""
+        """Type the prompt and submit it (loop thread), and go BUSY. Without pauses in the
+        recipe it is one write, done right here — before the state change and its event, so
+        the tool starts on the prompt while they go out; with pauses a task types it."""
         assert self.terminal is not None
         terminal = self.terminal
         recipe = self.spec.submit
@@ -786,10 +789,13 @@ class Session:
             try:
                 terminal.write(b"".join(w.data for w in body + keys))
             except (BrokenPipeError, OSError) as exc:
+                self._announce(run)
                 self._fail(run, f"write failed: {exc}")
                 return
+            self._announce(run)
             self._submitted(run)
         else:
+            self._announce(run)
             self._loop.create_task(self._type(run, body, keys))
 
     async def _type(self, run: _Run, body: list[Write], keys: list[Write]) -> None:
