@@ -187,6 +187,7 @@ class Instance:
         self.retired: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.cwd: str | None = None
         self.transcript: str | None = None  # its asciicast file, one per run
+        self.seq = 0  # creation order: candidates are listed in it, as the router expects
         self.resumed = False  # this run was started with the adapter's resume arguments
         self.resume_failed = False  # a resumed start died before it was ready: start fresh
         self.ready_once = False  # this run reached IDLE (or a question) at least once
@@ -221,6 +222,9 @@ class Instance:
                     prompt=self.pending.prompt if self.pending is not None else None)
         return data
 
+def _creation_order(inst: Instance) -> int:
+    return inst.seq
+
 
 class Pool:
     """A fleet of sessions. Use as a context manager, or call :meth:`start` / :meth:`shutdown`."""
@@ -241,6 +245,10 @@ class Pool:
         self._queue: DispatchQueue[_Pending] = DispatchQueue(queue_size)
         self._groups: dict[str, _Group] = {}
         self._instances: dict[str, Instance] = {}
+        # Instances whose session is IDLE, kept from the state events: the ones to look at
+        # for a prompt (still checked: not in a turn, not draining), without a sweep of all.
+        self._idle: dict[str, Instance] = {}
+        self._seq = itertools.count()
         self._numbers = itertools.count(1)
         # Instance ids whose next start resumes the tool's previous conversation, once: the
         # fleet of a daemon that died, relaunched by the next one.
@@ -300,6 +308,7 @@ class Pool:
         session = Session(group.adapter, instance_id=iid, cwd=cwd, env=env, args=args,
                           transcript=transcript, bus=self.bus, loop=self._ioloop)
         inst = Instance(iid, group, index, session)
+        inst.seq = next(self._seq)
         inst.cwd = cwd
         inst.transcript = transcript
         self._instances[iid] = inst
@@ -448,6 +457,10 @@ class Pool:
             with self._ready_cond:
                 self._ready_cond.notify_all()
         # (The session passes State members: identity is enough, and cheaper than ==.)
+        if event.new is State.IDLE:
+            self._idle[inst.id] = inst
+        elif event.old is State.IDLE:
+            self._idle.pop(inst.id, None)
         if event.old is State.STARTING and event.new in (State.IDLE, State.WAITING):
             inst.ready_once = True
             self._resume_next.discard(inst.id)
@@ -528,9 +541,7 @@ class Pool:
                 # Nobody waits ahead of it: straight to a ready instance the router picks
                 # (a prompt submitted from a turn's callback, a closed loop of work, must
                 # not wait a loop pass — nor pay for the queue's bookkeeping).
-                ready = [i.candidate() for i in self._instances.values()
-                         if i.pending is None and i.session.state is State.IDLE
-                         and i.lifecycle is Lifecycle.ACTIVE]
+                ready = [i.candidate() for i in self._ready_now()]
                 chosen = self.router.choose(route, ready) if ready else None
                 if chosen is not None:
                     self._start_turn(self._instances[chosen.id], pending)
@@ -578,9 +589,8 @@ class Pool:
         # Only ready instances can take a prompt now; sticky routing also needs the busy
         # ones, to keep a key's affinity while its instance lives.
         sticky = self.router.strategy is RoutingStrategy.STICKY
-        candidates = [i.candidate() for i in self._instances.values()
-                      if sticky or (i.pending is None and i.session.state is State.IDLE
-                                    and i.lifecycle is Lifecycle.ACTIVE)]
+        candidates = [i.candidate() for i in (self._instances.values() if sticky
+                                              else self._ready_now())]
         for pending, chosen in self._queue.assign(self.router, candidates):
             self._start_turn(self._instances[chosen.id], pending)
         nxt = self._queue.next_deadline()
@@ -590,6 +600,15 @@ class Pool:
         if nxt is not None and nxt != float("inf"):
             self._expiry = self._loop.call_later(max(0.0, nxt - time.monotonic()),
                                                  self._schedule_dispatch)
+
+    def _ready_now(self) -> list[Instance]:
+        """The instances that can take a prompt now, in creation order."""
+        ready = [i for i in self._idle.values()
+                 if i.pending is None and i.session.state is State.IDLE
+                 and i.lifecycle is Lifecycle.ACTIVE]
+        if len(ready) > 1:
+            ready.sort(key=_creation_order)
+        return ready
 
     def _start_turn(self, inst: Instance, pending: _Pending) -> None:
         def done(turn: Turn, error: BaseException | None) -> None:
@@ -746,6 +765,7 @@ class Pool:
 
     def _removed(self, inst: Instance, reason: str) -> None:
         self._instances.pop(inst.id, None)
+        self._idle.pop(inst.id, None)
         self.router.forget(inst.id)
         self.bus.emit(InstanceRemoved(inst.id, adapter=inst.adapter, reason=reason))
         if not inst.retired.done():

@@ -12,7 +12,6 @@ It also owns the routing errors: :class:`NoSuchTool` (no instance could ever tak
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field

@@ -141,6 +141,10 @@ class Turn:
 class _Run:
     """Loop-side bookkeeping of the turn in flight."""
 
+    __slots__ = ("turn", "loop", "_phase", "_outcome", "_final", "on_done", "resolved", "error",
+                 "verified", "verify_timer", "before", "at_submit", "submitted", "saw_output",
+                 "saw_busy", "forced", "interrupted")
+
     def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop) -> None:
         self.turn = turn
         self.loop = loop

@@ -257,8 +257,10 @@ class AimtermThroughput:
 
         def finished(fut: concurrent.futures.Future[Any], msg: str) -> None:
             now = time.perf_counter()
-            exc = fut.exception()
-            turn = fut.result() if exc is None else None
+            try:
+                turn, exc = fut.result(), None
+            except Exception as error:  # noqa: BLE001 - counted as an error, the loop goes on
+                turn, exc = None, error
             ok = turn is not None and turn.status.value == "done" and turn.reply == f"echo: {msg}"
             with lock:
                 state["done"] += 1

@@ -278,12 +278,14 @@ class PtyChild:
         if not self.alive:
             raise BrokenPipeError(f"process {self.pid} has exited")
         view = memoryview(data)
-        deadline = time.monotonic() + timeout
+        deadline = None
         with self._write_lock:
             while view:
                 try:
                     n = os.write(self.fd, view)
                 except BlockingIOError:
+                    if deadline is None:  # (only now: a prompt's write usually fits at once)
+                        deadline = time.monotonic() + timeout
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError("the child stopped reading its terminal") from None
