@@ -222,6 +222,7 @@ class Instance:
                     prompt=self.pending.prompt if self.pending is not None else None)
         return data
 
+
 def _creation_order(inst: Instance) -> int:
     return inst.seq
 
