@@ -81,6 +81,7 @@ _SWEEP_S = 0.25
 #: Runs of an instance whose transcripts are kept besides the current one (<id>.cast.1 …).
 _TRANSCRIPTS_KEPT = 3
 _NO_TAGS: frozenset[str] = frozenset()
+_ANYONE = Request()  # a prompt for any instance (frozen: shared by all such prompts)
 _SETTLING = frozenset({State.STARTING, State.EXITED, State.FATAL, State.BACKOFF, State.WAITING})
 
 
@@ -188,6 +189,7 @@ class Instance:
         self.cwd: str | None = None
         self.transcript: str | None = None  # its asciicast file, one per run
         self.seq = 0  # creation order: candidates are listed in it, as the router expects
+        self._ready_cand: Candidate | None = None
         self.resumed = False  # this run was started with the adapter's resume arguments
         self.resume_failed = False  # a resumed start died before it was ready: start fresh
         self.ready_once = False  # this run reached IDLE (or a question) at least once
@@ -204,6 +206,15 @@ class Instance:
     @property
     def tags(self) -> frozenset[str]:
         return self._tags
+
+    def ready_candidate(self) -> Candidate:
+        """What candidate() says of this instance when it is ready (made once: it is
+        the same every time)."""
+        cand = self._ready_cand
+        if cand is None:
+            cand = self._ready_cand = Candidate(id=self.id, adapter=self.adapter, tags=self.tags,
+                                                ready=True, alive=True, in_flight=0)
+        return cand
 
     def candidate(self) -> Candidate:
         state = self.session.state
@@ -524,9 +535,12 @@ class Pool:
         QueueTimeout if nobody was free in time, TurnTimeout if the turn took too long, or the
         error of the last instance that tried it.
         """
-        route_tags = (frozenset(tags) | {f"id:{to}"} if to
-                      else frozenset(tags) if tags else _NO_TAGS)
-        route = Request(tool=tool, tags=route_tags, key=key)
+        if to is None and tool is None and key is None and not tags:
+            route = _ANYONE
+        else:
+            route_tags = (frozenset(tags) | {f"id:{to}"} if to
+                          else frozenset(tags) if tags else _NO_TAGS)
+            route = Request(tool=tool, tags=route_tags, key=key)
         limit = queue_timeout if queue_timeout is not None else self.queue_timeout_s
         sticky = self.router.strategy is RoutingStrategy.STICKY
 
@@ -542,7 +556,7 @@ class Pool:
                 # Nobody waits ahead of it: straight to a ready instance the router picks
                 # (a prompt submitted from a turn's callback, a closed loop of work, must
                 # not wait a loop pass — nor pay for the queue's bookkeeping).
-                ready = [i.candidate() for i in self._ready_now()]
+                ready = [i.ready_candidate() for i in self._ready_now()]
                 chosen = self.router.choose(route, ready) if ready else None
                 if chosen is not None:
                     self._start_turn(self._instances[chosen.id], pending)
@@ -590,8 +604,8 @@ class Pool:
         # Only ready instances can take a prompt now; sticky routing also needs the busy
         # ones, to keep a key's affinity while its instance lives.
         sticky = self.router.strategy is RoutingStrategy.STICKY
-        candidates = [i.candidate() for i in (self._instances.values() if sticky
-                                              else self._ready_now())]
+        candidates = ([i.candidate() for i in self._instances.values()] if sticky
+                      else [i.ready_candidate() for i in self._ready_now()])
         for pending, chosen in self._queue.assign(self.router, candidates):
             self._start_turn(self._instances[chosen.id], pending)
         nxt = self._queue.next_deadline()
