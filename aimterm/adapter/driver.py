@@ -106,6 +106,8 @@ def _is_echo(line: str, prompt_line: str) -> bool:
     text, want = line.strip(), prompt_line.strip()
     if not text.endswith(want):
         return False
+    if len(text) == len(want):
+        return True  # the usual case: the line is the prompt itself
     marker = text[: len(text) - len(want)]
     return len(marker) <= 8 and not any(c.isalnum() or c == "_" for c in marker)
 
