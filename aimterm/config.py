@@ -78,6 +78,7 @@ class ClusterConfig:
     routing: str = RoutingStrategy.ROUND_ROBIN.value
     queue_size: int = 1000
     queue_timeout_s: float | None = None
+    log_max_mb: float = 50.0  # an instance's transcript rolls over past this size
     restart: RestartConfig = field(default_factory=RestartConfig)
     instances: tuple[InstanceGroup, ...] = (InstanceGroup("demo", count=3),)
     source: str | None = None  # the file it came from; None for the embedded default
@@ -110,8 +111,8 @@ class ClusterConfig:
 
 # -- checking -------------------------------------------------------------------------------------
 
-_TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "restart",
-        "instances")
+_TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "log_max_mb",
+        "restart", "instances")
 _RESTART = ("backoff_s", "backoff_max_s", "fast_failure_s", "max_fast_failures")
 _INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms", "resume")
 
@@ -193,6 +194,8 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
     if "queue_timeout_s" in top and top["queue_timeout_s"] is not None:
         kw["queue_timeout_s"] = c.number(top["queue_timeout_s"], ("queue_timeout_s",),
                                          positive=True)
+    if "log_max_mb" in top:
+        kw["log_max_mb"] = c.number(top["log_max_mb"], ("log_max_mb",), positive=True)
     if "restart" in top:
         raw = c.mapping(top["restart"], ("restart",), _RESTART)
         checks: dict[str, Callable[[Any, KeyPath], Any]] = {

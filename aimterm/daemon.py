@@ -131,7 +131,8 @@ class Daemon:
         groups = [GroupSpec(g.adapter, count=g.count, cwd=g.cwd, env={**g.env, **marker},
                             tags=g.tags, stagger_ms=g.stagger_ms,
                             resume=g.resume == "always",
-                            transcript_dir=cfg.transcript_dir)
+                            transcript_dir=cfg.transcript_dir,
+                            transcript_max_bytes=int(cfg.log_max_mb * 1024 * 1024))
                   for g in cfg.instances]
         restart = RestartPolicy(backoff_s=cfg.restart.backoff_s,
                                 backoff_max_s=cfg.restart.backoff_max_s,

@@ -124,6 +124,9 @@ class GroupSpec:
     stagger_ms: int = 0
     setup: SetupHook | None = None
     transcript_dir: str | os.PathLike[str] | None = None
+    #: Roll an instance's transcript over past this size (the run goes on in a new file;
+    #: three older files kept). None: no limit.
+    transcript_max_bytes: int | None = None
     args: Sequence[str] = ()
     #: Start every instance with the adapter's ``resume`` arguments, restarts included, so a
     #: crashed tool comes back in its conversation. (A resumed start that fails before the
@@ -318,7 +321,8 @@ class Pool:
         if spec.transcript_dir is not None:
             transcript = os.path.join(os.fspath(spec.transcript_dir), f"{iid}.cast")
         session = Session(group.adapter, instance_id=iid, cwd=cwd, env=env, args=args,
-                          transcript=transcript, bus=self.bus, loop=self._ioloop)
+                          transcript=transcript, transcript_max_bytes=spec.transcript_max_bytes,
+                          bus=self.bus, loop=self._ioloop)
         inst = Instance(iid, group, index, session)
         inst.seq = next(self._seq)
         inst.cwd = cwd

@@ -241,6 +241,7 @@ class Session:
                  cwd: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
                  args: Sequence[str] = (), resume: bool = False,
                  transcript: str | os.PathLike[str] | None = None,
+                 transcript_max_bytes: int | None = None,
                  rows: int | None = None, cols: int | None = None,
                  bus: EventBus | None = None, loop: IOLoop | None = None,
                  history: int = 500) -> None:
@@ -257,6 +258,7 @@ class Session:
         #: previous conversation). The pool sets it per start; see GroupSpec.resume.
         self.resume = resume
         self._transcript = transcript
+        self._transcript_max = transcript_max_bytes  # roll the file over past this size
         self.rows = rows or adapter.terminal.rows
         self.cols = cols or adapter.terminal.cols
         self.bus = bus or EventBus()
@@ -392,7 +394,7 @@ class Session:
         terminal = Terminal(self.command(), env=self._build_env(), cwd=cwd, rows=self.rows,
                             cols=self.cols, scrollback=self.spec.terminal.scrollback,
                             transcript=self._transcript, lazy_screen=self._stream,
-                            loop=self._ioloop)
+                            transcript_max_bytes=self._transcript_max, loop=self._ioloop)
         self._ioloop.run_sync(self._prepare_start, terminal)
         try:
             terminal.start()

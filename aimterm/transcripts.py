@@ -29,7 +29,7 @@ from typing import IO, TextIO
 
 from aimterm.errors import UnknownInstance
 
-__all__ = ["Run", "open_run", "print_run", "transcript_path"]
+__all__ = ["Run", "continues", "open_run", "print_run", "transcript_path"]
 
 #: How often ``-f`` looks at the file (the daemon flushes every 0.25 s).
 _POLL_S = 0.1
@@ -168,22 +168,31 @@ def open_run(path: Path) -> Run:
     return tail
 
 
-def print_run(tail: Run, *, follow: bool, raw: bool, lines: int | None,
-              out: TextIO) -> None:
-    """Print one run's transcript to ``out`` (rendered, or ``raw`` bytes to its buffer);
-    with ``follow``, until the file is replaced by the next run."""
+def continues(run: Run) -> bool:
+    """Whether this file goes on from the one before it (rolled over for size: same run)."""
+    mark = run.header.get("aimterm")
+    return isinstance(mark, dict) and mark.get("continued") is True
+
+
+def print_run(tail: Run, *, follow: bool, raw: bool, lines: int | None, out: TextIO,
+              carry: _Renderer | None = None) -> _Renderer | None:
+    """Print one transcript file to ``out`` (rendered, or ``raw`` bytes to its buffer); with
+    ``follow``, until the file is replaced. ``carry`` is the renderer of the file this one
+    continues (following across a roll-over); the renderer is returned for the next one."""
     batch, tail.pending = tail.pending, []
     if raw:
         while True:
             out.buffer.write("".join(d for c, d in _events(batch) if c == "o").encode("utf-8"))
             out.flush()
             if not follow:
-                return
+                return None
             more = _next_batch(tail)
             if more is None:
-                return
+                return None
             batch = more
 
+    if carry is not None and follow:
+        return _follow(tail, carry, batch, out)
     renderer = _Renderer(tail.header)
     # What is there already: the history and the screen as last drawn, cut to `lines`.
     backlog: collections.deque[str] = collections.deque(maxlen=lines)
@@ -195,23 +204,22 @@ def print_run(tail: Run, *, follow: bool, raw: bool, lines: int | None,
         backlog.extend(renderer.final())
         out.write("".join(f"{line}\n" for line in backlog))
         out.flush()
-        return
+        return renderer
     backlog.extend(renderer.scrolled())
     backlog.extend(renderer.screen.lines()[:renderer.screen.cursor[0]])
     renderer.look()
     out.write("".join(f"{line}\n" for line in backlog))
     out.flush()
-    # Then what changes. A look at the screen waits for a quiet moment (or _LOOK_MAX_S while
-    # output streams), so a spinner does not print a line per frame.
+    return _follow(tail, renderer, [], out)
+
+
+def _follow(tail: Run, renderer: _Renderer, batch: list[bytes], out: TextIO) -> _Renderer:
+    """Print what changes until the file is replaced. A look at the screen waits for a quiet
+    moment (or _LOOK_MAX_S while output streams), so a spinner does not print a line per
+    frame."""
     last_data = last_look = time.monotonic()
     dirty = False
     while True:
-        more = _next_batch(tail, wait=False)
-        if more is None:  # replaced: the old run's last screen, then the new run
-            out.write("".join(f"{line}\n" for line in renderer.changed()))
-            out.flush()
-            return
-        batch = more
         now = time.monotonic()
         if batch:
             for code, data in _events(batch):
@@ -225,6 +233,12 @@ def print_run(tail: Run, *, follow: bool, raw: bool, lines: int | None,
             last_look, dirty = now, False
         if not batch:
             time.sleep(_POLL_S)
+        more = _next_batch(tail, wait=False)
+        if more is None:  # replaced: what this file showed last, then the next one
+            out.write("".join(f"{line}\n" for line in renderer.changed()))
+            out.flush()
+            return renderer
+        batch = more
 
 
 def _next_batch(tail: Run, wait: bool = True) -> list[bytes] | None:

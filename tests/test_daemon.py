@@ -218,7 +218,8 @@ def test_client_without_daemon_says_so_in_one_line(cluster: Cluster) -> None:
     ("instances:\n  - adapter: echo\n    resume: yes\n", 3,
      "instances[0].resume: expected one of: after_crash, always, never; got boolean true"),
     ("statedir: /tmp/x\n", 1, "statedir: unknown key 'statedir' (expected one of: instances, "
-     "queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
+     "log_max_mb, queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
+    ("log_max_mb: 0\n", 1, "log_max_mb: expected a number > 0, got 0"),
 ])
 def test_bad_cluster_file_names_file_line_and_key(tmp_path: Path, text: str, line: int,
                                                   message: str) -> None:
@@ -438,4 +439,44 @@ def test_unknown_instance_is_one_line_and_exit_16_everywhere(cluster: Cluster) -
     # Nothing about it reached the fleet.
     assert all(r["state"] == "idle" and r["restarts"] == 0
                for r in cluster.status()["instances"])
+    cluster.cli("cluster", "down")
+
+
+def test_logs_roll_over_past_log_max_mb_and_a_follower_reads_on(cluster: Cluster) -> None:
+    text = cluster.config.read_text().replace("state_dir: state\n",
+                                              "state_dir: state\nlog_max_mb: 0.001\n")
+    cluster.config.write_text(text)
+    up(cluster)
+    follower = subprocess.Popen([sys.executable, "-m", "aimterm", "logs", "-f", "echo-1",
+                                 "-c", str(cluster.config)], env=cluster.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # One client sends them all (a turn is ~0.2 KB of transcript with its markers), so
+        # the 1 KB file rolls over several times, slowly enough for a poller.
+        script = ("import time\nfrom aimterm.ipc.client import ControlClient\n"
+                  f"with ControlClient({str(cluster.socket)!r}) as c:\n"
+                  "    for i in range(40):\n"
+                  "        c.call('send', prompt=f'p{i}', to='echo-1')\n"
+                  "        time.sleep(0.04)\n")
+        subprocess.run([sys.executable, "-c", script], env=cluster.env, check=True, timeout=60)
+        logs = sorted(p.name for p in (cluster.state / "logs").iterdir()
+                      if p.name.startswith("echo-1"))
+        assert logs == ["echo-1.cast", "echo-1.cast.1", "echo-1.cast.2", "echo-1.cast.3"]
+        seen: list[str] = []
+        assert follower.stdout is not None
+        deadline = time.monotonic() + 20
+        while "echo: p39" not in seen:
+            assert time.monotonic() < deadline, seen
+            line = follower.stdout.readline()
+            assert line, seen
+            seen.append(line.rstrip("\n"))
+        # Every reply once, in order, and no "new run": a roll-over is the same run.
+        assert [s for s in seen if s.startswith("echo: ")] == [f"echo: p{i}" for i in range(40)]
+        assert not any(s.startswith("---") for s in seen)
+        follower.send_signal(signal.SIGINT)
+        follower.communicate(timeout=10)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
     cluster.cli("cluster", "down")

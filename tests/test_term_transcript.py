@@ -203,3 +203,31 @@ def test_a_lazy_screen_holds_bounded_output_and_still_shows_the_last_lines() -> 
         assert lines[-3:] == ["line 59997", "line 59998", "line 59999"]
     finally:
         term.stop()
+
+
+def test_writer_rolls_over_past_max_bytes_and_keeps_three(tmp_path: Path) -> None:
+    path = tmp_path / "busy.cast"
+    w = TranscriptWriter(path, rows=24, cols=80, max_bytes=2000)
+    for i in range(400):
+        w.output(f"line {i}\r\n".encode())
+    w.resize(30, 100)
+    for i in range(400, 500):
+        w.output(f"line {i}\r\n".encode())
+    w.output(b"last\r\n")
+    w.close()
+    assert w.rolled > 3
+    files = [tmp_path / "busy.cast.3", tmp_path / "busy.cast.2", tmp_path / "busy.cast.1", path]
+    assert all(f.exists() for f in files) and not (tmp_path / "busy.cast.4").exists()
+    texts = []
+    for f in files:
+        assert f.stat().st_size < 2000 + 200  # one event past the limit at most
+        rec = read_recording(f)
+        assert rec.header["aimterm"] == {"continued": True}
+        texts.append("".join(d.decode() for _, d in rec.output()))
+    # Oldest to newest, the kept files are one unbroken stretch of the output, up to the end.
+    joined = "".join(texts)
+    assert joined.endswith("line 498\r\nline 499\r\nlast\r\n")
+    first = int(joined.split("\r\n")[0].split()[1])
+    assert joined == "".join(f"line {i}\r\n" for i in range(first, 500)) + "last\r\n"
+    # A file started after the resize has the new size in its header.
+    assert (read_recording(path).cols, read_recording(path).rows) == (100, 30)

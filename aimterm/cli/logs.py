@@ -11,7 +11,7 @@ import sys
 import click
 
 from aimterm.config import resolve_config
-from aimterm.transcripts import open_run, print_run, transcript_path
+from aimterm.transcripts import continues, open_run, print_run, transcript_path
 
 
 def run_logs(config: str | None, state_dir: str | None, instance_id: str, *, follow: bool,
@@ -19,19 +19,23 @@ def run_logs(config: str | None, state_dir: str | None, instance_id: str, *, fol
     cfg = resolve_config(config, state_dir)
     path = transcript_path(cfg.transcript_dir, instance_id, previous)
     out = sys.stdout
+    renderer = None
+    first = True
     try:
         while True:
             run = open_run(path)
+            same_run = not first and continues(run)
+            if not first and not same_run and not raw:
+                # The instance restarted: its new run is in a new file at the same path.
+                click.echo(f"--- {instance_id}: new run ---", file=out)
             try:
-                print_run(run, follow=follow and not previous, raw=raw, lines=lines, out=out)
+                renderer = print_run(run, follow=follow and not previous, raw=raw, lines=lines,
+                                     out=out, carry=renderer if same_run else None)
             finally:
                 run.close()
             if not follow or previous:
                 return 0
-            # The instance restarted: its new run is in a new file at the same path.
-            lines = None
-            if not raw:
-                click.echo(f"--- {instance_id}: new run ---", file=out)
+            first, lines = False, None
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:

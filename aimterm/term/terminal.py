@@ -34,6 +34,7 @@ class Terminal:
                  cwd: str | None = None, rows: int = 40, cols: int = 120,
                  scrollback: int = 2000, transcript: str | os.PathLike[str] | None = None,
                  lazy_screen: bool = False, answer_queries: bool = True,
+                 transcript_max_bytes: int | None = None,
                  loop: IOLoop | None = None) -> None:
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
@@ -50,6 +51,7 @@ class Terminal:
         self._output_listeners: list[OutputListener] = []
         self._exit_listeners: list[ExitListener] = []
         self._transcript_path = transcript
+        self._transcript_max = transcript_max_bytes
         self.transcript: TranscriptWriter | None = None
         self.child: PtyChild | None = None
         self.osc: dict[str, str] = {}
@@ -64,7 +66,7 @@ class Terminal:
             self.transcript = TranscriptWriter(
                 self._transcript_path, rows=self.rows, cols=self.cols,
                 env={"TERM": self.env.get("TERM", "xterm-256color")},
-                command=" ".join(self.argv))
+                command=" ".join(self.argv), max_bytes=self._transcript_max)
         try:
             self.child = PtyChild.spawn(self.argv, env=self.env, cwd=self.cwd, rows=self.rows,
                                         cols=self.cols, on_data=self._on_data,

@@ -19,28 +19,46 @@ from typing import IO, Any
 
 
 class TranscriptWriter:
-    """Appends events to an asciicast v2 file. Buffered; flushed on :meth:`flush`/close."""
+    """Appends events to an asciicast v2 file. Buffered; flushed on :meth:`flush`/close.
+
+    With ``max_bytes`` the file is rolled over when it grows past that size (a busy agent's
+    spinner alone writes megabytes a day): it moves to ``path.1`` (older ones up, ``keep``
+    kept) and a new file goes on where it stopped, its header marked
+    ``"aimterm": {"continued": true}`` so a follower knows it is the same run.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, rows: int, cols: int,
                  title: str | None = None, env: dict[str, str] | None = None,
-                 command: str | None = None) -> None:
+                 command: str | None = None, max_bytes: int | None = None,
+                 keep: int = 3) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-        self._start = time.monotonic()
         # Output is written on the reader loop, input and markers from callers' threads.
         self._lock = threading.Lock()
         self._decoders = {"o": codecs.getincrementaldecoder("utf-8")("replace"),
                           "i": codecs.getincrementaldecoder("utf-8")("replace")}
-        header: dict[str, Any] = {"version": 2, "width": cols, "height": rows,
-                                  "timestamp": int(time.time())}
+        self._header: dict[str, Any] = {"version": 2, "width": cols, "height": rows}
         if title:
-            header["title"] = title
+            self._header["title"] = title
         if command:
-            header["command"] = command
+            self._header["command"] = command
         if env:
-            header["env"] = env
-        self._fh.write(json.dumps(header) + "\n")
+            self._header["env"] = env
+        self._max = max_bytes
+        self._keep = keep
+        self.rolled = 0  # files rolled over so far
+        self._fh: IO[str] | None = None
+        self._open(continued=False)
+
+    def _open(self, *, continued: bool) -> None:
+        self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._start = time.monotonic()
+        header = {**self._header, "timestamp": int(time.time())}
+        if continued:
+            header["aimterm"] = {"continued": True}
+        line = json.dumps(header) + "\n"
+        self._fh.write(line)
+        self._size = len(line)
 
     def _emit(self, code: str, data: str, at: float | None = None) -> None:
         t = (at if at is not None else time.monotonic()) - self._start
@@ -48,6 +66,20 @@ class TranscriptWriter:
         with self._lock:
             if self._fh is not None:
                 self._fh.write(line)
+                if self._max is not None:
+                    self._size += len(line)  # characters: a close enough measure of bytes
+                    if self._size > self._max:
+                        self._roll()
+
+    def _roll(self) -> None:
+        assert self._fh is not None
+        self._fh.close()
+        try:
+            rotate(self.path, self._keep)
+        except OSError:
+            pass  # it cannot move: start the file again rather than stop writing
+        self._open(continued=True)
+        self.rolled += 1
 
     def output(self, data: bytes, at: float | None = None) -> None:
         text = self._decoders["o"].decode(data)
@@ -60,6 +92,7 @@ class TranscriptWriter:
             self._emit("i", text, at)
 
     def resize(self, rows: int, cols: int) -> None:
+        self._header["width"], self._header["height"] = cols, rows  # (for a rolled file)
         self._emit("r", f"{cols}x{rows}")
 
     def marker(self, label: str, at: float | None = None) -> None:
