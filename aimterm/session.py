@@ -712,14 +712,18 @@ class Session:
             return
         if self._state is not State.EXITED:
             self._set_state(State.EXITED, reason)
-        self._emit(ProcessExited(self.id, pid=self.pid or 0, returncode=code, signal=sig))
         run = self._run
+        if run is not None:
+            # Every turn_started has its turn_finished, also when the tool dies mid-turn.
+            run.turn.status = TurnStatus.FAILED
+            run.turn.error = f"process exited ({reason})"
+            self._emit(TurnFinished(self.id, turn=run.turn.number, status="failed",
+                                    error=run.turn.error))
+        self._emit(ProcessExited(self.id, pid=self.pid or 0, returncode=code, signal=sig))
         if run is not None:
             if run.verify_timer is not None:
                 run.verify_timer.cancel()
                 run.verify_timer = None
-            run.turn.status = TurnStatus.FAILED
-            run.turn.error = f"process exited ({reason})"
             self._run = None
             run.end_phase("exited")
             run.resolve(self._exit_error(f"exited during turn {run.turn.number}"))

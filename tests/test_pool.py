@@ -14,7 +14,14 @@ import pytest
 
 from aimterm.cluster import ClusterManager, ToolProcessPool, launch_cluster
 from aimterm.errors import SessionExited, ShuttingDown, UnknownInstance
-from aimterm.events import Event, InstanceGaveUp, InstanceRestarting, StateChanged, TurnRetried
+from aimterm.events import (
+    Event,
+    InstanceGaveUp,
+    InstanceRestarting,
+    StateChanged,
+    TurnFinished,
+    TurnRetried,
+)
 from aimterm.pool import GroupSpec, InstanceSetup, Lifecycle, Pool, RestartPolicy
 from aimterm.router import NoSuchTool, QueueFull, QueueTimeout
 from aimterm.session import TurnStatus
@@ -126,6 +133,10 @@ def test_kill_9_busy_instance_restarts_and_its_prompt_is_retried() -> None:
         assert sorted(t.reply for t in turns) == sorted(f"echo: job{i}" for i in range(4))
         retried = [e for e in events if isinstance(e, TurnRetried)]
         assert [e.prompt for e in retried] == [victim_prompt]
+        # Its turn ended in the event stream too, as failed, with why.
+        failed = [e for e in events if isinstance(e, TurnFinished) and e.status == "failed"]
+        assert [(e.instance, e.error) for e in failed] == [
+            ("echo-1", "process exited (killed by signal 9)")]
         assert any(isinstance(e, InstanceRestarting) and e.instance == "echo-1"
                    for e in events)
         wait_for(lambda: victim.state is State.IDLE, "the restarted instance to be idle", timeout=10)
