@@ -1,8 +1,9 @@
 """Instance transcripts as text: what ``aimterm logs`` prints.
 
 The daemon writes every instance's terminal to ``<state_dir>/logs/<id>.cast`` (asciicast v2:
-output, keys typed, resizes, state markers), flushed four times a second; the run before
-the last restart is kept as ``<id>.cast.1`` (and older ones up to ``.3``). They
+output, keys typed, resizes, state markers), flushed on every state change and four times a
+second; the file before it (the run before the last restart, or the earlier part of a run
+that rolled over past its size limit) is kept as ``<id>.cast.1``, older ones up to ``.3``. They
 are read from the files, so they work while the daemon runs and after it is gone.
 
 - Rendered (default): the output run through the same screen emulator the detector uses,
@@ -12,8 +13,10 @@ are read from the files, so they work while the daemon runs and after it is gone
 - ``--raw``: the output bytes exactly as the tool wrote them (escape sequences included),
   for a terminal to replay or a tool to parse.
 - ``-f``: keep going as the file grows, like ``tail -F``: rendered, each line is printed
-  once the cursor has moved past it (line tools print as they go); raw, every byte. When
-  the instance restarts (a new transcript replaces the file) the new run follows.
+  once the cursor has moved past it (line tools print as they go) or, for a full-screen
+  tool, the lines it redrew once its output pauses; raw, every byte. When a new file
+  replaces the old one the follower goes on in it: after a roll-over seamlessly, after a
+  restart below a ``--- ID: new run ---`` line.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ def transcript_path(log_dir: Path, instance_id: str, previous: int = 0) -> Path:
 
 
 class Run:
-    """One run's transcript file, read as it grows: its header, then complete JSON lines
-    (a half-written last line waits for the rest)."""
+    """One transcript file, read as it grows: its header, then complete JSON lines (a
+    half-written last line waits for the rest)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -72,7 +75,7 @@ class Run:
         return [line for line in lines if line.strip()]
 
     def replaced(self) -> bool:
-        """A new file took the path (the instance restarted and the old run was rotated)."""
+        """A new file took the path (the instance restarted, or the file rolled over)."""
         try:
             return os.stat(self.path).st_ino != self._inode
         except FileNotFoundError:
@@ -86,13 +89,11 @@ class _Renderer:
     """Feeds asciicast events to a screen and turns what it shows into lines of text."""
 
     def __init__(self, header: dict[str, object]) -> None:
-        from aimterm.term.screen import Screen
+        from aimterm.term.screen import Screen  # (pyte: only when rendering, not for --raw)
 
-        rows = header.get("height", 24)
-        cols = header.get("width", 80)
-        self.screen = Screen(int(rows) if isinstance(rows, int) else 24,
-                             int(cols) if isinstance(cols, int) else 80,
-                             scrollback=_SCROLLBACK)
+        rows, cols = header.get("height"), header.get("width")
+        self.screen = Screen(rows if isinstance(rows, int) else 24,
+                             cols if isinstance(cols, int) else 80, scrollback=_SCROLLBACK)
         self._pushed = 0  # scrollback lines taken so far
         self._shown: list[str] = []  # the lines above the cursor at the last look
 
