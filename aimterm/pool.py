@@ -472,22 +472,21 @@ class Pool:
             # Only start-up and death matter to wait_ready(); busy <-> idle does not.
             with self._ready_cond:
                 self._ready_cond.notify_all()
-        # (The session passes State members: identity is enough, and cheaper than ==.)
-        if event.new is State.IDLE:
-            self._idle[inst.id] = inst
-        elif event.old is State.IDLE:
-            self._idle.pop(inst.id, None)
         if event.old is State.STARTING and event.new in (State.IDLE, State.WAITING):
             inst.ready_once = True
             self._resume_next.discard(inst.id)
+        # (The session passes State members: identity is enough, and cheaper than ==.)
         if event.new is State.IDLE:
+            self._idle[inst.id] = inst
             if inst.timer is not None and event.old is State.STARTING:
                 inst.timer.cancel()
                 inst.timer = None
             if len(self._queue):
                 self._schedule_dispatch()
-        elif event.new is State.EXITED:
-            self._on_exit(inst, event.reason)
+        else:
+            self._idle.pop(inst.id, None)
+            if event.new is State.EXITED:
+                self._on_exit(inst, event.reason)
 
     def _on_exit(self, inst: Instance, reason: str) -> None:
         if inst.timer is not None:
