@@ -259,18 +259,12 @@ class Daemon:
                 if e["seq"] not in done]
         for row in rows:
             store.upsert_instance(id=row["id"], state="exited", pid=None)
-        # The fleet of a daemon that died comes back in its conversations: the instances it
-        # ran start with their adapters' resume arguments (once; a resume that fails starts
-        # fresh). After a clean stop they start fresh.
-        resumable = {g.adapter for g in self.config.instances if g.resume != "never"}
-        resumed = sorted(row["id"] for row in rows
-                         if crashed and row.get("state") != "removed"
-                         and row.get("adapter") in resumable)
+        resumed, fresh = self._resumers(rows) if crashed else ([], {})
         assert self.pool is not None
         self.pool.resume_next(resumed)
         self.recovered = {"crashed": crashed, "turns_failed": len(failed),
                           "prompts_lost": len(lost), "orphans_killed": len(orphans),
-                          "resumed": resumed}
+                          "resumed": resumed, "not_resumed": fresh}
         self._record({"kind": "daemon_started", "instance": None, "pid": os.getpid(),
                       "version": __version__, "config": self.config.source,
                       "recovered": self.recovered})
@@ -281,6 +275,48 @@ class Daemon:
             self._record({"kind": "prompt_finished", "instance": None, "request": event["seq"],
                           "prompt": event.get("prompt"), "status": "lost",
                           "error": "the daemon died before the prompt finished"})
+
+    def _resumers(self, rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+        """Which instances of the dead daemon start again with their adapter's resume
+        arguments, and why the others do not.
+
+        The fleet comes back in its conversations, once (a resume that fails starts fresh).
+        But the tools resume per folder ("the most recent conversation here"): of several
+        instances of one adapter in one folder, only the one whose turn came last would find
+        its own conversation, and the others would all continue that same one. So that one
+        resumes, the others start fresh; give instances their own cwd (a worktree each) and
+        every one of them resumes.
+        """
+        assert self.store is not None
+        allowed = {g.adapter for g in self.config.instances if g.resume != "never"}
+        folders: dict[tuple[str, str | None], list[str]] = {}
+        fresh: dict[str, str] = {}
+        for row in rows:
+            if row.get("state") == "removed":
+                continue
+            if row.get("adapter") not in allowed:
+                fresh[row["id"]] = "resume: never"
+                continue
+            folders.setdefault((row["adapter"], row.get("cwd")), []).append(row["id"])
+        resumed = []
+        for (adapter, cwd), ids in folders.items():
+            if len(ids) == 1:
+                resumed += ids
+                continue
+            last = {iid: (t[0]["id"] if (t := self.store.turns(iid, limit=1)) else -1)
+                    for iid in ids}
+            winner = max(ids, key=lambda iid: last[iid])
+            if last[winner] < 0:
+                for iid in ids:
+                    fresh[iid] = "no turn to continue"
+                continue
+            resumed.append(winner)
+            where = cwd or "the daemon's folder"
+            for iid in ids:
+                if iid != winner:
+                    fresh[iid] = (f"shares {where} with {winner}, whose turn came last "
+                                  f"({adapter} resumes the latest conversation of a folder)")
+        return sorted(resumed), fresh
 
     def _kill_orphans(self, rows: list[dict[str, Any]]) -> list[int]:
         """Kill what a crashed daemon of this state dir left behind: every process whose

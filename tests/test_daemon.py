@@ -338,16 +338,23 @@ def test_sigkill_then_up_resumes_the_fleet_once(cluster: Cluster) -> None:
 
     status = up(cluster)
     recovered = status["daemon"]["recovered"]
-    assert recovered["crashed"] and recovered["resumed"] == ["echo-1", "echo-2"]
+    # Both ran in one folder, where a tool resumes "the latest conversation": echo-1 had the
+    # last turn, so it resumes; echo-2 would only continue echo-1's conversation.
+    assert recovered["crashed"] and recovered["resumed"] == ["echo-1"]
+    assert recovered["not_resumed"] == {
+        "echo-2": "shares the daemon's folder with echo-1, whose turn came last (echo resumes "
+                  "the latest conversation of a folder)"}
     assert [(r["id"], r["resumed"]) for r in status["instances"]] == [("echo-1", True),
-                                                                       ("echo-2", True)]
-    for row in status["instances"]:
-        assert "--resume" in psutil.Process(row["pid"]).cmdline()
+                                                                       ("echo-2", False)]
+    argv = {r["id"]: psutil.Process(r["pid"]).cmdline() for r in status["instances"]}
+    assert "--resume" in argv["echo-1"] and "--resume" not in argv["echo-2"]
     # The tool saw its resume flag; the run before the crash is kept beside it.
     assert "resumed previous session" in cluster.cli("logs", "echo-1").stdout
+    assert "resumed previous session" not in cluster.cli("logs", "echo-2").stdout
     assert "echo: remember me" in cluster.cli("logs", "echo-1", "--previous", "1").stdout
     with Store(cluster.state / "aimterm.db") as store:
-        assert all(row["resume"] for row in store.instances())
+        assert {row["id"]: row["resume"] for row in store.instances()} == {
+            "echo-1": True, "echo-2": False}
 
     # After a clean stop the next fleet starts fresh.
     cluster.cli("cluster", "down")
