@@ -278,7 +278,7 @@ def profile_line_tool(turns: int, top: int = 15) -> dict[str, Any]:
     def rows(prof: cProfile.Profile) -> list[dict[str, Any]]:
         stats = pstats.Stats(prof)
         entries = []
-        for (file, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
             where = f"{Path(file).name}:{line}" if line else file
             entries.append({"function": f"{func} ({where})", "calls_per_turn": round(nc / turns, 2),
                             "tottime_us_per_turn": round(tt / turns * 1e6, 2),
