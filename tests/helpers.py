@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import TypeVar
 import pytest
 
 from aimterm.adapter.loader import load_text
+from aimterm.adapter.registry import AdapterRegistry
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.pool import Pool
 from aimterm.session import Turn
@@ -36,6 +38,22 @@ def wait_for(cond: Callable[[], T], what: str, timeout: float = 10.0) -> T:
 def fake_adapter(yaml_text: str, name: str = "fake") -> AdapterSpec:
     return load_text(yaml_text.replace("{fakes}", str(FAKES)).replace("{py}", sys.executable),
                      f"{name}.yaml")
+
+
+def extended_adapter(yaml_text: str, path: Path | str) -> AdapterSpec:
+    """An adapter file that ``extends`` a built-in one, loaded the way the registry would
+    (its parent found by name). Given a Path, the text is written there first, so errors and
+    provenance name a real file."""
+    if isinstance(path, Path):
+        path.write_text(yaml_text)
+    return load_text(yaml_text, str(path), resolver=AdapterRegistry().resolve_parent)
+
+
+def git_workdir(path: Path) -> Path:
+    """An empty git repository at ``path`` (agents want to work inside one)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
 
 
 ECHO = """

@@ -25,8 +25,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aimterm.adapter.loader import load_text
-from aimterm.adapter.registry import AdapterRegistry
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.events import Event, ProcessExited, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
@@ -34,6 +32,7 @@ from aimterm.session import TurnStatus
 from aimterm.states import State
 from aimterm.testing.clis import find_cli, path_with_clis
 from aimterm.testing.fakemodel import FakeModel, default_reply
+from tests.helpers import extended_adapter
 
 pytestmark = pytest.mark.skipif(
     find_cli("aider") is None,
@@ -83,8 +82,7 @@ answers:
 
 
 def fleet_adapter() -> AdapterSpec:
-    return load_text(FLEET_YAML, "aider-fleet.yaml",
-                     resolver=AdapterRegistry().resolve_parent)
+    return extended_adapter(FLEET_YAML, "aider-fleet.yaml")
 
 
 def make_instance_dir(root: Path, url: str, *, auto_commits: bool = False) -> InstanceSetup:

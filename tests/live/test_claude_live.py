@@ -26,14 +26,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aimterm.adapter.loader import load_text
-from aimterm.adapter.registry import AdapterRegistry
 from aimterm.events import Event, ProcessExited, QuestionAnswered, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
 from aimterm.session import TurnStatus
 from aimterm.states import State
 from aimterm.testing.clis import find_cli, path_with_clis
 from aimterm.testing.fakemodel import FakeModel, ToolCall
+from tests.helpers import extended_adapter, git_workdir
 from tests.helpers import fleet_result as result
 from tests.helpers import fleet_screens as screens
 
@@ -91,12 +90,6 @@ def offline_env(home: Path, url: str) -> dict[str, str]:
             "XDG_STATE_HOME": str(home / ".state"), "NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1"}
 
 
-def make_workdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    return path
-
-
 #: The Create/Edit/Overwrite dialog, its path and its "1. Yes" option.
 MATCH = (r"^ (?:Create|Edit|Overwrite) file\n (?P<file>\S+)\n(?:.*\n)*?"
          r" Do you want to (?:create|make this edit to|overwrite) (?P<target>\S+)\?\n ❯ 1\. Yes")
@@ -114,9 +107,7 @@ answers:
 def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
     """The built-in adapter plus ONE answer rule: approve file edits inside the working tree."""
     text = "name: claude-approve-edits\nextends: claude\n" + textwrap.dedent(ANSWER_RULE)
-    path = root / "claude-approve-edits.yaml"
-    path.write_text(text)
-    return load_text(text, str(path), resolver=AdapterRegistry().resolve_parent)
+    return extended_adapter(text, root / "claude-approve-edits.yaml")
 
 
 def test_pool_of_three_claude_instances(fake: FakeModel, root: Path,
@@ -129,7 +120,7 @@ def test_pool_of_three_claude_instances(fake: FakeModel, root: Path,
     def setup(iid: str, index: int) -> InstanceSetup:
         base = root / f"inst-{index}"
         env = offline_env(base / "home", fake.url)
-        return InstanceSetup(cwd=str(make_workdir(base / "work")), env=env)
+        return InstanceSetup(cwd=str(git_workdir(base / "work")), env=env)
 
     events: list[Event] = []
     lock = threading.Lock()

@@ -20,14 +20,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aimterm.adapter.loader import load_text
-from aimterm.adapter.registry import AdapterRegistry, load_adapter
+from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.events import Event, QuestionAnswered, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
 from aimterm.session import Session, TurnStatus
 from aimterm.testing import FakeModel, ToolCall
 from aimterm.testing.clis import find_cli, path_with_clis
+from tests.helpers import extended_adapter
 
 pytestmark = pytest.mark.skipif(
     find_cli("gemini") is None,
@@ -85,8 +85,7 @@ def fake() -> Iterator[FakeModel]:
 
 
 def fleet_adapter(tmp_path: Path) -> AdapterSpec:
-    return load_text(FLEET_ADAPTER, str(tmp_path / "gemini-fleet.yaml"),
-                     resolver=AdapterRegistry().resolve_parent)
+    return extended_adapter(FLEET_ADAPTER, str(tmp_path / "gemini-fleet.yaml"))
 
 
 def test_pool_of_three(fake: FakeModel, tmp_path: Path) -> None:
