@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from turn import ECHO_REPL, machine, percentile, summary_ms  # noqa: E402
+from turn import section as run_section  # noqa: E402
 
 AIMS = {
     "socket_added_p50_ms": 2.0,
@@ -368,14 +369,7 @@ def bench_keys(d: Daemon, keys: int, blocks: int) -> dict[str, Any]:
 
 
 def section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    try:
-        result = fn()
-    except Exception as exc:  # noqa: BLE001 - report it and go on with the others
-        log(f"{name} failed: {exc!r}")
-        return {"error": repr(exc)}
-    result["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    return result
+    return run_section(name, fn, log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,8 @@ from _peers import (  # noqa: E402
     pexpect_demo_ready,
     pexpect_spawn,
 )
-from turn import ECHO_REPL, echo_adapter_yaml, machine  # noqa: E402
+from turn import ECHO_REPL, echo_adapter_yaml, machine, profile_rows, rss_mb  # noqa: E402
+from turn import section as run_section  # noqa: E402
 
 ECHO_COMMAND = [sys.executable, str(ECHO_REPL)]
 ECHO_PROMPT = "ready> "
@@ -283,7 +284,11 @@ class AimtermThroughput:
         deadline = t0 + seconds
         # Submitted on the loop, like every later one: a turn then cannot finish before its
         # done callback is added (which would run it, and the next submit, in this thread).
-        pool._ioloop.run_sync(lambda: [submit() for _ in range(self.n)])
+        def first() -> None:
+            for _ in range(self.n):
+                submit()
+
+        pool._ioloop.run_sync(first)
         if not drained.wait(seconds + 30):
             raise RuntimeError("aimterm: turns did not drain")
         self.cpu_s += time.process_time() - cpu0
@@ -508,15 +513,8 @@ def profile_throughput(n: int, seconds: float, top: int = 20) -> dict[str, Any]:
         ioloop.run_sync(prof.disable)
     finally:
         side.stop()
-    stats = pstats.Stats(prof)
-    rows = []
-    for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        where = f"{Path(file).name}:{line}" if line else file
-        rows.append({"function": f"{func} ({where})", "calls_per_turn": round(nc / count, 2),
-                     "tottime_us_per_turn": round(tt / count * 1e6, 2),
-                     "cumtime_us_per_turn": round(ct / count * 1e6, 2)})
+    rows = profile_rows(pstats.Stats(prof), count)
     total_own = sum(r["tottime_us_per_turn"] for r in rows)
-    rows.sort(key=lambda r: r["tottime_us_per_turn"], reverse=True)
     by_file: dict[str, float] = {}
     for r in rows:
         fname = r["function"].rsplit("(", 1)[1].split(":")[0].rstrip(")")
@@ -752,12 +750,6 @@ def bench_idle(fx: Fixture, n: int, seconds: float) -> dict[str, Any]:
 # -- 5. controller memory (fresh subprocess per size and side) ------------------------------------
 
 
-def rss_mb(pid: int | None = None) -> float:
-    import psutil
-
-    return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
-
-
 def memory_child(side: str, n: int) -> dict[str, Any]:
     """Runs inside ``fleet.py --memory-child SIDE N``: start N demo agents, one turn each,
     then read this process's RSS (and, for tmux, the server's)."""
@@ -862,15 +854,7 @@ def bench_memory(sizes: Sequence[int]) -> dict[str, Any]:
 
 
 def section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    log(f"{name} ...")
-    t0 = time.perf_counter()
-    try:
-        result = fn()
-    except Exception as exc:  # noqa: BLE001 - report it and go on with the others
-        log(f"{name} failed: {exc!r}")
-        return {"error": repr(exc), "elapsed_s": round(time.perf_counter() - t0, 2)}
-    result["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    return result
+    return run_section(name, fn, log)
 
 
 def leftovers() -> dict[str, Any]:

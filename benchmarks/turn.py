@@ -251,6 +251,18 @@ def bench_line_tool(turns: int, blocks: int) -> dict[str, Any]:
     }
 
 
+def profile_rows(stats: Any, turns: int) -> list[dict[str, Any]]:
+    """A ``pstats.Stats`` as rows per function, per turn, by own time (highest first)."""
+    rows = []
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():
+        where = f"{Path(file).name}:{line}" if line else file
+        rows.append({"function": f"{func} ({where})", "calls_per_turn": round(nc / turns, 2),
+                     "tottime_us_per_turn": round(tt / turns * 1e6, 2),
+                     "cumtime_us_per_turn": round(ct / turns * 1e6, 2)})
+    rows.sort(key=lambda r: r["tottime_us_per_turn"], reverse=True)
+    return rows
+
+
 def profile_line_tool(turns: int, top: int = 15) -> dict[str, Any]:
     """cProfile the aimterm side of the latency loop, in the calling thread and in the shared
     reader-loop thread (where output handling, detection and reply extraction run). Separate
@@ -275,18 +287,8 @@ def profile_line_tool(turns: int, top: int = 15) -> dict[str, Any]:
     finally:
         side.stop()
 
-    def rows(prof: cProfile.Profile) -> list[dict[str, Any]]:
-        stats = pstats.Stats(prof)
-        entries = []
-        for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-            where = f"{Path(file).name}:{line}" if line else file
-            entries.append({"function": f"{func} ({where})", "calls_per_turn": round(nc / turns, 2),
-                            "tottime_us_per_turn": round(tt / turns * 1e6, 2),
-                            "cumtime_us_per_turn": round(ct / turns * 1e6, 2)})
-        entries.sort(key=lambda e: e["tottime_us_per_turn"], reverse=True)
-        return entries[:top]
-
-    tables = {"caller_thread": rows(caller), "loop_thread": rows(loop_prof)}
+    tables = {"caller_thread": profile_rows(pstats.Stats(caller), turns)[:top],
+              "loop_thread": profile_rows(pstats.Stats(loop_prof), turns)[:top]}
     for name, table in tables.items():
         log(f"  {name}: top by own time (µs per turn, profiled)")
         for e in table:
@@ -498,13 +500,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def section(name: str, fn: Callable[[], dict[str, Any]],
+            say: Callable[[str], None] = log) -> dict[str, Any]:
+    """Run one figure's measurement; an error is reported in its place, and the others go on."""
+    say(f"{name} ...")
     t0 = time.perf_counter()
     try:
         result = fn()
     except Exception as exc:  # noqa: BLE001 - report it and go on with the others
-        log(f"{name} failed: {exc!r}")
-        return {"error": repr(exc)}
+        say(f"{name} failed: {exc!r}")
+        return {"error": repr(exc), "elapsed_s": round(time.perf_counter() - t0, 2)}
     result["elapsed_s"] = round(time.perf_counter() - t0, 2)
     return result
 
