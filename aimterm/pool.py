@@ -834,6 +834,10 @@ class Pool:
             lambda: [i.status() for i in sorted(self._instances.values(),
                                                 key=lambda i: (i.adapter, i.index))])
 
+    def screen(self, iid: str) -> list[str]:
+        """The instance's screen as text lines (what a person attached to it would see)."""
+        return self.instance(iid).session.screen_lines()
+
     def queue_length(self) -> int:
         return len(self._queue)
 
