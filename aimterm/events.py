@@ -11,11 +11,13 @@ not frozen dataclasses only because four of them are made per turn and a frozen 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -98,11 +100,21 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Synchronous fan-out. A listener that raises is logged and kept; emit never fails."""
+    """Synchronous fan-out, in causal order. A listener that raises is logged and kept; emit
+    never fails.
+
+    An event emitted *while* one is being delivered (a listener reacting: the pool restarting
+    an instance whose exit it just heard of) is queued and delivered after it, so every
+    listener sees every event in the same order, causes before effects. The queue is per
+    thread: a thread's emit returns once its own events, and the ones they caused, are out.
+    :meth:`batch` holds a thread's emits so that several events of one happening go out
+    together, before anything a listener does about the first of them.
+    """
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         with self._lock:
@@ -115,11 +127,40 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event: Event) -> None:
-        for listener in self._listeners:  # copy-on-write list: safe without the lock
+        pending: collections.deque[Event] | None = getattr(self._local, "pending", None)
+        if pending is not None:  # delivering (or batching) on this thread: queue it
+            pending.append(event)
+            return
+        pending = self._local.pending = collections.deque((event,))
+        try:
+            self._drain(pending)
+        finally:
+            self._local.pending = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold this thread's emits until the block ends, then deliver them in order (nested
+        in a delivery or another batch, the block only queues)."""
+        if getattr(self._local, "pending", None) is not None:
+            yield
+            return
+        pending = self._local.pending = collections.deque()
+        try:
+            yield
+        finally:
             try:
-                listener(event)
-            except Exception:
-                log.exception("event listener %r failed on %s", listener, event.kind)
+                self._drain(pending)
+            finally:
+                self._local.pending = None
+
+    def _drain(self, pending: collections.deque[Event]) -> None:
+        while pending:
+            event = pending.popleft()
+            for listener in self._listeners:  # copy-on-write list: safe without the lock
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener %r failed on %s", listener, event.kind)
 
 
 @dataclass(slots=True)

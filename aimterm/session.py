@@ -705,6 +705,12 @@ class Session:
         self._on_exit(code, sig)
 
     def _on_exit(self, code: int | None, sig: int | None) -> None:
+        # The exit's events go out together, before what listeners do about them (the pool
+        # backs off and restarts on the state change): the log reads in causal order.
+        with self.bus.batch():
+            self._exited(code, sig)
+
+    def _exited(self, code: int | None, sig: int | None) -> None:
         self._cancel_settle()
         self.exit_code, self.exit_signal = code, sig
         reason = f"killed by signal {sig}" if sig is not None else f"exit code {code}"

@@ -487,3 +487,21 @@ def test_logs_roll_over_past_log_max_mb_and_a_follower_reads_on(cluster: Cluster
             follower.kill()
             follower.communicate()
     cluster.cli("cluster", "down")
+
+
+def test_the_store_logs_an_instance_crash_before_the_restart_it_causes(cluster: Cluster) -> None:
+    """The log's sequence follows causality: exit, then back-off and restart."""
+    status = up(cluster)
+    victim = status["instances"][0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_for(lambda: any(r["id"] == victim["id"] and r["state"] == "idle"
+                         and r["pid"] != victim["pid"] for r in cluster.status()["instances"]),
+             "the instance to come back")
+    events = [e for e in cluster.events() if e["instance"] == victim["id"]]
+    labels = [f"{e['old']}->{e['new']}" if e["kind"] == "state_changed" else e["kind"]
+              for e in events]
+    crash = labels.index("idle->exited")
+    assert labels[crash:crash + 5] == ["idle->exited", "process_exited", "exited->backoff",
+                                       "instance_restarting", "backoff->starting"], labels
+    stamps = [e["ts"] for e in events]
+    assert stamps == sorted(stamps)
