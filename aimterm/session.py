@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aimterm.adapter.detector import Detector, Found, Verdict
-from aimterm.adapter.driver import (
+from aimterm.adapter.recipes import (
     Write,
     clean_reply,
     join_wrapped,
@@ -37,6 +37,15 @@ from aimterm.adapter.driver import (
     submit_writes,
 )
 from aimterm.adapter.spec import ALL, AdapterSpec, KeySeq, describe_keys
+from aimterm.adapter.tracker import (
+    DETECTING,
+    Phase,
+    Step,
+    TurnTracker,
+    VerifyStep,
+    react,
+    settle_seconds,
+)
 from aimterm.errors import (
     InvalidTransition,
     NotReady,
@@ -141,13 +150,15 @@ class Turn:
 class _Run:
     """Loop-side bookkeeping of the turn in flight."""
 
-    __slots__ = ("turn", "loop", "_phase", "_outcome", "_final", "on_done", "resolved", "error",
-                 "verified", "verify_timer", "before", "at_submit", "submitted", "saw_output",
-                 "saw_busy", "forced", "interrupted")
+    __slots__ = ("turn", "loop", "tracker", "_phase", "_outcome", "_final", "on_done",
+                 "resolved", "error", "verify_timer", "before", "at_submit")
 
-    def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop,
+                 tracker: TurnTracker) -> None:
         self.turn = turn
         self.loop = loop
+        #: The turn's phase and what it takes to move it on — the same decisions replay makes.
+        self.tracker = tracker
         # The current phase of the turn (until a question, the idle prompt, or an exit): an
         # outcome, and a future made only for a caller that waits on it (the pool never does).
         self._phase: asyncio.Future[str] | None = None
@@ -157,15 +168,16 @@ class _Run:
         self.on_done: Callable[[Turn, BaseException | None], None] | None = None
         self.resolved = False
         self.error: BaseException | None = None
-        self.verified = False  # the tool showed it took the prompt (submit.verify)
         self.verify_timer: asyncio.TimerHandle | None = None
         self.before: Snapshot | None = None  # the screen before typing
         self.at_submit: Snapshot | None = None  # the screen when the submit keys went out
-        self.submitted = False
-        self.saw_output = False
-        self.saw_busy = False
-        self.forced = False
-        self.interrupted = False
+
+    def sync(self) -> None:
+        """Mirror onto the turn and its timer what the tracker decided."""
+        self.turn.busy_at = self.tracker.busy_at
+        if self.tracker.verify_due is None and self.verify_timer is not None:
+            self.verify_timer.cancel()
+            self.verify_timer = None
 
     @property
     def future(self) -> asyncio.Future[str]:
@@ -448,10 +460,8 @@ class Session:
         if self._stream:
             self._text.feed(data)
         run = self._run
-        if run is not None and run.submitted and not run.saw_output:
-            run.saw_output = True
-            if self.spec.submit.verify == "output":
-                self._mark_busy(run, at)
+        if run is not None and run.tracker.output(at):
+            run.sync()
         if self._stream:
             # Line tools print little per read: decide now rather than a loop pass later.
             self._evaluate()
@@ -476,11 +486,13 @@ class Session:
     def _evaluate(self) -> None:
         self._eval_scheduled = False
         state = self._state
-        if state not in (State.STARTING, State.IDLE, State.BUSY, State.WAITING):
+        if state not in DETECTING:
             return
         lines, row, title = self._view()
         verdict = self.detector.evaluate(lines, row, title)
         self.last_verdict = verdict
+        run = self._run
+        step = react(state, verdict.state, run.tracker if run is not None else None)
         if state is State.STARTING:
             dialogs = self.detector.find_dialogs(lines, row)
             self._forget_marks(lines, row)
@@ -492,27 +504,25 @@ class Session:
                     if self._answer(found, startup=True):
                         break
                 return
-            if verdict.state == "idle":
+            if step is Step.SETTLE:
                 self._arm_settle()
-            elif verdict.state == "waiting":
+            elif step is Step.QUESTION:
                 self._cancel_settle()
                 self._ask(verdict)
             else:
                 self._cancel_settle()
             return
-        run = self._run
         if self._answered is not None and (verdict.state != "waiting"
                                            or verdict.matched != self._answered):
             self._answered = None
-        if verdict.state == "busy":
+        if step is Step.BUSY:
             self._cancel_settle()
             if run is not None:
-                # Busy counts even while the submit keys are still going out: a recipe with a
-                # pause between keys may see the whole busy phase before its last key.
-                self._mark_busy(run, time.monotonic())
+                run.tracker.busy(time.monotonic())
+                run.sync()
             if state is not State.BUSY:
                 self._set_state(State.BUSY, "busy on screen", verdict.rule_name, verdict.text)
-        elif verdict.state == "waiting":
+        elif step is Step.QUESTION:
             self._cancel_settle()
             if self._answered is not None and verdict.matched == self._answered:
                 return  # the caller answered this one; the tool has not moved on yet
@@ -523,30 +533,16 @@ class Session:
                     if self._answer(found, startup=False):
                         break
                 if self._state is State.WAITING:
+                    if run is not None:
+                        run.tracker.answered()
                     self._set_state(State.BUSY, "answered by rule", answers[0].rule.name,
                                     answers[0].text)
             else:
                 self._ask(verdict)
-        elif verdict.state == "idle":
-            if run is None or run.verified:
-                self._arm_settle()
-            else:
-                self._cancel_settle()
+        elif step is Step.SETTLE:
+            self._arm_settle()
         else:
             self._cancel_settle()
-
-    def _mark_busy(self, run: _Run, at: float) -> None:
-        if not run.saw_busy:
-            run.saw_busy = True
-            run.turn.busy_at = at
-        self._verified(run)
-
-    @staticmethod
-    def _verified(run: _Run) -> None:
-        run.verified = True
-        if run.verify_timer is not None:
-            run.verify_timer.cancel()
-            run.verify_timer = None
 
     def _forget_marks(self, lines: list[str], row: int) -> None:
         """An answered question that left the screen may be answered again if it comes back —
@@ -606,16 +602,15 @@ class Session:
             self._emit(QuestionPending(self.id, question=question, rule=verdict.rule_name))
             run = self._run
             if run is not None:
+                run.tracker.asked()
+                run.sync()
                 run.turn.question = question
                 run.end_phase("waiting")
             if self._startup is not None and not self._startup.done():
                 self._startup.set_result("waiting")
 
     def _settle_s(self) -> float:
-        first = self.spec.startup.settle_ms
-        if self._state is State.STARTING and first is not None:
-            return first / 1000.0
-        return self.spec.settle_ms / 1000.0
+        return settle_seconds(self.spec, self._state is State.STARTING)
 
     def _arm_settle(self) -> None:
         settle = self._settle_s()
@@ -656,7 +651,7 @@ class Session:
         if state not in (State.STARTING, State.BUSY, State.WAITING):
             return
         run = self._run
-        if run is not None and not run.verified:
+        if run is not None and not run.tracker.settleable:
             return
         self._set_state(State.IDLE, "idle and settled", verdict.rule_name, verdict.text)
         self.question = None
@@ -666,7 +661,8 @@ class Session:
             self._finish(run)
 
     def _finish(self, run: _Run) -> None:
-        self._verified(run)  # (cancels a pending verify timer)
+        ended = run.tracker.settled()
+        run.sync()  # (cancels a pending verify timer)
         turn = run.turn
         turn.idle_at = time.monotonic()
         assert self.terminal is not None
@@ -677,7 +673,7 @@ class Session:
         turn.reply = (clean_reply(self.spec, lines, turn.prompt, self.detector.idle_patterns)
                       if self.spec.reply.from_ != "none" else "")
         turn.metrics = read_metrics(self.spec, "\n".join(lines)) if self.spec.metrics else {}
-        turn.status = TurnStatus.INTERRUPTED if run.interrupted else TurnStatus.DONE
+        turn.status = TurnStatus.INTERRUPTED if ended is Phase.INTERRUPTED else TurnStatus.DONE
         self._run = None
         self.turns_done += 1
         self._emit(TurnFinished(self.id, turn=turn.number, status=turn.status.value,
@@ -727,9 +723,8 @@ class Session:
                                     error=run.turn.error))
         self._emit(ProcessExited(self.id, pid=self.pid or 0, returncode=code, signal=sig))
         if run is not None:
-            if run.verify_timer is not None:
-                run.verify_timer.cancel()
-                run.verify_timer = None
+            run.tracker.exited()
+            run.sync()
             self._run = None
             run.end_phase("exited")
             run.resolve(self._exit_error(f"exited during turn {run.turn.number}"))
@@ -773,7 +768,7 @@ class Session:
                 raise self._error(NotReady, f"cannot take a prompt while {self._state}")
             turn = Turn(next(self._numbers), prompt, self.id, self.spec.name,
                         started_at=time.monotonic())
-            run = _Run(turn, self._loop)
+            run = _Run(turn, self._loop, TurnTracker.for_spec(self.spec))
             run.on_done = on_done
             self._run = run
             self._cancel_settle()
@@ -826,42 +821,38 @@ class Session:
             self._submitted(run)
 
     def _submitted(self, run: _Run) -> None:
-        recipe = self.spec.submit
-        if not self._stream and not run.saw_output and self.terminal is not None:
+        tracker = run.tracker
+        if not self._stream and tracker.output_at is None and self.terminal is not None:
             run.at_submit = self.terminal.snapshot()
-        run.submitted = True
-        run.turn.submitted_at = time.monotonic()
-        if recipe.verify == "none" or (recipe.verify == "output" and run.saw_output):
-            self._mark_busy(run, run.turn.submitted_at)
-        if run.saw_output:
-            self._schedule_eval()
-        if not run.verified and not (self._stream and recipe.verify == "output"):
-            # (A line tool that prints nothing at all after Enter is stuck, not slow to show
-            # busy: pressing Enter again would not help, and the turn timeout catches it.)
-            run.verify_timer = self._loop.call_later(recipe.verify_timeout_ms / 1000,
-                                                     self._verify_due, run, 0)
+        now = time.monotonic()
+        run.turn.submitted_at = now
+        due = tracker.keys_out(now)
+        run.sync()
+        if due is not None:
+            run.verify_timer = self._loop.call_later(due - now, self._verify_due, run)
 
-    def _verify_due(self, run: _Run, attempts: int) -> None:
+    def _verify_due(self, run: _Run) -> None:
         """The tool has not shown it took the prompt in time: accept a turn that visibly ran,
         else press the submit keys again, else give up."""
         run.verify_timer = None
-        if run.verified or run.phase_done() or self._run is not run:
+        tracker = run.tracker
+        if tracker.verified or run.phase_done() or self._run is not run:
             return
-        recipe = self.spec.submit
-        if run.saw_output and self._screen_moved(run):
-            # Too quick to catch busy on screen, but the turn visibly ran.
-            run.forced = True
-            self._verified(run)
+        now = time.monotonic()
+        moved = tracker.output_at is not None and self._screen_moved(run)
+        step = tracker.verify_fired(now, moved)
+        if step is VerifyStep.ACCEPT:
             self._schedule_eval()
-            return
-        if attempts >= recipe.retry:
-            self._fail(run, f"the tool did not take the prompt after {attempts + 1} tries")
-            return
-        run.turn.retries += 1
-        self._loop.create_task(self._write_all(key_writes(recipe.keys,
-                                                          gap_ms=self.spec.terminal.key_gap_ms)))
-        run.verify_timer = self._loop.call_later(recipe.verify_timeout_ms / 1000,
-                                                 self._verify_due, run, attempts + 1)
+        elif step is VerifyStep.FAIL:
+            self._fail(run, f"the tool did not take the prompt after {tracker.retries + 1} tries")
+        elif step is VerifyStep.RESEND:
+            run.turn.retries = tracker.retries
+            recipe = self.spec.submit
+            self._loop.create_task(self._write_all(
+                key_writes(recipe.keys, gap_ms=self.spec.terminal.key_gap_ms)))
+            assert tracker.verify_due is not None
+            run.verify_timer = self._loop.call_later(tracker.verify_due - now,
+                                                     self._verify_due, run)
 
     def _screen_moved(self, run: _Run) -> bool:
         """Whether the screen changed since the submit keys went out — compared with the
@@ -878,9 +869,8 @@ class Session:
             [x for i, x in enumerate(ref.lines) if i != row]
 
     def _fail(self, run: _Run, message: str) -> None:
-        if run.verify_timer is not None:
-            run.verify_timer.cancel()
-            run.verify_timer = None
+        run.tracker.failed()
+        run.sync()
         run.turn.status = TurnStatus.FAILED
         run.turn.error = message
         if self._run is run:
@@ -949,6 +939,7 @@ class Session:
             self._emit(event)
             if self._run is not None:
                 self._run.turn.answered.append(event)
+                self._run.tracker.answered()
             self._set_state(State.BUSY, "answered by caller")
             self._loop.create_task(self._write_all(self._answer_writes(seq, asked_at)))
 
@@ -957,9 +948,10 @@ class Session:
     def interrupt(self) -> None:
         """Send the adapter's interrupt keys; the turn ends INTERRUPTED when the tool is idle."""
         def go() -> None:
-            if self._run is not None:
-                self._run.interrupted = True
-                self._verified(self._run)
+            run = self._run
+            if run is not None:
+                run.tracker.interrupt()
+                run.sync()
             self._loop.create_task(self._write_all(key_writes(
                 self.spec.interrupt, gap_ms=self.spec.terminal.key_gap_ms)))
 

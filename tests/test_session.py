@@ -180,7 +180,7 @@ def test_process_killed_mid_turn_fails_the_turn() -> None:
     try:
         run = s._begin("work")
         s.wait_state(State.BUSY)
-        wait_for(lambda: run.saw_busy, "busy on screen")
+        wait_for(lambda: run.turn.busy_at is not None, "busy on screen")
         assert s.pid is not None
         os.kill(s.pid, 9)
         with pytest.raises(SessionExited) as info:

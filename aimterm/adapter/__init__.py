@@ -1,4 +1,5 @@
-"""L2 adapters: the typed adapter spec, its loader and schema, the registry, and the driver.
+"""L2 adapters: the typed adapter spec, its loader and schema, the registry, the recipes
+(keys, replies, metrics), the turn tracker, and replay.
 
 PyYAML is imported only inside this package.
 """

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 from aimterm.adapter.detector import Detector, Verdict
 from aimterm.adapter.spec import AdapterSpec
+from aimterm.adapter.tracker import Step, TurnTracker, VerifyStep, react, settle_seconds
 from aimterm.errors import ConfigError
+from aimterm.states import State
 from aimterm.term.matcher import TextTail
 from aimterm.term.responder import Responder
 from aimterm.term.screen import Screen
@@ -31,15 +33,17 @@ from aimterm.term.transcript import Recording, read_recording
 #: Screen text that usually means "busy" in agent CLIs, whatever the adapter says.
 BUSY_HINTS = re.compile(r"esc to (interrupt|cancel)|[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]|\bThinking\b|\bWorking\b",
                         re.IGNORECASE)
-_MARKER = re.compile(r"^state (?P<old>\w+)->(?P<new>\w+)")
+_MARKER = re.compile(r"^state (?P<old>\w+)->(?P<new>\w+)(?: \[(?P<rule>[^\]]*)\] "
+                     r"(?P<reason>[^:]*))?")
 _UNKNOWN_S = 5.0
+_STATES = {s.value for s in State}
 
 
 @dataclass(frozen=True)
 class Change:
     t: float
-    old: str
-    new: str
+    old: State
+    new: State
     reason: str
     rule: str | None = None
     text: str = ""
@@ -60,15 +64,21 @@ class Explanation:
     answered: list[tuple[float, str, str]] = field(default_factory=list)  # (t, rule, question)
     turns: int = 0
     duration: float = 0.0
+    #: The state changes the live session wrote into the recording, when it did (its markers).
+    recorded: list[Change] = field(default_factory=list)
 
-    def final_state(self) -> str:
-        return self.changes[-1].new if self.changes else "starting"
+    def final_state(self) -> State:
+        return self.changes[-1].new if self.changes else State.STARTING
 
-    def states(self) -> list[str]:
+    def states(self) -> list[State]:
         return [c.new for c in self.changes]
 
 
 class _Replayer:
+    """A session's decisions on the recording's clock: the verdicts and settle rules of
+    :mod:`aimterm.adapter.tracker`, with its timers fired by :meth:`_advance` when the
+    recording's time passes them rather than by a loop."""
+
     def __init__(self, spec: AdapterSpec, rec: Recording) -> None:
         self.spec = spec
         self.rec = rec
@@ -77,30 +87,31 @@ class _Replayer:
         self.responder = Responder()
         self.stream = spec.detect == "stream"
         self.text = TextTail(spec.terminal.scrollback or 2000)
-        self.state = "starting"
+        self.state = State.STARTING
         self.out = Explanation(spec.name)
         self.last_output = 0.0
-        self.idle_due: float | None = None
+        self.idle_due: float | None = None  # the settle timer
+        self.turn: TurnTracker | None = None
         self.turn_open: float | None = None
-        self.turn_verified = True
-        self.output_since_submit = False
         self.marks: dict[str, str] = {}
         self.unknown_since: float | None = None
         self.unknown_flagged = False
 
     # -- the state machine, on the recording's clock ------------------------------------------
 
-    def _set(self, t: float, new: str, reason: str, verdict: Verdict | None = None) -> None:
-        if new == self.state:
+    def _set(self, t: float, new: State, reason: str, verdict: Verdict | None = None) -> None:
+        if new is self.state:
             return
         self.out.changes.append(Change(t, self.state, new, reason,
                                        verdict.rule_name if verdict else None,
                                        verdict.text if verdict else ""))
         self.state = new
-        if new == "idle":
+        if new is State.IDLE:
             self._check_idle(t)
-            if self.turn_open is not None:
-                self.turn_open = None
+            self.turn_open = None
+            if self.turn is not None:
+                self.turn.settled()
+                self.turn = None
 
     def _view(self) -> tuple[list[str], int, str]:
         if self.stream:
@@ -119,30 +130,41 @@ class _Replayer:
             self.out.flags.append(Flag(t, "idle-with-busy-marker",
                                        f"idle while {m.group(0)!r} is on screen"))
 
-    def _commit_idle(self, upto: float) -> None:
-        """Settle: an idle verdict held with no output until its due time becomes IDLE."""
-        if self.idle_due is None:
-            return
-        due = self.idle_due
-        if not self.turn_verified and self.turn_open is not None and self.output_since_submit:
-            # As live: a turn too quick to show busy counts once the verify timeout has
-            # passed and the screen visibly changed.
-            due = max(due, self.turn_open + self.spec.submit.verify_timeout_ms / 1000.0)
-        if due > upto:
-            return
+    def _advance(self, upto: float) -> None:
+        """Fire, in time order, the timers a live session would have fired by ``upto``."""
+        while True:
+            verify = self.turn.verify_due if self.turn is not None else None
+            due = min((d for d in (self.idle_due, verify) if d is not None), default=None)
+            if due is None or due > upto:
+                return
+            if verify is not None and verify == due:
+                self._verify_fired(due)
+            else:
+                self._settle_fired(due)
+
+    def _settle_fired(self, at: float) -> None:
+        """Still for the settle time: an idle screen ends the turn, if the tool took it."""
         self.idle_due = None
         lines, row, title = self._view()
         verdict = self.detector.evaluate(lines, row, title)
-        if verdict.state == "idle" and (self.turn_verified or self.output_since_submit):
-            self._set(due, "idle", "idle and settled", verdict)
+        if verdict.state == "idle" and (self.turn is None or self.turn.settleable):
+            self._set(at, State.IDLE, "idle and settled", verdict)
+
+    def _verify_fired(self, at: float) -> None:
+        assert self.turn is not None
+        # The recording holds output, not the screen at the submit: any output since stands
+        # for a screen that moved.
+        step = self.turn.verify_fired(at, screen_moved=self.turn.output_at is not None)
+        if step is VerifyStep.FAIL:
+            self.turn = None  # the turn failed; detection goes on without it
+        if step is VerifyStep.ACCEPT or step is VerifyStep.FAIL:
+            self.evaluate(at)
 
     def feed(self, t: float, data: bytes) -> None:
-        self._commit_idle(t)
+        self._advance(t)
         self.last_output = t
-        if self.turn_open is not None:
-            self.output_since_submit = True
-            if self.spec.submit.verify in ("output", "none"):
-                self.turn_verified = True
+        if self.turn is not None:
+            self.turn.output(t)
         for item in self.responder.split(data):
             if isinstance(item, bytes):
                 self.screen.feed(item)
@@ -151,22 +173,22 @@ class _Replayer:
         self.evaluate(t)
 
     def typed(self, t: float, data: str) -> None:
-        self._commit_idle(t)
-        if ("\r" in data or "\n" in data) and self.state == "idle":
+        self._advance(t)
+        if ("\r" in data or "\n" in data) and self.state is State.IDLE:
             # (Keys typed while starting answer dialogs; they are not turns.)
             self.out.turns += 1
             self.turn_open = t
-            self.turn_verified = self.spec.submit.verify == "none"
-            self.output_since_submit = False
+            self.turn = TurnTracker.for_spec(self.spec)
             if self.stream:
                 self.text.clear()
-            self._set(t, "busy", "turn started")
+            self._set(t, State.BUSY, "turn started")
             self.idle_due = None
+            self.turn.keys_out(t)
 
     def evaluate(self, t: float) -> None:
         lines, row, title = self._view()
         verdict = self.detector.evaluate(lines, row, title)
-        if self.state == "starting":
+        if self.state is State.STARTING:
             dialogs = self.detector.find_dialogs(lines, row)
             if dialogs:
                 self.idle_due = None
@@ -190,12 +212,14 @@ class _Replayer:
             return
         self.unknown_since = None
         self.unknown_flagged = False
-        if verdict.state == "busy":
+        step = react(self.state, verdict.state, self.turn)
+        if step is Step.BUSY:
             self.idle_due = None
-            self.turn_verified = True
-            if self.state != "starting":
-                self._set(t, "busy", "busy on screen", verdict)
-        elif verdict.state == "waiting":
+            if self.turn is not None:
+                self.turn.busy(t)
+            if self.state is not State.STARTING:
+                self._set(t, State.BUSY, "busy on screen", verdict)
+        elif step is Step.QUESTION:
             self.idle_due = None
             answer = self.detector.find_answer(lines, row)
             if answer is not None:
@@ -203,24 +227,28 @@ class _Replayer:
                 if self.marks.get(found.rule.name) != found.match.group(0):
                     self.marks[found.rule.name] = found.match.group(0)
                     self.out.answered.append((t, found.rule.name, found.text))
-                if self.state == "waiting":
-                    self._set(t, "busy", "answered by rule", verdict)
+                if self.state is State.WAITING:
+                    if self.turn is not None:
+                        self.turn.answered()
+                    self._set(t, State.BUSY, "answered by rule", verdict)
             else:
-                self._set(t, "waiting", "question no rule answers", verdict)
-        elif verdict.state == "idle":
-            # As live: the screen must be still for the settle time after its LAST output
-            # (the start-up one before the first idle).
-            settle = self.spec.settle_ms
-            if self.state == "starting" and self.spec.startup.settle_ms is not None:
-                settle = self.spec.startup.settle_ms
-            self.idle_due = self.last_output + settle / 1000.0
+                if self.turn is not None and self.state is not State.WAITING:
+                    self.turn.asked()
+                self._set(t, State.WAITING, "question no rule answers", verdict)
+        elif step is Step.SETTLE:
+            # The screen must be still for the settle time after its LAST output (and a timer
+            # armed late, after a verify timer, fires no earlier than now).
+            settle = settle_seconds(self.spec, self.state is State.STARTING)
+            self.idle_due = max(self.last_output + settle, t)
             if settle == 0:
-                self._commit_idle(t)
+                self._advance(t)
+        else:
+            self.idle_due = None
 
     def finish(self, end: float) -> Explanation:
-        self._commit_idle(float("inf"))
+        self._advance(float("inf"))
         self.out.duration = end
-        if self.turn_open is not None and self.state in ("busy", "waiting"):
+        if self.turn_open is not None and self.state in (State.BUSY, State.WAITING):
             self.out.flags.append(Flag(end, "turn-never-ended",
                                        f"turn started at {self.turn_open:.2f}s is still "
                                        f"{self.state} when the recording ends"))
@@ -230,7 +258,6 @@ class _Replayer:
 def explain(spec: AdapterSpec, rec: Recording) -> Explanation:
     """Replay ``rec`` through ``spec``'s rules; see the module docstring."""
     rp = _Replayer(spec, rec)
-    live: list[tuple[float, str]] = []
     end = 0.0
     for t, code, data in rec.events:
         end = max(end, t)
@@ -244,10 +271,13 @@ def explain(spec: AdapterSpec, rec: Recording) -> Explanation:
                 rp.screen.resize(int(rows), int(cols))
         elif code == "m":
             m = _MARKER.match(data)
-            if m:
-                live.append((t, m.group("new")))
+            if m and m.group("old") in _STATES and m.group("new") in _STATES:
+                rule = m.group("rule")
+                rp.out.recorded.append(Change(t, State(m.group("old")), State(m.group("new")),
+                                              m.group("reason") or "",
+                                              None if rule in (None, "-") else rule))
     out = rp.finish(end)
-    _compare(out, live)
+    _compare(out, [(c.t, c.new) for c in out.recorded])
     out.flags.sort(key=lambda f: f.t)
     return out
 

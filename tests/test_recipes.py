@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aimterm.adapter.detector import Detector
-from aimterm.adapter.driver import clean_reply, join_wrapped, key_writes, screen_delta
+from aimterm.adapter.recipes import clean_reply, join_wrapped, key_writes, screen_delta
 from aimterm.adapter.spec import KeyItem
 from tests.helpers import fake_adapter
 

@@ -1,7 +1,8 @@
 """The adapter's recipes turned into bytes and text: keys to send, replies to cut, metrics.
 
-The session (L3) decides *when*; this module knows *how*: how a key sequence becomes writes
-with pauses, how the reply is cut out of the screen or the stream, how metrics are read.
+The session (L3) decides *when*, with :mod:`aimterm.adapter.tracker`; this module knows
+*how*: how a key sequence becomes writes with pauses, how the reply is cut out of the screen
+or the stream, how metrics are read.
 """
 
 from __future__ import annotations
