@@ -1,7 +1,10 @@
 """The one error tree of aimterm.
 
 Every error has a stable ``code`` (used on the wire) and an ``exit_code`` (used by the CLI),
-and carries context. Foreign exceptions are translated into this tree at one boundary each.
+and carries context: the attributes named in its class's ``fields``, which :meth:`to_dict`
+returns. Foreign exceptions are translated into this tree at one boundary each.
+``tests/test_errors.py`` checks this tree, and the copy in ``docs/architecture.md``, against
+the classes.
 
 ::
 
@@ -16,19 +19,45 @@ and carries context. Foreign exceptions are translated into this tree at one bou
     │   ├── TurnTimeout             a turn did not finish within its timeout
     │   ├── SubmitFailed            the tool never showed it took the prompt
     │   └── SessionExited           the tool exited while a turn or wait was in progress
-    └── StopTimeout                 a process (group) survived every signal
+    ├── StopTimeout                 a process (group) survived every signal
+    ├── NoSuchTool                  no instance, ready or not, matches the request
+    ├── NobodyFree                  instances match, but none can take a turn now
+    ├── QueueFull                   the dispatch queue holds its maximum of prompts
+    ├── QueueTimeout                a queued prompt reached its deadline
+    ├── ShuttingDown                the pool is stopping and takes no more prompts
+    ├── UnknownInstance             no instance by that id
+    ├── ProtocolError               a message that is not valid protocol (bad_request)
+    │   ├── UnknownOp               an op the server does not expose
+    │   └── UnsupportedVersion      the peer speaks another protocol version
+    ├── PermissionDenied            the socket's peer runs as another user
+    ├── UnsafeRuntimeDir            the socket's folder is shared with other users
+    ├── AlreadyRunning              a live server already listens on the socket
+    ├── DaemonNotRunning            no server listens on the socket
+    ├── ConnectionLost              the server went away while a request was open
+    ├── IpcTimeout                  no reply within the client's timeout
+    ├── Cancelled                   the request was cancelled by its caller
+    ├── StoreError                  the state database cannot be used
+    └── RemoteError                 an error from the server with a code this side does not know
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+_MISSING = object()
 
 
 class AimtermError(Exception):
     """Base of every error aimterm raises on purpose."""
 
-    code = "internal"
-    exit_code = 1
+    # Class-level defaults rather than ClassVars: a RemoteError carries the server's code and
+    # exit code on the instance.
+    code: str = "internal"
+    exit_code: int = 1
+    #: The context attributes :meth:`to_dict` returns after ``code`` and ``message``, in order.
+    #: A subclass lists its parent's fields first and then its own.
+    fields: ClassVar[tuple[str, ...]] = ()
     #: The prompt this error answers, when it is the outcome of a routed prompt.
     prompt: str | None = None
 
@@ -37,7 +66,13 @@ class AimtermError(Exception):
         self.message = message
 
     def to_dict(self) -> dict[str, object]:
-        return {"code": self.code, "message": self.message}
+        data: dict[str, object] = {"code": self.code, "message": self.message}
+        for name in self.fields:
+            # An error rebuilt from the wire has only the context the peer sent.
+            value = getattr(self, name, _MISSING)
+            if value is not _MISSING:
+                data[name] = value
+        return data
 
 
 class ConfigError(AimtermError):
@@ -45,6 +80,7 @@ class ConfigError(AimtermError):
 
     code = "config_invalid"
     exit_code = 2
+    fields: ClassVar[tuple[str, ...]] = ("path", "line", "key", "reason")
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
                  key: str | None = None) -> None:
@@ -64,6 +100,7 @@ class ConfigError(AimtermError):
 class AdapterNotFound(ConfigError):
     code = "adapter_not_found"
     exit_code = 3
+    fields = (*ConfigError.fields, "name")
 
     def __init__(self, name: str, searched: Sequence[str] = ()) -> None:
         where = ", ".join(searched) if searched else "the adapter search path"
@@ -76,6 +113,7 @@ class SpawnError(AimtermError):
 
     code = "spawn_failed"
     exit_code = 4
+    fields = ("argv", "reason")
 
     def __init__(self, argv: Sequence[str], reason: str) -> None:
         cmd = argv[0] if argv else "<empty command>"
@@ -89,6 +127,7 @@ class SessionError(AimtermError):
 
     code = "session_error"
     exit_code = 5
+    fields = ("instance", "adapter", "state", "screen_tail", "detail")
 
     def __init__(self, message: str, *, instance: str | None = None, adapter: str | None = None,
                  state: str | None = None, screen_tail: Sequence[str] = ()) -> None:
@@ -109,12 +148,6 @@ class SessionError(AimtermError):
             shown = "\n".join("    | " + line for line in self.screen_tail)
             text += "\n  last screen lines:\n" + shown
         super().__init__(text)
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(instance=self.instance, adapter=self.adapter, state=self.state,
-                    screen_tail=self.screen_tail)
-        return data
 
 
 class InvalidTransition(SessionError):
@@ -151,6 +184,91 @@ class StopTimeout(AimtermError):
     exit_code = 10
 
 
+# --- Routing (raised by aimterm.router and the pool) -----------------------------------------
+
+
+def _describe(tool: str | None, tags: Iterable[str]) -> str:
+    what = f"tool {tool!r}" if tool else "any tool"
+    tag_list = sorted(tags)
+    if tag_list:
+        what += " with tags " + ", ".join(tag_list)
+    return what
+
+
+class NoSuchTool(AimtermError):
+    """No instance, ready or not, matches the request: waiting would never help."""
+
+    code = "no_such_tool"
+    exit_code = 11
+    fields = ("tool", "tags", "available")
+
+    def __init__(self, tool: str | None, tags: Iterable[str] = (), *,
+                 available: Iterable[str] = ()) -> None:
+        self.tool = tool
+        self.tags = sorted(tags)
+        self.available = sorted(set(available))
+        running = ", ".join(self.available) if self.available else "none"
+        super().__init__(f"no instance runs {_describe(tool, self.tags)} (running tools: {running})")
+
+
+class NobodyFree(AimtermError):
+    """Instances match the request, but none can take a turn right now."""
+
+    code = "nobody_free"
+    exit_code = 12
+    fields = ("tool", "tags", "matching", "key", "holder")
+
+    def __init__(self, tool: str | None, tags: Iterable[str] = (), *, matching: int = 0,
+                 key: str | None = None, holder: str | None = None) -> None:
+        self.tool = tool
+        self.tags = sorted(tags)
+        self.matching = matching
+        self.key = key
+        self.holder = holder
+        if holder is not None:
+            # Sticky: the key is bound to one instance, so "free" means that one instance.
+            text = f"instance {holder} holding key {key!r} is busy"
+        else:
+            noun = "instance" if matching == 1 else "instances"
+            text = f"all {matching} {noun} of {_describe(tool, self.tags)} are busy"
+        super().__init__(text + "; queue the prompt or retry later")
+
+
+class QueueFull(AimtermError):
+    """Back-pressure: the dispatch queue already holds its maximum of waiting prompts."""
+
+    code = "queue_full"
+    exit_code = 13
+    fields = ("maxsize",)
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        super().__init__(f"dispatch queue is full ({maxsize} prompts waiting); retry later "
+                         "or raise the queue limit")
+
+
+class QueueTimeout(AimtermError):
+    """A queued prompt reached its deadline before any suitable instance became free."""
+
+    code = "queue_timeout"
+    exit_code = 14
+    fields = ("waited_s", "tool", "tags", "key")
+
+    def __init__(self, waited_s: float, *, tool: str | None = None, tags: Iterable[str] = (),
+                 key: str | None = None) -> None:
+        self.waited_s = waited_s
+        self.tool = tool
+        self.tags = sorted(tags)
+        self.key = key
+        text = f"prompt for {_describe(tool, self.tags)} waited {waited_s:.1f}s in the queue"
+        if key is not None:
+            text += f" (sticky key {key!r})"
+        super().__init__(text + " and no instance became free")
+
+
+# --- The pool ----------------------------------------------------------------------------------
+
+
 class ShuttingDown(AimtermError):
     """The pool is stopping and takes no more prompts; queued ones fail with this."""
 
@@ -161,6 +279,7 @@ class ShuttingDown(AimtermError):
 class UnknownInstance(AimtermError):
     code = "unknown_instance"
     exit_code = 16
+    fields = ("instance",)
 
     def __init__(self, instance: str, known: list[str] | None = None) -> None:
         hint = f" (instances: {', '.join(known)})" if known else ""
@@ -169,20 +288,6 @@ class UnknownInstance(AimtermError):
 
 
 # --- The control socket and the store (layer L4) -------------------------------------------
-#
-#   AimtermError
-#   ├── ProtocolError               a message that is not valid protocol (bad_request)
-#   │   ├── UnknownOp               an op the server does not expose
-#   │   └── UnsupportedVersion      the peer speaks another protocol version
-#   ├── PermissionDenied            the socket's peer runs as another user
-#   ├── UnsafeRuntimeDir            the socket's folder is shared with other users
-#   ├── AlreadyRunning              a live server already listens on the socket
-#   ├── DaemonNotRunning            no server listens on the socket
-#   ├── ConnectionLost              the server went away while a request was open
-#   ├── IpcTimeout                  no reply within the client's timeout
-#   ├── Cancelled                   the request was cancelled by its caller
-#   ├── StoreError                  the state database cannot be used
-#   └── RemoteError                 an error from the server with a code this side does not know
 
 
 class ProtocolError(AimtermError):
@@ -195,32 +300,24 @@ class ProtocolError(AimtermError):
 class UnknownOp(ProtocolError):
     code = "unknown_op"
     exit_code = 21
+    fields = ("op",)
 
     def __init__(self, op: str, known: Sequence[str] = ()) -> None:
         hint = f" (ops: {', '.join(sorted(known))})" if known else ""
         super().__init__(f"unknown op {op!r}{hint}")
         self.op = op
 
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(op=self.op)
-        return data
-
 
 class UnsupportedVersion(ProtocolError):
     code = "unsupported_version"
     exit_code = 22
+    fields = ("got", "supported")
 
     def __init__(self, got: object, supported: Sequence[int] = (1,)) -> None:
         wanted = ", ".join(str(v) for v in supported)
         super().__init__(f"protocol version {got!r} is not supported (supported: {wanted})")
         self.got = got
         self.supported = list(supported)
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(got=self.got, supported=self.supported)
-        return data
 
 
 class PermissionDenied(AimtermError):
@@ -235,6 +332,7 @@ class UnsafeRuntimeDir(AimtermError):
 
     code = "unsafe_runtime_dir"
     exit_code = 24
+    fields = ("path", "mode", "reason")
 
     def __init__(self, path: str, mode: int, reason: str) -> None:
         super().__init__(f"refusing to use {path} (mode {mode:04o}): {reason}; "
@@ -243,29 +341,21 @@ class UnsafeRuntimeDir(AimtermError):
         self.mode = mode
         self.reason = reason
 
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(path=self.path, mode=self.mode, reason=self.reason)
-        return data
-
 
 class AlreadyRunning(AimtermError):
     code = "already_running"
     exit_code = 25
+    fields = ("path",)
 
     def __init__(self, path: str) -> None:
         super().__init__(f"a server is already listening on {path}")
         self.path = path
 
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(path=self.path)
-        return data
-
 
 class DaemonNotRunning(AimtermError):
     code = "daemon_not_running"
     exit_code = 26
+    fields = ("path", "reason", "hint")
 
     def __init__(self, path: str, reason: str = "no socket",
                  hint: str = "start it with `aimterm cluster up`") -> None:
@@ -273,11 +363,6 @@ class DaemonNotRunning(AimtermError):
         self.path = path
         self.reason = reason
         self.hint = hint
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(path=self.path, reason=self.reason, hint=self.hint)
-        return data
 
 
 class ConnectionLost(AimtermError):
@@ -290,16 +375,12 @@ class ConnectionLost(AimtermError):
 class IpcTimeout(AimtermError):
     code = "ipc_timeout"
     exit_code = 28
+    fields = ("op", "timeout")
 
     def __init__(self, op: str, timeout: float) -> None:
         super().__init__(f"no reply to {op!r} within {timeout:g}s")
         self.op = op
         self.timeout = timeout
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(op=self.op, timeout=self.timeout)
-        return data
 
 
 class Cancelled(AimtermError):
@@ -332,6 +413,5 @@ class RemoteError(AimtermError):
         self.extra = dict(extra or {})
 
     def to_dict(self) -> dict[str, object]:
-        data = dict(self.extra)
-        data.update(super().to_dict())
-        return data
+        # The only override: its context is whatever the server sent, not declared fields.
+        return {**self.extra, **super().to_dict()}

@@ -6,8 +6,9 @@ sticky by key), and :class:`DispatchQueue` holds prompts nobody can take yet, wi
 and deadlines. Nothing here starts a process, takes a lock or reads a clock: callers pass ``now``
 and serialize access, so every rule is testable with plain data.
 
-It also owns the routing errors: :class:`NoSuchTool` (no instance could ever take the request),
-:class:`NobodyFree` (some could, none can now), :class:`QueueFull` and :class:`QueueTimeout`.
+Its errors are :class:`NoSuchTool` (no instance could ever take the request), :class:`NobodyFree`
+(some could, none can now), :class:`QueueFull` and :class:`QueueTimeout`. They live in the one
+error tree, :mod:`aimterm.errors`, and are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from aimterm.errors import AimtermError
+from aimterm.errors import NobodyFree, NoSuchTool, QueueFull, QueueTimeout
 
 __all__ = [
     "Candidate",
@@ -32,105 +33,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------------------- errors
-
-
-def _describe(tool: str | None, tags: Iterable[str]) -> str:
-    what = f"tool {tool!r}" if tool else "any tool"
-    tag_list = sorted(tags)
-    if tag_list:
-        what += " with tags " + ", ".join(tag_list)
-    return what
-
-
-class NoSuchTool(AimtermError):
-    """No instance, ready or not, matches the request: waiting would never help."""
-
-    code = "no_such_tool"
-    exit_code = 11
-
-    def __init__(self, tool: str | None, tags: Iterable[str] = (), *,
-                 available: Iterable[str] = ()) -> None:
-        self.tool = tool
-        self.tags = sorted(tags)
-        self.available = sorted(set(available))
-        running = ", ".join(self.available) if self.available else "none"
-        super().__init__(f"no instance runs {_describe(tool, self.tags)} (running tools: {running})")
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(tool=self.tool, tags=self.tags, available=self.available)
-        return data
-
-
-class NobodyFree(AimtermError):
-    """Instances match the request, but none can take a turn right now."""
-
-    code = "nobody_free"
-    exit_code = 12
-
-    def __init__(self, tool: str | None, tags: Iterable[str] = (), *, matching: int = 0,
-                 key: str | None = None, holder: str | None = None) -> None:
-        self.tool = tool
-        self.tags = sorted(tags)
-        self.matching = matching
-        self.key = key
-        self.holder = holder
-        if holder is not None:
-            # Sticky: the key is bound to one instance, so "free" means that one instance.
-            text = f"instance {holder} holding key {key!r} is busy"
-        else:
-            noun = "instance" if matching == 1 else "instances"
-            text = f"all {matching} {noun} of {_describe(tool, self.tags)} are busy"
-        super().__init__(text + "; queue the prompt or retry later")
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(tool=self.tool, tags=self.tags, matching=self.matching, key=self.key,
-                    holder=self.holder)
-        return data
-
-
-class QueueFull(AimtermError):
-    """Back-pressure: the dispatch queue already holds its maximum of waiting prompts."""
-
-    code = "queue_full"
-    exit_code = 13
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        super().__init__(f"dispatch queue is full ({maxsize} prompts waiting); retry later "
-                         "or raise the queue limit")
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(maxsize=self.maxsize)
-        return data
-
-
-class QueueTimeout(AimtermError):
-    """A queued prompt reached its deadline before any suitable instance became free."""
-
-    code = "queue_timeout"
-    exit_code = 14
-
-    def __init__(self, waited_s: float, *, tool: str | None = None, tags: Iterable[str] = (),
-                 key: str | None = None) -> None:
-        self.waited_s = waited_s
-        self.tool = tool
-        self.tags = sorted(tags)
-        self.key = key
-        text = f"prompt for {_describe(tool, self.tags)} waited {waited_s:.1f}s in the queue"
-        if key is not None:
-            text += f" (sticky key {key!r})"
-        super().__init__(text + " and no instance became free")
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data.update(waited_s=self.waited_s, tool=self.tool, tags=self.tags, key=self.key)
-        return data
 
 
 # ------------------------------------------------------------------------------------ plain data
