@@ -18,8 +18,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from aimterm.errors import ConfigError
 
-__all__ = ["KeyPath", "LineBuilder", "YamlFile", "format_key", "node_line", "parse_yaml",
-           "yaml_config_error"]
+__all__ = ["KeyPath", "LineBuilder", "YamlFile", "dump_yaml", "format_key", "node_line",
+           "parse_yaml", "yaml_config_error"]
 
 KeyPath = tuple["str | int", ...]
 
@@ -118,3 +118,10 @@ def parse_yaml(text: str, path: str) -> YamlFile:
     builder = LineBuilder(path)
     data = None if root is None else builder.build(root, ())
     return YamlFile(data=data, lines=builder.lines, path=path)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as a YAML document in the style of the files people write: keys in their
+    order, text as is (no ``\\u`` escapes), lines up to 100 columns. Higher layers (``aimterm
+    adapter show``) print YAML through this, so PyYAML stays in this layer."""
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))

@@ -90,15 +90,13 @@ def adapter_list(as_json: bool) -> None:
 @handle_errors
 def adapter_show(name: str) -> None:
     """Print an adapter as resolved (after extends), in the file format."""
-    import yaml
-
     from aimterm.adapter.loader import spec_to_dict
     from aimterm.adapter.registry import load_adapter
+    from aimterm.adapter.yamlfile import dump_yaml
 
     spec = load_adapter(name)
     click.echo(f"# {spec.name} from {spec.source} ({spec.origin})")
-    click.echo(yaml.safe_dump(spec_to_dict(spec), sort_keys=False, allow_unicode=True,
-                              width=100).rstrip())
+    click.echo(dump_yaml(spec_to_dict(spec)).rstrip())
 
 
 @adapter.command("validate")
