@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -386,4 +387,57 @@ def test_large_paste_to_cat_with_echo_does_not_deadlock(spawn: Spawn) -> None:
     child.write(paste, timeout=10)
     child.write(b"\x04")
     sink.wait_text("cat-finished")
+    assert sink.wait_exit() == (0, None)
+
+
+STOPS_READING = ("import os, sys, time, tty\n"
+                 "tty.setraw(0)\n"
+                 "os.write(1, b'ready\\r\\n')\n"
+                 "time.sleep(60)\n")
+
+
+def test_a_tool_that_stops_reading_never_stalls_the_loop(spawn: Spawn) -> None:
+    """The PTY's buffer fills; the write returns at once, the rest waits, and the shared loop
+    goes on serving every other terminal meanwhile."""
+    stuck, stuck_sink = spawn([sys.executable, "-c", STOPS_READING])
+    stuck_sink.wait_text("ready")
+    echo, echo_sink = spawn([*BASH, "cat"])
+    started = time.monotonic()
+    stuck.write(b"x" * (256 * 1024))
+    assert time.monotonic() - started < 1.0  # (it used to wait up to 10 s for room)
+    assert 0 < stuck.write_backlog <= 256 * 1024
+    echo.write(b"still-served\r")
+    echo_sink.wait_text("still-served", timeout=5)
+    assert time.monotonic() - started < 3.0
+    # The backlog is bounded: past a MiB waiting, the write is refused, not queued.
+    with pytest.raises(TimeoutError, match="stopped reading"):
+        stuck.write(b"y" * (1 << 20))
+    # And writes keep their order: what waits goes first once the tool reads again.
+    stuck.signal_group(signal.SIGKILL)
+    stuck_sink.wait_exit()
+    assert stuck.write_backlog == 0
+    with pytest.raises(BrokenPipeError):
+        stuck.write(b"z")
+    echo.write(b"\x04")
+    echo_sink.wait_exit()
+
+
+def test_backlog_goes_out_in_order_once_the_tool_reads(spawn: Spawn) -> None:
+    late_reader = ("import os, sys, time, tty\n"
+                   "tty.setraw(0)\n"
+                   "os.write(1, b'ready\\r\\n')\n"
+                   "time.sleep(1.0)\n"
+                   "data = b''\n"
+                   "while not data.endswith(b'END'):\n"
+                   "    data += os.read(0, 65536)\n"
+                   "ok = data == b'a' * 100000 + b'b' * 100000 + b'END'\n"
+                   "os.write(1, b'in order\\r\\n' if ok else b'garbled\\r\\n')\n")
+    child, sink = spawn([sys.executable, "-c", late_reader])
+    sink.wait_text("ready")
+    child.write(b"a" * 100000)
+    child.write(b"b" * 100000)
+    child.write(b"END")
+    assert child.write_backlog > 0  # the tool is asleep: most of it waits
+    sink.wait_text("in order", timeout=10)
+    assert child.write_backlog == 0
     assert sink.wait_exit() == (0, None)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import select
 import shutil
 import signal
 import termios
@@ -33,6 +32,8 @@ OnData = Callable[[bytes], None]
 OnExit = Callable[[int | None, int | None], None]
 
 _READ_SIZE = 65536
+#: Bytes that may wait for a tool that is not reading its terminal; past that, writes fail.
+_OUTBOX_MAX = 1 << 20
 #: How long stragglers in the child's session get after the leader exits before SIGKILL.
 _STRAGGLER_GRACE_S = 0.5
 
@@ -94,7 +95,10 @@ class PtyChild:
         self.signal: int | None = None
         self._pidfd: int | None = None
         self._reading = False
-        self._write_lock = threading.Lock()
+        # What the PTY could not take yet, sent as the tool reads (loop thread only): a write
+        # never waits on a tool, so one that stops reading cannot stall the shared loop.
+        self._outbox = bytearray()
+        self._stalled_since: float | None = None  # when the outbox last made no progress
         self.started_at = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -246,7 +250,59 @@ class PtyChild:
 
         self._loop.call_later(_STRAGGLER_GRACE_S, _kill)
 
+    def _send(self, data: bytes, timeout: float) -> None:
+        if self._exited.is_set():
+            raise BrokenPipeError(f"process {self.pid} has exited")
+        if self._outbox:
+            assert self._stalled_since is not None
+            if time.monotonic() - self._stalled_since > timeout:
+                raise TimeoutError(f"the child stopped reading its terminal "
+                                   f"({len(self._outbox)} bytes waiting)")
+            if len(self._outbox) + len(data) > _OUTBOX_MAX:
+                raise TimeoutError(f"the child stopped reading its terminal "
+                                   f"(more than {_OUTBOX_MAX} bytes waiting)")
+            self._outbox += data  # (after what waits: order is kept)
+            return
+        n = self._write_some(data)
+        if n < len(data):
+            if len(data) - n > _OUTBOX_MAX:
+                raise TimeoutError(f"the child stopped reading its terminal "
+                                   f"({len(data) - n} bytes would wait)")
+            self._outbox += data[n:]
+            self._stalled_since = time.monotonic()
+            self._loop.loop.add_writer(self.fd, self._writable)
+
+    def _write_some(self, data: bytes | bytearray) -> int:
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EBADF):
+                raise BrokenPipeError(f"process {self.pid} has exited") from None
+            raise
+
+    def _writable(self) -> None:
+        try:
+            n = self._write_some(self._outbox)
+        except OSError:
+            n = len(self._outbox)  # it is gone: nobody will read the rest
+        if n:
+            del self._outbox[:n]
+            self._stalled_since = time.monotonic()
+        if not self._outbox:
+            self._stop_writing()
+
+    def _stop_writing(self) -> None:
+        self._outbox.clear()
+        self._stalled_since = None
+        try:
+            self._loop.loop.remove_writer(self.fd)
+        except (ValueError, OSError):
+            pass
+
     def _close_fds(self) -> None:
+        self._stop_writing()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
@@ -274,28 +330,20 @@ class PtyChild:
         return self._group_clear.wait(left)
 
     def write(self, data: bytes, timeout: float = 10.0) -> None:
-        """Write all of ``data``; waits for room when the PTY's buffer is full."""
+        """Send ``data`` to the tool without ever waiting on it: what the PTY takes goes now,
+        the rest (in order) as the tool reads. Raises BrokenPipeError once the child has
+        exited, and TimeoutError when earlier bytes have waited ``timeout`` seconds with no
+        progress or more than a MiB would wait — the tool stopped reading its terminal."""
         if not self.alive:
             raise BrokenPipeError(f"process {self.pid} has exited")
-        view = memoryview(data)
-        deadline = None
-        with self._write_lock:
-            while view:
-                try:
-                    n = os.write(self.fd, view)
-                except BlockingIOError:
-                    if deadline is None:  # (only now: a prompt's write usually fits at once)
-                        deadline = time.monotonic() + timeout
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError("the child stopped reading its terminal") from None
-                    select.select([], [self.fd], [], min(left, 0.5))
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EIO, errno.EBADF):
-                        raise BrokenPipeError(f"process {self.pid} has exited") from None
-                    raise
-                view = view[n:]
+        # Every write goes through the loop thread, so writes from several threads (the
+        # session, a person attached, stop()) keep one order.
+        self._loop.run_sync(self._send, data, timeout)
+
+    @property
+    def write_backlog(self) -> int:
+        """Bytes written but not yet taken by the tool's terminal."""
+        return len(self._outbox)
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the window size; the kernel sends SIGWINCH to the foreground group."""
