@@ -27,6 +27,8 @@ LAYERS = {
     "aimterm.adapter": 2,
     "aimterm.session": 3, "aimterm.pool": 3, "aimterm.cluster": 3, "aimterm.router": 3, "aimterm.config": 3,
     "aimterm.transcripts": 3,
+    # The pool's parts (issue 9): the dispatcher, the instance record, the session handle.
+    "aimterm.dispatch": 3, "aimterm.instance": 3, "aimterm.handle": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
     "aimterm.testing": 0,  # helpers for tests (the fake model server): standard library only
@@ -35,7 +37,8 @@ LAYERS = {
 #: Front-ends may use the runtime in-process (demo, adapter test) but never touch a PTY.
 FORBIDDEN_FOR = {5: {1}}
 #: Third-party modules and the only layer allowed to import them.
-OWNED = {"pexpect": {1}, "ptyprocess": {1}, "pyte": {1}, "psutil": {1}, "yaml": {2},
+#: pexpect is a test dependency (the test extra), so no layer may import it.
+OWNED = {"pexpect": set(), "ptyprocess": {1}, "pyte": {1}, "psutil": {1}, "yaml": {2},
          "jsonschema": {2}, "click": {5}, "textual": {5}}
 STDLIB = set(sys.stdlib_module_names)
 
@@ -230,12 +233,47 @@ def test_cli_import_is_light() -> None:
 @pytest.mark.parametrize("module", sorted(m for m in FRONT_ENDS if m in KNOWN))
 def test_daemon_clients_do_not_load_the_runtime(module: str) -> None:
     """What a daemon client loads, transitively: not the runtime, the service or a PTY."""
-    runtime = ("aimterm.session", "aimterm.pool", "aimterm.cluster", "aimterm.daemon",
-               "aimterm.store", "aimterm.ipc.server", "aimterm.term", "pyte", "ptyprocess",
-               "pexpect", "psutil")
+    runtime = ("aimterm.session", "aimterm.pool", "aimterm.dispatch", "aimterm.instance",
+               "aimterm.cluster", "aimterm.daemon", "aimterm.store", "aimterm.ipc.server",
+               "aimterm.term", "pyte", "ptyprocess", "pexpect", "psutil")
     code = (f"import sys, {module}; print(','.join(m for m in {runtime!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _install_requires() -> set[str]:
+    """The import names of setup.cfg's install_requires (PyYAML -> yaml)."""
+    import configparser
+    import re
+    from importlib.metadata import packages_distributions
+
+    cfg = configparser.ConfigParser()
+    cfg.read(PKG.parent / "setup.cfg")
+    def norm(dist: str) -> str:
+        return dist.lower().replace("_", "-")
+
+    wanted = {norm(re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0])
+              for line in cfg["options"]["install_requires"].splitlines() if line.strip()}
+    tops = packages_distributions()
+    installed = {norm(d) for dists in tops.values() for d in dists}
+    assert wanted <= installed, f"install_requires not installed: {sorted(wanted - installed)}"
+    return {top for top, dists in tops.items()
+            if not top.startswith("_") and any(norm(d) in wanted for d in dists)}
+
+
+def test_runtime_dependencies_are_the_runtime_imports() -> None:
+    """install_requires is what the package imports: nothing the runtime needs is missing (a
+    plain ``pip install .`` would break), and nothing in it is used by the tests alone."""
+    imported = set()
+    for module, path in modules():
+        found, _ = imports(path.read_text(), module, is_package=path.name == "__init__.py")
+        imported |= {i.name.split(".")[0] for i in found}
+    third_party = {top for top in imported if top not in STDLIB and top != "aimterm"}
+    declared = _install_requires()
+    assert third_party - {"typing_extensions"} <= declared, \
+        f"imported but not in install_requires: {sorted(third_party - declared)}"
+    assert declared <= third_party, \
+        f"in install_requires but never imported by aimterm/: {sorted(declared - third_party)}"
 
 
 def test_exceptions_name_real_imports() -> None:
@@ -290,7 +328,8 @@ FORBIDDEN = [
     ("aimterm.session", "import psutil\n", "psutil belongs to layer(s) [1]"),
     ("aimterm.daemon", "def f():\n    import psutil\n", "psutil belongs to layer(s) [1]"),
     ("aimterm.adapter.fake", "from psutil import Process\n", "psutil belongs to layer(s) [1]"),
-    ("aimterm.session", "import pexpect\n", "pexpect belongs to layer(s) [1]"),
+    ("aimterm.session", "import pexpect\n", "pexpect belongs to layer(s) []"),
+    ("aimterm.term.fake", "import pexpect\n", "pexpect belongs to layer(s) []"),
     ("aimterm.pool", "import jsonschema\n", "jsonschema belongs to layer(s) [2]"),
     ("aimterm.adapter.fake", "import click\n", "click belongs to layer(s) [5]"),
     ("aimterm.term.fake", "import requests\n", "undeclared third-party import"),
