@@ -55,10 +55,11 @@ from aimterm.events import (
     TurnFinished,
     TurnStarted,
 )
+from aimterm.handle import SessionHandle
 from aimterm.ipc.server import ControlServer, Stream
 from aimterm.pool import GroupSpec, Pool, RestartPolicy
 from aimterm.router import NoSuchTool
-from aimterm.session import Session, Turn
+from aimterm.session import Turn
 from aimterm.states import LIVE_STATES, State
 from aimterm.store import Store
 from aimterm.term.loop import IOLoop
@@ -574,8 +575,8 @@ class Daemon:
         read_only = bool(args.get("read_only", False))
         size = _size(args.get("size")) if args.get("size") is not None else None
         session = self.pool.instance(iid).session
-        terminal = session.terminal
-        if terminal is None or not _running(session):
+        run = session.starts  # the run attached to: a restart ends the attachment
+        if not _running(session):
             raise NotReady("the instance is not running", instance=iid,
                            state=session.state.value)
         if not read_only:
@@ -618,7 +619,7 @@ class Daemon:
                 if feeder.done():
                     feeder.result()  # its failure (a gone client) ends the stream too
                     return
-                if self._closed or session.terminal is not terminal or not _running(session):
+                if self._closed or session.starts != run or not _running(session):
                     await stream.send({"exited": session.state.value})
                     return
             if not chunks.empty():  # the client asked to leave: what came before goes out
@@ -632,14 +633,14 @@ class Daemon:
                 feeder.cancel()
             if self._writers.get(iid) is stream:
                 del self._writers[iid]
-            if held and session.state is State.ATTACHED and session.terminal is terminal:
+            if held and session.state is State.ATTACHED and session.starts == run:
                 try:
                     session.detach()
                 except AimtermError:
                     log.warning("detaching %s failed", iid, exc_info=True)
 
     @staticmethod
-    async def _attach_inputs(session: Session, stream: Stream, read_only: bool,
+    async def _attach_inputs(session: SessionHandle, stream: Stream, read_only: bool,
                              done: asyncio.Event) -> None:
         while True:
             msg = await stream.inputs.get()
@@ -670,7 +671,7 @@ class Daemon:
                     await stream.send({"error": {"code": exc.code, "message": str(exc)}})
 
 
-def _running(session: Session) -> bool:
+def _running(session: SessionHandle) -> bool:
     return session.state in LIVE_STATES and session.state is not State.STOPPING
 
 

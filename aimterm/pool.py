@@ -8,11 +8,12 @@ setup hook) and the :class:`Instance` s that make up the actual fleet. It
   exponential back-off over *fast* failures (an exit within ``fast_failure_s`` of its start) and
   FATAL, with the reason, after ``max_fast_failures`` of them in a row;
 - scales a group up and down, and drains an instance (it finishes its turn and takes no more);
-- queues prompts (bounded, with back-pressure and a queue timeout) and hands each to an idle
-  instance chosen by the :class:`~aimterm.router.Router`, one turn at a time per instance;
-- retries a prompt whose instance died mid-turn on another instance, so a caller always gets a
-  reply or an error, never silence;
+- feeds them prompts through its :class:`~aimterm.dispatch.Dispatcher` (queue, routing, turn
+  timeouts, retries on another instance);
 - stops everything within a time budget, leaving no process behind.
+
+It drives each tool only through the :class:`~aimterm.handle.SessionHandle` methods, so an
+instance may be a local PTY session or one on another machine.
 
 All decisions run on the shared reader loop (the thread that also sees every state change), so
 the pool's own state needs no lock; public methods hand work over to the loop and wait.
@@ -21,30 +22,18 @@ Blocking work (stopping a process with its escalation) runs on a small worker po
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import enum
 import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aimterm.adapter.registry import load_adapter
-from aimterm.adapter.spec import AdapterSpec
-from aimterm.errors import (
-    AimtermError,
-    NotReady,
-    SessionError,
-    SessionExited,
-    ShuttingDown,
-    StartupTimeout,
-    TurnTimeout,
-    UnknownInstance,
-)
+from aimterm.dispatch import Dispatcher
+from aimterm.errors import AimtermError, NoSuchTool, StartupTimeout, UnknownInstance
 from aimterm.events import (
     Event,
     EventBus,
@@ -53,192 +42,32 @@ from aimterm.events import (
     InstanceRemoved,
     InstanceRestarting,
     StateChanged,
-    TurnRetried,
 )
-from aimterm.router import (
-    Candidate,
-    DispatchQueue,
-    NoSuchTool,
-    QueueTimeout,
-    Request,
-    Router,
-    RoutingStrategy,
+from aimterm.handle import SessionFactory, SessionHandle
+from aimterm.instance import (
+    Group,
+    GroupSpec,
+    Instance,
+    InstanceSetup,
+    Lifecycle,
+    RestartPolicy,
+    SetupHook,
 )
+from aimterm.router import Router, RoutingStrategy
 from aimterm.session import Session, Turn
 from aimterm.states import LIVE_STATES, State
 from aimterm.term.loop import IOLoop
 from aimterm.term.transcript import rotate as rotate_transcript
 
-T = TypeVar("T")
-
-__all__ = ["GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pool", "RestartPolicy"]
+__all__ = ["GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pool", "RestartPolicy",
+           "SetupHook"]
 
 
 log = logging.getLogger(__name__)
 
-#: Granularity of turn timeouts (one sweep over the turns in flight this often).
-_SWEEP_S = 0.25
 #: Runs of an instance whose transcripts are kept besides the current one (<id>.cast.1 …).
 _TRANSCRIPTS_KEPT = 3
-_NO_TAGS: frozenset[str] = frozenset()
-_ANYONE = Request()  # a prompt for any instance (frozen: shared by all such prompts)
 _SETTLING = frozenset({State.STARTING, State.EXITED, State.FATAL, State.BACKOFF, State.WAITING})
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """When and how often an instance that exited unasked is started again (cf. Supervisor's
-    startsecs/startretries): the first restart waits ``backoff_s``; each further fast failure
-    multiplies the wait by ``backoff_factor`` up to ``backoff_max_s``; after
-    ``max_fast_failures`` fast failures in a row the instance is FATAL."""
-
-    backoff_s: float = 0.1
-    backoff_factor: float = 2.0
-    backoff_max_s: float = 10.0
-    fast_failure_s: float = 5.0
-    max_fast_failures: int = 3
-    restart: bool = True
-
-
-@dataclass(frozen=True)
-class InstanceSetup:
-    """Per-instance overrides returned by a group's setup hook (e.g. its own git worktree)."""
-
-    cwd: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    args: Sequence[str] = ()
-
-
-SetupHook = Callable[[str, int], InstanceSetup | None]
-
-
-@dataclass
-class GroupSpec:
-    """How many instances of which adapter, and how to run them."""
-
-    adapter: AdapterSpec | str
-    count: int = 1
-    cwd: str | os.PathLike[str] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    tags: Iterable[str] = ()
-    stagger_ms: int = 0
-    setup: SetupHook | None = None
-    transcript_dir: str | os.PathLike[str] | None = None
-    #: Roll an instance's transcript over past this size (the run goes on in a new file;
-    #: three older files kept). None: no limit.
-    transcript_max_bytes: int | None = None
-    args: Sequence[str] = ()
-    #: Start every instance with the adapter's ``resume`` arguments, restarts included, so a
-    #: crashed tool comes back in its conversation. (A resumed start that fails before the
-    #: tool is ready is retried fresh: ``claude --continue`` exits where there is nothing to
-    #: continue.)
-    resume: bool = False
-
-
-class Lifecycle(str, enum.Enum):
-    """What the pool intends for an instance (its process state is the session's State)."""
-
-    ACTIVE = "active"  # keep it running, route to it
-    DRAINING = "draining"  # finish the turn in hand, take no more, then stop
-    RETIRED = "retired"  # stopped and removed
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class _Group:
-    def __init__(self, spec: GroupSpec, adapter: AdapterSpec) -> None:
-        self.spec = spec
-        self.adapter = adapter
-        self.desired = spec.count
-        self.tags = frozenset(spec.tags)
-        self.numbers = itertools.count(1)
-
-
-class _Pending:
-    """A prompt on its way: queued, in flight, or retried after its instance died."""
-
-    def __init__(self, number: int, prompt: str, route: Request, timeout: float | None,
-                 retries: int) -> None:
-        self.number = number
-        self.prompt = prompt
-        self.route = route
-        self.timeout = timeout
-        self.retries_left = retries
-        self.attempts = 0
-        self.future: concurrent.futures.Future[Turn] = concurrent.futures.Future()
-        self.queued_at = time.monotonic()
-        self.instance: str | None = None
-        self.due: float | None = None  # when the turn in flight times out
-
-
-class Instance:
-    """One member of the fleet: a session plus what the pool knows about it."""
-
-    def __init__(self, iid: str, group: _Group, index: int, session: Session) -> None:
-        self.id = iid
-        self.group = group
-        self.index = index
-        self.session = session
-        self.lifecycle = Lifecycle.ACTIVE
-        self.restarts = 0
-        self.fast_failures = 0
-        self.started_at = 0.0
-        self.expect_exit = False  # the pool itself is stopping it: no restart
-        self.fatal_reason: str | None = None
-        self.pending: _Pending | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.retired: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.cwd: str | None = None
-        self.transcript: str | None = None  # its asciicast file, one per run
-        self.seq = 0  # creation order: candidates are listed in it, as the router expects
-        self._ready_cand: Candidate | None = None
-        self.resumed = False  # this run was started with the adapter's resume arguments
-        self.resume_failed = False  # a resumed start died before it was ready: start fresh
-        self.ready_once = False  # this run reached IDLE (or a question) at least once
-        self._tags = group.tags | {f"id:{iid}"}
-
-    @property
-    def adapter(self) -> str:
-        return self.group.adapter.name
-
-    @property
-    def state(self) -> State:
-        return self.session.state
-
-    @property
-    def tags(self) -> frozenset[str]:
-        return self._tags
-
-    def ready_candidate(self) -> Candidate:
-        """What candidate() says of this instance when it is ready (made once: it is
-        the same every time)."""
-        cand = self._ready_cand
-        if cand is None:
-            cand = self._ready_cand = Candidate(id=self.id, adapter=self.adapter, tags=self.tags,
-                                                ready=True, alive=True, in_flight=0)
-        return cand
-
-    def candidate(self) -> Candidate:
-        state = self.session.state
-        return Candidate(
-            id=self.id, adapter=self.adapter, tags=self.tags,
-            ready=(self.lifecycle is Lifecycle.ACTIVE and state is State.IDLE
-                   and self.pending is None),
-            alive=self.lifecycle is Lifecycle.ACTIVE and state in LIVE_STATES,
-            in_flight=1 if self.pending is not None else 0)
-
-    def status(self) -> dict[str, Any]:
-        data = self.session.status()
-        data.update(id=self.id, adapter=self.adapter, tags=sorted(self.group.tags),
-                    lifecycle=self.lifecycle.value, restarts=self.restarts, cwd=self.cwd,
-                    fatal_reason=self.fatal_reason, resumed=self.resumed,
-                    prompt=self.pending.prompt if self.pending is not None else None)
-        return data
-
-
-def _creation_order(inst: Instance) -> int:
-    return inst.seq
 
 
 class Pool:
@@ -249,22 +78,24 @@ class Pool:
                  queue_size: int = 1000, queue_timeout_s: float | None = None,
                  restart: RestartPolicy | None = None, retry_turns: int = 1,
                  resume: Iterable[str] = (),
-                 bus: EventBus | None = None, loop: IOLoop | None = None) -> None:
+                 bus: EventBus | None = None, loop: IOLoop | None = None,
+                 sessions: SessionFactory = Session) -> None:
         self.bus = bus or EventBus()
         self._ioloop = loop or IOLoop.shared()
         self._loop = self._ioloop.loop
         self.router = Router(routing)
         self.restart_policy = restart or RestartPolicy()
-        self.retry_turns = retry_turns
-        self.queue_timeout_s = queue_timeout_s
-        self._queue: DispatchQueue[_Pending] = DispatchQueue(queue_size)
-        self._groups: dict[str, _Group] = {}
+        self._sessions = sessions
+        self._groups: dict[str, Group] = {}
         self._instances: dict[str, Instance] = {}
         # Instances whose session is IDLE, kept from the state events: the ones to look at
         # for a prompt (still checked: not in a turn, not draining), without a sweep of all.
         self._idle: dict[str, Instance] = {}
+        self.dispatcher = Dispatcher(self._ioloop, self.bus, self.router,
+                                     instances=self._instances, idle=self._idle,
+                                     on_turn_over=self._turn_over, queue_size=queue_size,
+                                     queue_timeout_s=queue_timeout_s, retry_turns=retry_turns)
         self._seq = itertools.count()
-        self._numbers = itertools.count(1)
         # Instance ids whose next start resumes the tool's previous conversation, once: the
         # fleet of a daemon that died, relaunched by the next one.
         self._resume_next: set[str] = set(resume)
@@ -272,9 +103,6 @@ class Pool:
         self._closed = False
         self._creating = 0  # instances whose setup hook is still running
         self._reserved: set[str] = set()
-        self._dispatch_scheduled = False
-        self._expiry: asyncio.TimerHandle | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
         self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="aimterm-stop")
         self._ready_cond = threading.Condition()
         self.setup_errors: list[tuple[str, Exception]] = []
@@ -288,7 +116,7 @@ class Pool:
     def add_group(self, spec: GroupSpec) -> None:
         """Add an adapter's group; its instances start with :meth:`start` (or now, if running)."""
         adapter = load_adapter(spec.adapter) if isinstance(spec.adapter, str) else spec.adapter
-        group = _Group(spec, adapter)
+        group = Group(spec, adapter)
 
         def add() -> None:
             if adapter.name in self._groups:
@@ -299,7 +127,7 @@ class Pool:
 
         self._ioloop.run_sync(add)
 
-    def _reserve(self, group: _Group) -> tuple[str, int]:
+    def _reserve(self, group: Group) -> tuple[str, int]:
         index = next(group.numbers)
         iid = f"{group.adapter.name}-{index}"
         while iid in self._instances or iid in self._reserved:
@@ -307,7 +135,7 @@ class Pool:
             iid = f"{group.adapter.name}-{index}"
         return iid, index
 
-    def _new_instance(self, group: _Group, iid: str, index: int,
+    def _new_instance(self, group: Group, iid: str, index: int,
                       extra: InstanceSetup | None) -> Instance:
         spec = group.spec
         cwd = os.fspath(spec.cwd) if spec.cwd is not None else None
@@ -320,9 +148,10 @@ class Pool:
         transcript = None
         if spec.transcript_dir is not None:
             transcript = os.path.join(os.fspath(spec.transcript_dir), f"{iid}.cast")
-        session = Session(group.adapter, instance_id=iid, cwd=cwd, env=env, args=args,
-                          transcript=transcript, transcript_max_bytes=spec.transcript_max_bytes,
-                          bus=self.bus, loop=self._ioloop)
+        session = self._sessions(group.adapter, instance_id=iid, cwd=cwd, env=env, args=args,
+                                 transcript=transcript,
+                                 transcript_max_bytes=spec.transcript_max_bytes,
+                                 bus=self.bus, loop=self._ioloop)
         inst = Instance(iid, group, index, session)
         inst.seq = next(self._seq)
         inst.cwd = cwd
@@ -331,7 +160,7 @@ class Pool:
         self.bus.emit(InstanceAdded(iid, adapter=group.adapter.name))
         return inst
 
-    def _add_instance(self, group: _Group, delay: float) -> None:
+    def _add_instance(self, group: Group, delay: float) -> None:
         """Create and spawn one more instance of ``group``. A setup hook (which may be slow:
         ``git worktree add``) runs on a worker thread, never on the loop."""
         iid, index = self._reserve(group)
@@ -375,7 +204,7 @@ class Pool:
         with self._ready_cond:
             self._ready_cond.notify_all()
 
-    def _scale(self, group: _Group, count: int) -> None:
+    def _scale(self, group: Group, count: int) -> None:
         group.desired = count
         active = [i for i in self._instances.values()
                   if i.group is group and i.lifecycle is Lifecycle.ACTIVE]
@@ -481,8 +310,7 @@ class Pool:
             if inst.timer is not None and event.old is State.STARTING:
                 inst.timer.cancel()
                 inst.timer = None
-            if len(self._queue):
-                self._schedule_dispatch()
+            self.dispatcher.kick()
         else:
             self._idle.pop(inst.id, None)
             if event.new is State.EXITED:
@@ -515,7 +343,7 @@ class Pool:
                                          failures=inst.fast_failures))
             with self._ready_cond:
                 self._ready_cond.notify_all()
-            self._fail_unroutable()
+            self.dispatcher.fail_unroutable()
             return
         delay = min(policy.backoff_s * policy.backoff_factor ** (inst.fast_failures - 1),
                     policy.backoff_max_s)
@@ -538,51 +366,8 @@ class Pool:
         QueueTimeout if nobody was free in time, TurnTimeout if the turn took too long, or the
         error of the last instance that tried it.
         """
-        if to is None and tool is None and key is None and not tags:
-            route = _ANYONE
-        else:
-            route_tags = (frozenset(tags) | {f"id:{to}"} if to
-                          else frozenset(tags) if tags else _NO_TAGS)
-            route = Request(tool=tool, tags=route_tags, key=key)
-        limit = queue_timeout if queue_timeout is not None else self.queue_timeout_s
-        sticky = self.router.strategy is RoutingStrategy.STICKY
-
-        def put() -> _Pending:
-            if self._closing:
-                raise ShuttingDown("the pool is shutting down")
-            if to is not None and to not in self._instances:
-                raise UnknownInstance(to, sorted(self._instances))
-            if not self._could_serve(route):
-                raise NoSuchTool(tool, tags, available=self._live_adapters())
-            pending = _Pending(next(self._numbers), prompt, route, timeout, self.retry_turns)
-            if not len(self._queue) and (route.key is None or not sticky):
-                # Nobody waits ahead of it: straight to a ready instance the router picks
-                # (a prompt submitted from a turn's callback, a closed loop of work, must
-                # not wait a loop pass — nor pay for the queue's bookkeeping).
-                ready = [i.ready_candidate() for i in self._ready_now()]
-                chosen = self.router.choose(route, ready) if ready else None
-                if chosen is not None:
-                    self._start_turn(self._instances[chosen.id], pending)
-                    return pending
-            deadline = time.monotonic() + limit if limit is not None else float("inf")
-            self._queue.put(pending, route, deadline)
-            self._dispatch()
-            return pending
-
-        return self._ioloop.run_sync(put).future
-
-    def _could_serve(self, route: Request) -> bool:
-        """Whether some live instance could ever take ``route`` (ready now or not)."""
-        for inst in self._instances.values():
-            if (inst.lifecycle is Lifecycle.ACTIVE and inst.state is not State.FATAL
-                    and (route.tool is None or inst.adapter == route.tool)
-                    and route.tags <= inst.tags):
-                return True
-        return False
-
-    def _live_adapters(self) -> list[str]:
-        return sorted({i.adapter for i in self._instances.values()
-                       if i.lifecycle is Lifecycle.ACTIVE and i.state is not State.FATAL})
+        return self.dispatcher.submit(prompt, tool=tool, key=key, tags=tags, to=to,
+                                      timeout=timeout, queue_timeout=queue_timeout)
 
     def send(self, prompt: str, *, tool: str | None = None, key: str | None = None,
              tags: Iterable[str] = (), to: str | None = None,
@@ -591,135 +376,9 @@ class Pool:
         future = self.submit(prompt, tool=tool, key=key, tags=tags, to=to, timeout=timeout)
         return future.result()
 
-    def _schedule_dispatch(self) -> None:
-        if not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
-            self._loop.call_soon(self._dispatch)
-
-    def _dispatch(self) -> None:
-        self._dispatch_scheduled = False
-        now = time.monotonic()
-        for pending in self._queue.expired(now):
-            self._reject(pending, QueueTimeout(now - pending.queued_at, tool=pending.route.tool,
-                                               tags=pending.route.tags, key=pending.route.key))
-        if self._closing or not len(self._queue):
-            return
-        # Only ready instances can take a prompt now; sticky routing also needs the busy
-        # ones, to keep a key's affinity while its instance lives.
-        sticky = self.router.strategy is RoutingStrategy.STICKY
-        candidates = ([i.candidate() for i in self._instances.values()] if sticky
-                      else [i.ready_candidate() for i in self._ready_now()])
-        for pending, chosen in self._queue.assign(self.router, candidates):
-            self._start_turn(self._instances[chosen.id], pending)
-        nxt = self._queue.next_deadline()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        if nxt is not None and nxt != float("inf"):
-            self._expiry = self._loop.call_later(max(0.0, nxt - time.monotonic()),
-                                                 self._schedule_dispatch)
-
-    def _ready_now(self) -> list[Instance]:
-        """The instances that can take a prompt now, in creation order."""
-        ready = [i for i in self._idle.values()
-                 if i.pending is None and i.session.state is State.IDLE
-                 and i.lifecycle is Lifecycle.ACTIVE]
-        if len(ready) > 1:
-            ready.sort(key=_creation_order)
-        return ready
-
-    def _start_turn(self, inst: Instance, pending: _Pending) -> None:
-        def done(turn: Turn, error: BaseException | None) -> None:
-            # Called on the loop thread as the session's last step of the turn: the session
-            # can take its next prompt right away, so finish ours now, without a loop pass.
-            self._turn_done(inst, pending, turn, error)
-
-        try:
-            turn = inst.session.start_turn(pending.prompt, done)
-        except NotReady:  # it changed state in between: back to the head of the queue
-            self._requeue(pending)
-            return
-        pending.attempts += 1
-        pending.instance = inst.id
-        inst.pending = pending
-        turn.queued_ms = (turn.started_at - pending.queued_at) * 1000
-        if pending.timeout is None:  # never wait forever: the adapter's turn timeout applies
-            pending.timeout = inst.group.adapter.turn_timeout_s
-        pending.due = time.monotonic() + pending.timeout
-        self._arm_sweep()
-
-    def _arm_sweep(self) -> None:
-        # One coarse timer for every turn's deadline instead of a timer per turn: turn
-        # timeouts are seconds to minutes, and a heap entry per turn costs on the hot path.
-        if self._sweeper is None:
-            self._sweeper = self._loop.call_later(_SWEEP_S, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        now = time.monotonic()
-        busy = False
-        for inst in list(self._instances.values()):
-            pending = inst.pending
-            if pending is None or pending.due is None:
-                continue
-            if now >= pending.due:
-                pending.due = None
-                self._overdue(inst, pending)
-            else:
-                busy = True
-        if busy:
-            self._arm_sweep()
-
-    def _overdue(self, inst: Instance, pending: _Pending) -> None:
-        if not pending.future.done():
-            tail = inst.session.terminal.tail(12) if inst.session.terminal else []
-            pending.future.set_exception(TurnTimeout(
-                f"prompt {pending.number} not done after {pending.timeout:g}s",
-                instance=inst.id, adapter=inst.adapter, state=str(inst.state), screen_tail=tail))
-            if inst.state in (State.BUSY, State.WAITING):
-                inst.session.interrupt()  # give the instance back to the fleet
-
-    def _turn_done(self, inst: Instance, pending: _Pending, turn: Turn,
-                   error: BaseException | None) -> None:
-        if inst.pending is pending:
-            inst.pending = None
-        pending.due = None
-        if error is None:
-            try:
-                pending.future.set_result(turn)
-            except concurrent.futures.InvalidStateError:
-                pass  # it timed out (or was cancelled) first: the caller has its answer
-        elif (isinstance(error, SessionExited) and pending.retries_left > 0
-              and not self._closing and not pending.future.done()):
-            pending.retries_left -= 1
-            self.bus.emit(TurnRetried(inst.id, prompt=pending.prompt,
-                                      attempt=pending.attempts + 1, reason=str(error.detail)))
-            self._requeue(pending)
-        else:
-            self._reject(pending, error)
-        if inst.lifecycle is Lifecycle.DRAINING:
-            self._retire(inst, "drained")
-        if len(self._queue):
-            self._schedule_dispatch()
-
-    def _requeue(self, pending: _Pending) -> None:
-        pending.instance = None
-        self._queue.put_front(pending, pending.route)
-        self._schedule_dispatch()
-
-    def _reject(self, pending: _Pending, error: BaseException) -> None:
-        if not pending.future.done():
-            if isinstance(error, AimtermError) and error.prompt is None:
-                error.prompt = pending.prompt  # so read_any() callers know which one failed
-            pending.future.set_exception(error)
-
-    def _fail_unroutable(self) -> None:
-        """Queued prompts that no live instance could ever take fail now, not at their timeout."""
-        for pending in list(self._queue.items()):
-            if not self._could_serve(pending.route):
-                self._queue.remove(pending)
-                self._reject(pending, NoSuchTool(pending.route.tool, pending.route.tags,
-                                                 available=self._live_adapters()))
+    def _turn_over(self, inst: Instance) -> None:
+        """A draining instance finished its turn (loop thread)."""
+        self._retire(inst, "drained")
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -790,7 +449,7 @@ class Pool:
             inst.retired.set_result(None)
         with self._ready_cond:
             self._ready_cond.notify_all()
-        self._fail_unroutable()
+        self.dispatcher.fail_unroutable()
 
     def resume_next(self, ids: Iterable[str]) -> None:
         """The next start of each of these instances (by id, made now or later) passes the
@@ -817,8 +476,7 @@ class Pool:
         if inst.state in LIVE_STATES:
             inst.session.stop()
         if inst.state is State.BACKOFF:
-            inst.session._ioloop.run_sync(inst.session._set_state, State.EXITED,
-                                          "restart by hand")
+            inst.session.cancel_backoff("restart by hand")
         self._ioloop.run_sync(self._spawn, inst)
         if wait:
             return inst.session.wait_state(State.IDLE, State.WAITING, State.FATAL,
@@ -839,7 +497,7 @@ class Pool:
         return self.instance(iid).session.screen_lines()
 
     def queue_length(self) -> int:
-        return len(self._queue)
+        return len(self.dispatcher)
 
     def check_health(self) -> dict[str, Any]:
         rows = self.status()
@@ -858,12 +516,7 @@ class Pool:
 
         def close() -> list[Instance]:
             self._closing = True
-            for pending in list(self._queue.items()):
-                self._queue.remove(pending)
-                self._reject(pending, ShuttingDown("the pool shut down before the prompt ran"))
-            for timer in (self._expiry, self._sweeper):
-                if timer is not None:
-                    timer.cancel()
+            self.dispatcher.close()
             for inst in self._instances.values():
                 inst.expect_exit = True
                 if inst.timer is not None:
@@ -882,9 +535,7 @@ class Pool:
 
         def finish() -> None:
             for inst in instances:
-                if inst.pending is not None:
-                    self._reject(inst.pending, ShuttingDown("the pool shut down mid-turn"))
-                    inst.pending = None
+                self.dispatcher.abandon(inst)
                 inst.lifecycle = Lifecycle.RETIRED
                 if not inst.retired.done():
                     inst.retired.set_result(None)
@@ -893,14 +544,11 @@ class Pool:
         self._workers.shutdown(wait=True)
 
     @staticmethod
-    def _stop_quietly(session: Session, budget: float) -> None:
+    def _stop_quietly(session: SessionHandle, budget: float) -> None:
         try:
             session.stop(timeout=budget)
         except (AimtermError, OSError):
-            if session.terminal is not None and session.terminal.child is not None:
-                session.terminal.child.signal_group(9)
-        except SessionError:
-            pass
+            session.kill()
 
     def __enter__(self) -> Pool:
         try:

@@ -992,6 +992,20 @@ class Session:
     def fatal(self, reason: str) -> None:
         self._ioloop.run_sync(self._set_state, State.FATAL, reason)
 
+    def cancel_backoff(self, reason: str) -> None:
+        """BACKOFF -> EXITED (a restart by hand overrides the back-off); else nothing."""
+        def go() -> None:
+            if self._state is State.BACKOFF:
+                self._set_state(State.EXITED, reason)
+
+        self._ioloop.run_sync(go)
+
+    def kill(self) -> None:
+        """SIGKILL the tool's process group now: for when a polite stop failed."""
+        terminal = self.terminal
+        if terminal is not None and terminal.child is not None:
+            terminal.child.signal_group(9)
+
     def stop(self, timeout: float | None = None) -> str:
         """Quit politely with the exit recipe, then escalate; no process of it survives."""
         terminal = self.terminal
@@ -1049,6 +1063,10 @@ class Session:
 
     def screen_lines(self) -> list[str]:
         return self.terminal.lines() if self.terminal else []
+
+    def screen_tail(self, n: int = 15) -> list[str]:
+        """The last ``n`` non-blank lines of the screen (for an error message)."""
+        return self.terminal.tail(n) if self.terminal is not None else []
 
     def screen_text(self) -> str:
         return "\n".join(self.screen_lines())
