@@ -174,12 +174,16 @@ class InstanceRestarting(Event):
 
 
 @dataclass(slots=True)
-class InstanceGaveUp(Event):
+class InstanceFatal(Event):
     """Too many fast failures: the instance is FATAL until restarted by hand."""
 
     kind: ClassVar[str] = "instance_fatal"
     reason: str
     failures: int
+
+
+#: The old name of :class:`InstanceFatal` (deprecated: the wire always said ``instance_fatal``).
+InstanceGaveUp = InstanceFatal
 
 
 @dataclass(slots=True)
@@ -203,3 +207,118 @@ class InstanceRemoved(Event):
     kind: ClassVar[str] = "instance_removed"
     adapter: str
     reason: str
+
+
+# -- the fleet's own events: the daemon's life, its prompts, its recovery -----------------------
+
+
+@dataclass(slots=True)
+class FleetEvent(Event):
+    """An event of the fleet rather than of one tool: ``instance`` may be None."""
+
+    kind: ClassVar[str] = "fleet_event"
+    # A daemon's start or a rejected prompt concerns no instance; the wire has always said
+    # ``"instance": null`` for them.
+    instance: str | None  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class DaemonStarted(FleetEvent):
+    """A daemon took the state dir; ``recovered`` says what it found of a crashed one
+    (``crashed``, ``turns_failed``, ``prompts_lost``, ``orphans_killed``, ``resumed``,
+    ``not_resumed``)."""
+
+    kind: ClassVar[str] = "daemon_started"
+    pid: int
+    version: str
+    config: str | None
+    recovered: dict[str, Any]
+
+
+@dataclass(slots=True)
+class DaemonStopping(FleetEvent):
+    """The daemon began a graceful stop (a signal or the ``down`` op)."""
+
+    kind: ClassVar[str] = "daemon_stopping"
+    pid: int
+
+
+@dataclass(slots=True)
+class DaemonStopped(FleetEvent):
+    """The daemon's fleet is stopped; the last event a daemon writes."""
+
+    kind: ClassVar[str] = "daemon_stopped"
+    pid: int
+
+
+@dataclass(slots=True)
+class OrphanKilled(FleetEvent):
+    """A process a crashed daemon left behind was killed with its process group."""
+
+    kind: ClassVar[str] = "orphan_killed"
+    pid: int
+    pgid: int
+
+
+@dataclass(slots=True)
+class TurnFailed(FleetEvent):
+    """A turn left in flight by a crashed daemon, marked failed by the next one."""
+
+    kind: ClassVar[str] = "turn_failed"
+    turn_id: int
+    prompt: str
+    error: str | None
+
+
+@dataclass(slots=True)
+class PromptQueued(FleetEvent):
+    """The daemon accepted a prompt; this event's ``seq`` is the prompt's ``request`` id."""
+
+    kind: ClassVar[str] = "prompt_queued"
+    prompt: str
+    tool: str | None = None
+    to: str | None = None
+    key: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PromptFinished(FleetEvent):
+    """What came of an accepted prompt: ``status`` is a turn's status (``done``,
+    ``interrupted``, ``timeout``, ``failed``, ``waiting``), or ``rejected`` (refused when
+    queued), ``cancelled``, or ``lost`` (the daemon died first)."""
+
+    kind: ClassVar[str] = "prompt_finished"
+    request: int
+    status: str
+    turn_id: int | None = None
+    prompt: str | None = None
+    code: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Scaled(FleetEvent):
+    """A group was scaled to ``count`` instances (by the ``scale`` op)."""
+
+    kind: ClassVar[str] = "scaled"
+    tool: str
+    count: int
+
+
+def event_classes() -> dict[str, type[Event]]:
+    """Every concrete event class by its wire ``kind`` (the abstract bases left out)."""
+    found: dict[str, type[Event]] = {}
+    todo: list[type[Event]] = [Event]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls not in (Event, FleetEvent):
+            found[cls.kind] = cls
+    return dict(sorted(found.items()))
+
+
+def event_fields(cls: type[Event]) -> list[str]:
+    """The fields of an event class on the wire, ``kind``, ``instance`` and the clocks first."""
+    own = [f.name for f in dataclasses.fields(cls) if f.name not in ("instance", "ts", "mono")]
+    return ["kind", "instance", "ts", "mono", *own]
