@@ -14,6 +14,7 @@ the server and its late messages are dropped.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import itertools
 import os
@@ -57,6 +58,26 @@ class _Default(enum.Enum):
 #: ``timeout`` argument of a request: seconds, None (wait for ever), or the client's default.
 Timeout = float | None | Literal[_Default.TIMEOUT]
 _Incoming = dict[str, Any] | AimtermError
+
+
+class _FutureInbox:
+    """Where the reply of a :meth:`ControlClient.request_future` goes: straight into its
+    future, on the reader thread (no thread waits for it)."""
+
+    def __init__(self, client: ControlClient, req_id: int, op: str) -> None:
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._client = client
+        self._id = req_id
+        self._op = op
+
+    def put(self, msg: _Incoming) -> None:
+        self._client._unregister(self._id)
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(_result(self._op, msg))
+        except AimtermError as exc:
+            self.future.set_exception(exc)
 
 
 def _connect_error(path: str, exc: OSError) -> AimtermError:
@@ -125,7 +146,7 @@ class ControlClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._wlock = threading.Lock()
-        self._pending: dict[int, queue.Queue[_Incoming]] = {}
+        self._pending: dict[int, queue.Queue[_Incoming] | _FutureInbox] = {}
         self._lost: str | None = None
         self._buf = bytearray()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -173,6 +194,32 @@ class ControlClient:
             return _result(op, msg)
         finally:
             self._unregister(req_id)
+
+    def request_future(self, op: str, args: Mapping[str, Any] | None = None
+                       ) -> concurrent.futures.Future[Any]:
+        """Send a request and return at once: the future gets its result or error (no
+        timeout; cancelling the future cancels the request on the server). Its callbacks run
+        on the client's reader thread, so they must not wait for another reply."""
+        with self._lock:
+            if self._lost is not None:
+                raise ConnectionLost(f"{self._lost} ({self.path})")
+            req_id = next(self._ids)
+            inbox = _FutureInbox(self, req_id, op)
+            self._pending[req_id] = inbox
+        future = inbox.future
+
+        def on_done(done: concurrent.futures.Future[Any]) -> None:
+            if done.cancelled():
+                self._unregister(req_id)
+                self._cancel(req_id)
+
+        future.add_done_callback(on_done)
+        try:
+            self._send(request(req_id, op, args))
+        except BaseException:
+            self._unregister(req_id)
+            raise
+        return future
 
     def stream(self, op: str, /, **args: Any) -> ClientStream:
         """Start streaming op ``op``: iterate the result for its items; closing the iterator

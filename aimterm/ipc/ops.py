@@ -1,0 +1,462 @@
+"""The daemon's ops: what each request on the control socket does.
+
+:class:`DaemonOps` holds one handler per op of the :class:`~aimterm.daemon.Daemon` (which
+owns the pool, the store and the server, and hands them over). Each handler checks its
+arguments — types, string lengths, list sizes and counts are bounded — and raises an
+:class:`~aimterm.errors.AimtermError` whose code is the reply's: ``bad_request`` for a bad
+argument, ``unknown_instance`` for an id that is not there, or the runtime's own error.
+
+Plain ops: ``ping``, ``status``, ``send``, ``answer``, ``interrupt``, ``drain``, ``scale``,
+``restart``, ``screen``, ``turns``, ``down``. Streaming ops: ``events`` (the store's history,
+filtered by kinds and instance, then live) and ``attach`` (a person at a terminal).
+:class:`~aimterm.ipc.fleet.RemoteFleet` is the same fleet on the client side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aimterm.errors import AimtermError, NotReady, ProtocolError, UnknownInstance
+from aimterm.events import PromptFinished, PromptQueued, Scaled
+from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
+from aimterm.handle import SessionHandle
+from aimterm.ipc.server import Op, Stream, StreamOp
+from aimterm.pool import GroupSpec, Pool
+from aimterm.router import NoSuchTool
+from aimterm.session import Turn
+from aimterm.states import LIVE_STATES, State
+from aimterm.store import Store
+from aimterm.version import __version__
+
+if TYPE_CHECKING:
+    from aimterm.daemon import Daemon
+
+__all__ = ["DaemonOps", "MAX_ID", "MAX_KEYS", "MAX_SCREEN_LINES", "MAX_TEXT"]
+
+log = logging.getLogger(__name__)
+
+#: Bounds of the arguments (the line limit of the protocol bounds the prompt itself).
+MAX_ID = 256          # an instance id, a tool, a key, a tag
+MAX_TAGS = 64
+MAX_KEYS = 64         # items of an answer
+MAX_TEXT = 64 * 1024  # one item of an answer
+MAX_SCREEN_LINES = 10_000
+MAX_COUNT = 256       # instances of one group (what `cluster scale` allows)
+#: Events read from the store at a time by a stream.
+_BATCH = 500
+
+
+def _opt_str(args: Mapping[str, Any], name: str, most: int = MAX_ID) -> str | None:
+    value = args.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ProtocolError(f"{name!r} must be a non-empty string")
+    if value is not None and len(value) > most:
+        raise ProtocolError(f"{name!r} may have at most {most} characters, got {len(value)}")
+    return value
+
+
+def _req_str(args: Mapping[str, Any], name: str, op: str, what: str = "an instance id") -> str:
+    value = _opt_str(args, name)
+    if value is None:
+        raise ProtocolError(f"{op} takes {name!r} ({what})")
+    return value
+
+
+def _opt_number(args: Mapping[str, Any], name: str) -> float | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ProtocolError(f"{name!r} must be a number > 0")
+    return float(value)
+
+
+def _opt_int(args: Mapping[str, Any], name: str, default: int, most: int) -> int:
+    value = args.get(name)
+    return default if value is None else check_limit(value, name, most)
+
+
+def _keys(value: Any) -> str | list[str]:
+    """An answer: text, or a list of key names and text."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(k, str) for k in items):
+        raise ProtocolError("'keys' must be text or a non-empty list of key names and text")
+    if len(items) > MAX_KEYS:
+        raise ProtocolError(f"'keys' may have at most {MAX_KEYS} items, got {len(items)}")
+    if any(len(k) > MAX_TEXT for k in items):
+        raise ProtocolError(f"an item of 'keys' may have at most {MAX_TEXT} characters")
+    return value if isinstance(value, str) else list(items)
+
+
+class DaemonOps:
+    """The op table of one daemon. Every handler runs on the loop thread."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.followers: set[asyncio.Queue[None]] = set()  # wake-ups of `events --follow`
+        self._down_waiters: list[asyncio.Future[None]] = []
+        self._writers: dict[str, Stream] = {}  # instance -> the stream attached to type into it
+
+    def plain(self) -> dict[str, Op]:
+        return {"ping": self.ping, "status": self.status, "send": self.send,
+                "answer": self.answer, "interrupt": self.interrupt, "drain": self.drain,
+                "scale": self.scale, "restart": self.restart, "screen": self.screen,
+                "turns": self.turns, "down": self.down}
+
+    def streaming(self) -> dict[str, StreamOp]:
+        return {"events": self.events, "attach": self.attach}
+
+    @property
+    def pool(self) -> Pool:
+        assert self.daemon.pool is not None
+        return self.daemon.pool
+
+    @property
+    def store(self) -> Store:
+        assert self.daemon.store is not None
+        return self.daemon.store
+
+    # -- called by the daemon ------------------------------------------------------------------
+
+    def wake_followers(self) -> None:
+        for queue in self.followers:
+            queue.put_nowait(None)
+
+    def release(self) -> int:
+        """The daemon has stopped: followers send what is left and end, ``down`` replies.
+        Returns how many replies and streams are still to go out."""
+        self.wake_followers()
+        for waiter in self._down_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return len(self.followers) + len(self._down_waiters)
+
+    def _check_known(self, iid: str) -> None:
+        """UnknownInstance unless ``iid`` is in the fleet or ever was (its history stays)."""
+        live = {inst.id for inst in self.pool.instances()}
+        if iid not in live and iid not in {row["id"] for row in self.store.instances()}:
+            raise UnknownInstance(iid, sorted(live))
+
+    # -- views ---------------------------------------------------------------------------------
+
+    async def ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "pid": os.getpid()}
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        daemon, cfg = self.daemon, self.daemon.config
+        instances = [status_row(r) for r in self.pool.status()]
+        settling = {"starting", "backoff"}
+        return {
+            "daemon": {"pid": os.getpid(),
+                       "uptime_s": round(time.monotonic() - daemon.started_at, 3),
+                       "version": __version__, "state_dir": str(cfg.state_dir),
+                       "socket": str(cfg.socket_path), "config": cfg.source,
+                       "recovered": daemon.recovered},
+            "instances": instances,
+            "queued": self.pool.queue_length(),
+            "ready": not any(r["state"] in settling for r in instances),
+        }
+
+    async def screen(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{id, lines?}``: the instance's screen as text (the last ``lines`` of it)."""
+        iid = _req_str(args, "id", "screen")
+        lines = _opt_int(args, "lines", MAX_SCREEN_LINES, MAX_SCREEN_LINES)
+        session = self.pool.instance(iid).session
+        text = self.pool.screen(iid)
+        return {"id": iid, "state": session.state.value, "rows": session.rows,
+                "cols": session.cols, "lines": text[-lines:]}
+
+    async def turns(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{id?, limit?}``: the last turns (of one instance), newest first, from the store."""
+        iid = _opt_str(args, "id")
+        limit = _opt_int(args, "limit", 20, MAX_TURNS)
+        if iid is not None:
+            self._check_known(iid)
+        return {"turns": self.store.turns(iid, limit=limit)}
+
+    async def events(self, args: dict[str, Any], stream: Stream) -> None:
+        """``{since?, follow?, kinds?, instance?}``: events with ``seq > since`` of these
+        kinds and this instance, oldest first; with ``follow``, then live ones until the
+        daemon stops."""
+        since = args.get("since", 0)
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ProtocolError("'since' must be an integer >= 0")
+        kinds = check_kinds(args.get("kinds") or [])
+        instance = _opt_str(args, "instance")
+        if instance is not None:
+            self._check_known(instance)
+        follow = bool(args.get("follow", False))
+        # The queue only wakes the follower up; what to send is read back from the store,
+        # so events recorded on any thread go out once each, in ``seq`` order.
+        queue: asyncio.Queue[None] = asyncio.Queue()
+        if follow:
+            self.followers.add(queue)  # before reading the past: nothing falls in between
+        try:
+            last = since
+            while True:
+                while True:
+                    batch = self.store.events(since=last, limit=_BATCH, kinds=kinds,
+                                              instance=instance)
+                    for event in batch:
+                        await stream.send(event)
+                        last = event["seq"]
+                    if len(batch) < _BATCH:
+                        break
+                if not follow or self.daemon.closed:
+                    return
+                await queue.get()
+                while not queue.empty():
+                    queue.get_nowait()
+        finally:
+            self.followers.discard(queue)
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    async def send(self, args: dict[str, Any]) -> dict[str, Any]:
+        prompt = args.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise ProtocolError("'prompt' must be a non-empty string")
+        tool, to, key = _opt_str(args, "tool"), _opt_str(args, "to"), _opt_str(args, "key")
+        timeout = _opt_number(args, "timeout")
+        tags = args.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= MAX_ID
+                                                 for t in tags):
+            raise ProtocolError(f"'tags' must be a list of strings of at most {MAX_ID} "
+                                "characters")
+        if len(tags) > MAX_TAGS:
+            raise ProtocolError(f"'tags' may have at most {MAX_TAGS} items, got {len(tags)}")
+        request = self.daemon.record(PromptQueued(to, prompt=prompt, tool=tool, to=to, key=key,
+                                                  tags=tags))
+        try:
+            future = self.pool.submit(prompt, tool=tool, key=key, tags=tags, to=to,
+                                      timeout=timeout)
+        except AimtermError as exc:
+            self.daemon.record(PromptFinished(to, request=request, status="rejected",
+                                              error=str(exc), code=exc.code))
+            raise
+        io = self.daemon.io
+        future.add_done_callback(lambda f: io.call_soon(self._prompt_done, request, f))
+        if args.get("no_wait"):
+            return {"queued": request}
+        # Shielded: a client that goes away does not take the prompt with it.
+        turn = await asyncio.shield(asyncio.wrap_future(future))
+        data = turn.to_dict()
+        data["request"] = request
+        data["turn_id"] = self.daemon.turn_id(turn.instance, turn.number)
+        return data
+
+    def _prompt_done(self, request: int, future: concurrent.futures.Future[Turn]) -> None:
+        daemon = self.daemon
+        if daemon.store is None or daemon.closed:
+            return
+        if future.cancelled():
+            daemon.record(PromptFinished(None, request=request, status="cancelled"))
+            return
+        error = future.exception()
+        if error is not None:
+            code = error.code if isinstance(error, AimtermError) else "internal"
+            daemon.record(PromptFinished(getattr(error, "instance", None), request=request,
+                                         status="failed", code=code,
+                                         error=str(error).splitlines()[0]))
+            return
+        turn = future.result()
+        turn_id = daemon.turn_id(turn.instance, turn.number)
+        if turn_id is not None:
+            # The turn row was closed on turn_finished; the reply comes with the Turn.
+            daemon.store.turn_finished(turn_id, turn.status.value, reply=turn.reply,
+                                       error=turn.error)
+        daemon.record(PromptFinished(turn.instance, request=request, status=turn.status.value,
+                                     turn_id=turn_id))
+
+    # -- control -------------------------------------------------------------------------------
+
+    async def answer(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{id, keys}``: answer the question the instance is WAITING on (``not_ready`` if
+        it is not waiting)."""
+        iid = _req_str(args, "id", "answer")
+        keys = _keys(args.get("keys"))
+        self.pool.answer(iid, keys)
+        return {"id": iid, "state": self.pool.instance(iid).state.value}
+
+    async def interrupt(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{id}``: send the adapter's interrupt keys; the turn in flight ends interrupted."""
+        iid = _req_str(args, "id", "interrupt")
+        state = self.pool.instance(iid).state
+        if state not in (State.BUSY, State.WAITING):
+            # Interrupt keys at an idle prompt are typed into it, or quit the tool.
+            raise NotReady("no turn to interrupt", instance=iid, state=state.value)
+        self.pool.interrupt(iid)
+        return {"id": iid, "state": self.pool.instance(iid).state.value}
+
+    async def drain(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{id, wait?}``: the instance finishes its turn, takes no more and is removed;
+        with ``wait``, the reply comes once it is gone."""
+        iid = _req_str(args, "id", "drain")
+        retired = self.pool.drain(iid)
+        if args.get("wait"):
+            await asyncio.shield(asyncio.wrap_future(retired))
+        return {"id": iid, "drained": retired.done()}
+
+    async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
+        tool = _opt_str(args, "tool")
+        count = args.get("count")
+        if (tool is None or isinstance(count, bool) or not isinstance(count, int)
+                or not 0 <= count <= MAX_COUNT):
+            raise ProtocolError(f"scale takes 'tool' (a string) and 'count' (an integer from 0 "
+                                f"to {MAX_COUNT})")
+        try:
+            self.pool.scale(tool, count)
+        except NoSuchTool:
+            # A tool the cluster file did not list: a new group (its adapter must exist).
+            await asyncio.to_thread(self.pool.add_group,
+                                    GroupSpec(tool, count=count, env=self.daemon.instance_env))
+        self.daemon.record(Scaled(None, tool=tool, count=count))
+        return {"tool": tool, "count": count}
+
+    async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
+        iid = _req_str(args, "id", "restart")
+        self.pool.instance(iid)  # UnknownInstance before any work
+        state = await asyncio.to_thread(self.pool.restart_instance, iid, wait=True)
+        return {"id": iid, "state": state.value}
+
+    async def down(self, args: dict[str, Any]) -> dict[str, Any]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._down_waiters.append(waiter)
+        self.daemon.request_stop()
+        await waiter
+        return {"stopped": True, "pid": os.getpid()}
+
+    # -- a person at the keyboard --------------------------------------------------------------
+
+    async def attach(self, args: dict[str, Any], stream: Stream) -> None:
+        """A person at an instance's terminal: its screen, then its output as it comes.
+
+        Args: ``id``; ``read_only`` (watch only: any number at once); ``size``
+        ``[rows, cols]`` (a writer's window, applied before the screen is drawn). Items:
+        ``{"screen", "rows", "cols", "state"}`` first, then ``{"output"}`` (base64), an
+        ``{"error"}`` for refused input, and ``{"exited"}`` last if the instance goes away.
+        Input messages: ``{"data"}`` (base64 keystrokes), ``{"resize": [rows, cols]}``,
+        ``{"detach": true}`` (ends the stream). A writer holds the instance ATTACHED, so
+        automation routes around it, until the stream ends in any way."""
+        iid = _req_str(args, "id", "attach")
+        read_only = bool(args.get("read_only", False))
+        size = _size(args.get("size")) if args.get("size") is not None else None
+        session = self.pool.instance(iid).session
+        run = session.starts  # the run attached to: a restart ends the attachment
+        if not _running(session):
+            raise NotReady("the instance is not running", instance=iid,
+                           state=session.state.value)
+        if not read_only:
+            holder = self._writers.get(iid)
+            if holder is not None:
+                raise NotReady("another client is attached to type into this instance "
+                               "(attach with read_only to watch)", instance=iid,
+                               state=session.state.value)
+            if session.state is State.ATTACHED:
+                raise NotReady("the instance is already attached", instance=iid,
+                               state=session.state.value)
+        chunks: asyncio.Queue[bytes] = asyncio.Queue()  # unbounded: nothing is dropped
+        # Listener, state and screen in one step of the loop: no output falls in between.
+        remove = session.add_output_listener(lambda data, _at: chunks.put_nowait(data))
+        feeder: asyncio.Task[None] | None = None
+        held = False
+        try:
+            if not read_only:
+                self._writers[iid] = stream
+                session.attach()
+                held = True
+                if size is not None:
+                    session.resize(*size)
+            await stream.send({"screen": _b64(session.render_screen()), "rows": session.rows,
+                               "cols": session.cols, "state": session.state.value})
+            done = asyncio.Event()
+            feeder = asyncio.get_running_loop().create_task(
+                _attach_inputs(session, stream, read_only, done))
+            while not done.is_set():
+                try:
+                    first = await asyncio.wait_for(chunks.get(), 0.25)
+                except asyncio.TimeoutError:
+                    first = None
+                if first is not None:
+                    data = [first]
+                    while not chunks.empty():
+                        data.append(chunks.get_nowait())
+                    await stream.send({"output": _b64(b"".join(data))})
+                    continue
+                if feeder.done():
+                    feeder.result()  # its failure (a gone client) ends the stream too
+                    return
+                if self.daemon.closed or session.starts != run or not _running(session):
+                    await stream.send({"exited": session.state.value})
+                    return
+            if not chunks.empty():  # the client asked to leave: what came before goes out
+                data = []
+                while not chunks.empty():
+                    data.append(chunks.get_nowait())
+                await stream.send({"output": _b64(b"".join(data))})
+        finally:
+            remove()
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+            if self._writers.get(iid) is stream:
+                del self._writers[iid]
+            if held and session.state is State.ATTACHED and session.starts == run:
+                try:
+                    session.detach()
+                except AimtermError:
+                    log.warning("detaching %s failed", iid, exc_info=True)
+
+
+async def _attach_inputs(session: SessionHandle, stream: Stream, read_only: bool,
+                         done: asyncio.Event) -> None:
+    while True:
+        msg = await stream.inputs.get()
+        if msg.get("detach"):
+            done.set()
+            return
+        if "data" in msg:
+            if read_only:
+                await stream.send({"error": {"code": "read_only", "message":
+                                             "attached read-only: input is not sent"}})
+                continue
+            try:
+                data = base64.b64decode(msg["data"], validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                await stream.send({"error": {"code": "bad_request",
+                                             "message": "'data' must be base64"}})
+                continue
+            try:
+                session.write(data)
+            except AimtermError as exc:
+                await stream.send({"error": {"code": exc.code, "message": str(exc)}})
+        elif "resize" in msg:
+            if read_only:
+                continue
+            try:
+                session.resize(*_size(msg["resize"]))
+            except ProtocolError as exc:
+                await stream.send({"error": {"code": exc.code, "message": str(exc)}})
+
+
+def _running(session: SessionHandle) -> bool:
+    return session.state in LIVE_STATES and session.state is not State.STOPPING
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10000
+                       for v in value)):
+        raise ProtocolError("a size must be [rows, cols], two integers > 0")
+    return value[0], value[1]
