@@ -152,3 +152,26 @@ def test_demo_live_display_and_ctrl_c_shut_down_cleanly(tmp_path: Path) -> None:
 def test_python_dash_m_and_version() -> None:
     out = aimterm("--version")
     assert out.returncode == 0 and "aimterm" in out.stdout
+
+
+@pytest.mark.parametrize(("command", "words"), [
+    (["answer"], ["INSTANCE_ID KEYS...", "key names", "--json"]),
+    (["interrupt"], ["INSTANCE_ID", "interrupted", "--json"]),
+    (["drain"], ["INSTANCE_ID", "--no-wait", "--json"]),
+    (["screen"], ["INSTANCE_ID", "--lines", "--json"]),
+    (["turns"], ["[INSTANCE_ID]", "--limit", "--json"]),
+    (["events"], ["--kind", "--instance", "--since", "--follow", "--json"]),
+])
+def test_fleet_commands_have_help(runner: CliRunner, command: list[str],
+                                  words: list[str]) -> None:
+    result = runner.invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    for word in words:
+        assert word in result.output, (command, word)
+    assert "--state-dir" in result.output and "--config" in result.output
+
+
+def test_fleet_commands_check_their_arguments_before_connecting(runner: CliRunner) -> None:
+    for args in (["screen", "x", "-n", "0"], ["turns", "-n", "1001"], ["answer", "x"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)

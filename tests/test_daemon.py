@@ -505,3 +505,104 @@ def test_the_store_logs_an_instance_crash_before_the_restart_it_causes(cluster: 
                                        "instance_restarting", "backoff->starting"], labels
     stamps = [e["ts"] for e in events]
     assert stamps == sorted(stamps)
+
+
+def with_confirm(c: Cluster) -> None:
+    """The cluster gets a tool that asks before it acts (confirm-1) beside its echoes."""
+    from tests.helpers import CONFIRM
+
+    (c.root / "adapters" / "confirm.yaml").write_text(
+        CONFIRM.replace("{fakes}", str(FAKES)).replace("{py}", sys.executable))
+    c.config.write_text(c.config.read_text() + "  - adapter: confirm\n    count: 1\n")
+
+
+def test_answer_drain_screen_turns_and_filtered_events_from_the_cli(cluster: Cluster) -> None:
+    with_confirm(cluster)
+    up(cluster)
+    cluster.cli("send", "--to", "echo-1", "hi")
+    assert cluster.cli("screen", "echo-1").stdout.splitlines()[-2:] == ["echo: hi", "ready>"]
+    shown = json.loads(cluster.cli("screen", "echo-1", "--json", "-n", "3").stdout)
+    assert (shown["id"], shown["state"], len(shown["lines"])) == ("echo-1", "idle", 3)
+
+    # A question nobody's rule answers: the prompt waits, a person answers from the CLI.
+    assert cluster.cli("send", "--no-wait", "--to", "confirm-1", "do risky").stdout \
+        .startswith("queued ")
+    wait_for(lambda: any(r["id"] == "confirm-1" and r["state"] == "waiting"
+                         for r in cluster.status()["instances"]), "the question")
+    assert cluster.cli("answer", "confirm-1", "y", "enter").stdout == "confirm-1: busy\n"
+    turns = wait_for(lambda: (t := json.loads(cluster.cli("turns", "confirm-1", "--json")
+                                              .stdout)) and t[0]["reply"] and t,
+                     "the answered turn's reply")
+    assert [(t["prompt"], t["status"]) for t in turns] == [("do risky", "done")]
+    assert turns[0]["reply"].endswith("did risky")
+    listed = cluster.cli("turns", "-n", "2").stdout.splitlines()
+    assert len(listed) == 2 and "confirm-1" in listed[0] and "do risky -> did risky" in listed[0]
+    assert "echo-1" in listed[1] and "hi -> echo: hi" in listed[1]
+
+    assert cluster.cli("drain", "echo-2").stdout == "echo-2: removed\n"
+    assert [r["id"] for r in cluster.status()["instances"]] == ["confirm-1", "echo-1"]
+
+    out = cluster.cli("events", "--json", "--kind", "instance_removed", "--kind",
+                      "question_answered").stdout
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["kind"], e["instance"]) for e in events] == [
+        ("question_answered", "confirm-1"), ("instance_removed", "echo-2")]
+    assert events[0]["rule"] == "caller" and events[1]["reason"] == "drained"
+    mine = [json.loads(line) for line in
+            cluster.cli("events", "--json", "--instance", "echo-1").stdout.splitlines()]
+    assert mine and {e["instance"] for e in mine} == {"echo-1"}
+    text = cluster.cli("events", "--kind", "prompt_finished").stdout.splitlines()
+    assert len(text) == 2 and all("prompt_finished" in line for line in text)
+    cluster.cli("cluster", "down")
+
+
+def test_bad_input_is_one_line_with_its_exit_code(cluster: Cluster) -> None:
+    up(cluster)
+    for args, code, message in [
+        (["interrupt", "echo-1"], 6, "no turn to interrupt"),
+        (["answer", "echo-1", "y"], 6, "no question is pending"),
+        (["drain", "echo-9"], 16, "no instance named 'echo-9'"),
+        (["screen", "echo-9"], 16, "no instance named 'echo-9'"),
+        (["turns", "echo-9"], 16, "no instance named 'echo-9'"),
+        (["events", "--instance", "echo-9"], 16, "no instance named 'echo-9'"),
+        (["events", "--kind", "nope"], 20, "unknown event kind 'nope' (kinds: daemon_started"),
+    ]:
+        out = cluster.run(*args, "-c", str(cluster.config))
+        assert out.returncode == code, (args, out)
+        first, *rest = out.stderr.splitlines()
+        assert first.startswith("aimterm: ") and message in first, (args, out.stderr)
+        # One line, but for a session's own error, which shows the screen it saw.
+        assert not rest or rest[0] == "  last screen lines:", (args, out.stderr)
+    assert all(r["state"] == "idle" for r in cluster.status()["instances"])
+    cluster.cli("cluster", "down")
+
+
+def test_new_ops_bound_every_argument(cluster: Cluster) -> None:
+    from aimterm.errors import ProtocolError, UnknownInstance
+    from aimterm.ipc.client import ControlClient
+
+    up(cluster)
+    long_id = "x" * 300
+    with ControlClient(cluster.socket, timeout=10) as client:
+        for op, args in [
+            ("answer", {"id": "echo-1"}), ("answer", {"id": "echo-1", "keys": []}),
+            ("answer", {"id": "echo-1", "keys": ["k"] * 65}),
+            ("answer", {"id": "echo-1", "keys": [1]}),
+            ("answer", {"id": "echo-1", "keys": ["x" * (64 * 1024 + 1)]}),
+            ("interrupt", {}), ("interrupt", {"id": long_id}), ("drain", {"id": 3}),
+            ("screen", {"id": "echo-1", "lines": 0}), ("screen", {"id": "echo-1", "lines": True}),
+            ("turns", {"limit": 1001}), ("turns", {"id": ""}),
+            ("scale", {"tool": "echo", "count": 257}),
+            ("send", {"prompt": "p", "tags": ["t"] * 65}),
+        ]:
+            with pytest.raises(ProtocolError):
+                client.call(op, **args)
+        for kinds in (["nope"], ["state_changed"] * 65, 7):
+            with pytest.raises(ProtocolError):
+                list(client.stream("events", kinds=kinds))
+        with pytest.raises(UnknownInstance):
+            client.call("turns", id="echo-9")
+        assert client.call("turns", id="echo-1", limit=1) == {"turns": []}
+        assert len(client.call("screen", id="echo-1", lines=1)["lines"]) == 1
+    assert all(r["state"] == "idle" for r in cluster.status()["instances"])
+    cluster.cli("cluster", "down")

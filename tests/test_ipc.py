@@ -743,3 +743,45 @@ def test_unsupported_server_protocol_is_refused() -> None:
     bad = encode({"v": 1, "hello": {"server": "aimterm", "protocol": 9}})
     with pytest.raises(UnsupportedVersion):
         _check_hello(bad, "/x.sock")
+
+
+# -- requests as futures -------------------------------------------------------------------------
+
+def test_request_future_resolves_without_a_waiting_thread(client: ControlClient) -> None:
+    futures = [client.request_future("echo", {"i": i}) for i in range(20)]
+    assert [f.result(5) for f in futures] == [{"i": i} for i in range(20)]
+    slow = client.request_future("sleep", {"s": 0.3})
+    assert not slow.done()  # it returned at once
+    assert slow.result(5) == "slept"
+
+
+def test_request_future_carries_the_error_class(client: ControlClient) -> None:
+    future = client.request_future("fail", {"name": "ghost"})
+    with pytest.raises(UnknownInstance) as info:
+        future.result(5)
+    assert info.value.instance == "ghost"
+    with pytest.raises(UnknownOp):
+        client.request_future("nope").result(5)
+
+
+def test_cancelling_a_request_future_cancels_on_the_server(client: ControlClient,
+                                                           ops: Ops) -> None:
+    future = client.request_future("sleep", {"s": 30})
+    time.sleep(0.1)  # let the server start it
+    assert future.cancel()
+    assert ops.call_cancelled.wait(5)
+    assert client.call("ping") == "pong"
+
+
+def test_request_future_fails_when_the_server_goes(sock_dir: Path, ops: Ops) -> None:
+    path = sock_dir / "f.sock"
+    server = ops.server(path)
+    server.start()
+    with ControlClient(path, timeout=5.0) as c:
+        future = c.request_future("sleep", {"s": 30})
+        time.sleep(0.1)
+        server.stop()
+        with pytest.raises(ConnectionLost):
+            future.result(5)
+        with pytest.raises(ConnectionLost):
+            c.request_future("ping")

@@ -1,4 +1,5 @@
-"""``aimterm cluster …``, ``aimterm send`` and ``aimterm events``: clients of the daemon.
+"""``aimterm cluster …``, ``send``, ``answer``, ``interrupt``, ``drain``, ``screen``, ``turns``
+and ``events``: clients of the daemon.
 
 Every command finds the daemon the way the daemon finds its socket (``-c FILE`` and/or
 ``--state-dir DIR``, see :func:`aimterm.config.resolve_config`). Only ``cluster up`` in the
@@ -214,9 +215,92 @@ def _event_line(event: dict[str, Any]) -> str:
 
 
 def run_events(config: str | None, state_dir: str | None, follow: bool, since: int,
+               as_json: bool, kinds: list[str] | None = None,
+               instance: str | None = None) -> int:
+    cfg = resolve_config(config, state_dir)
+    args: dict[str, Any] = {"since": since, "follow": follow}
+    if kinds:
+        args["kinds"] = kinds
+    if instance is not None:
+        args["instance"] = instance
+    with connect(cfg) as client:
+        for event in client.open_stream("events", args):
+            click.echo(json.dumps(event) if as_json else _event_line(event))
+    return 0
+
+
+# -- answer, interrupt, drain, screen, turns -----------------------------------------------------
+
+def _print(result: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(result, indent=2) if as_json else text)
+
+
+def run_answer(config: str | None, state_dir: str | None, iid: str, keys: list[str],
                as_json: bool) -> int:
     cfg = resolve_config(config, state_dir)
     with connect(cfg) as client:
-        for event in client.stream("events", since=since, follow=follow):
-            click.echo(json.dumps(event) if as_json else _event_line(event))
+        result = client.call("answer", id=iid, keys=keys)
+    _print(result, as_json, f"{result['id']}: {result['state']}")
     return 0
+
+
+def run_interrupt(config: str | None, state_dir: str | None, iid: str, as_json: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg) as client:
+        result = client.call("interrupt", id=iid)
+    _print(result, as_json, f"{result['id']}: interrupted")
+    return 0
+
+
+def run_drain(config: str | None, state_dir: str | None, iid: str, wait: bool,
+              as_json: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    with connect(cfg) as client:
+        # Waiting lasts as long as the instance's turn: no client timeout.
+        result = client.request("drain", {"id": iid, "wait": wait}, timeout=None)
+    _print(result, as_json, f"{result['id']}: {'removed' if result['drained'] else 'draining'}")
+    return 0
+
+
+def run_screen(config: str | None, state_dir: str | None, iid: str, lines: int | None,
+               as_json: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    args: dict[str, Any] = {"id": iid}
+    if lines is not None:
+        args["lines"] = lines
+    with connect(cfg) as client:
+        result = client.request("screen", args)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return 0
+    text = list(result["lines"])
+    while text and not text[-1].strip():  # the rows below the cursor are blank
+        text.pop()
+    for line in text:
+        click.echo(line.rstrip())
+    return 0
+
+
+def run_turns(config: str | None, state_dir: str | None, iid: str | None, limit: int,
+              as_json: bool) -> int:
+    cfg = resolve_config(config, state_dir)
+    args: dict[str, Any] = {"limit": limit}
+    if iid is not None:
+        args["id"] = iid
+    with connect(cfg) as client:
+        turns = client.request("turns", args)["turns"]
+    if as_json:
+        click.echo(json.dumps(turns, indent=2))
+        return 0
+    for t in turns:
+        stamp = time.strftime("%H:%M:%S", time.localtime(t["started"]))
+        took = f"{t['finished'] - t['started']:.2f}s" if t["finished"] is not None else "-"
+        outcome = (t["reply"] or "").splitlines()[-1:] or [t["error"] or ""]
+        click.echo(f"{t['id']:>6} {stamp} {t['instance']:<12} {t['status']:<11} {took:>7}  "
+                   f"{_clip(t['prompt'])} -> {_clip(outcome[0])}")
+    return 0
+
+
+def _clip(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"

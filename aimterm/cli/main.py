@@ -274,14 +274,92 @@ def send(config: str | None, state_dir: str | None, prompt: str, tool: str | Non
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they happen.")
 @click.option("--since", type=click.IntRange(0), default=0, show_default=True,
               help="Only events after this sequence number.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only events of this kind (repeatable; docs/events.md lists them).")
+@click.option("--instance", "instance_id", default=None, metavar="ID",
+              help="Only events of this instance.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @handle_errors
 def events(config: str | None, state_dir: str | None, follow: bool, since: int,
-           as_json: bool) -> None:
+           kinds: tuple[str, ...], instance_id: str | None, as_json: bool) -> None:
     """Print the cluster's event history (state changes, turns, restarts, crashes)."""
     from aimterm.cli.cluster import run_events
 
-    sys.exit(run_events(config, state_dir, follow, since, as_json))
+    sys.exit(run_events(config, state_dir, follow, since, as_json, kinds=list(kinds),
+                        instance=instance_id))
+
+
+@cli.command()
+@_where_options
+@click.argument("instance_id")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+@handle_errors
+def answer(config: str | None, state_dir: str | None, instance_id: str,
+           keys: tuple[str, ...], as_json: bool) -> None:
+    """Answer the question an instance is waiting on. KEYS are key names (enter, escape,
+    up, ctrl-c, ...) and text, sent in order: aimterm answer ID y enter."""
+    from aimterm.cli.cluster import run_answer
+
+    sys.exit(run_answer(config, state_dir, instance_id, list(keys), as_json))
+
+
+@cli.command()
+@_where_options
+@click.argument("instance_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+@handle_errors
+def interrupt(config: str | None, state_dir: str | None, instance_id: str,
+              as_json: bool) -> None:
+    """Interrupt an instance's turn (the adapter's interrupt keys); the turn ends interrupted."""
+    from aimterm.cli.cluster import run_interrupt
+
+    sys.exit(run_interrupt(config, state_dir, instance_id, as_json))
+
+
+@cli.command()
+@_where_options
+@click.argument("instance_id")
+@click.option("--no-wait", is_flag=True, help="Return at once instead of when it is gone.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+@handle_errors
+def drain(config: str | None, state_dir: str | None, instance_id: str, no_wait: bool,
+          as_json: bool) -> None:
+    """Let an instance finish its turn, take no more, then stop and remove it."""
+    from aimterm.cli.cluster import run_drain
+
+    sys.exit(run_drain(config, state_dir, instance_id, not no_wait, as_json))
+
+
+@cli.command()
+@_where_options
+@click.argument("instance_id")
+@click.option("-n", "--lines", type=click.IntRange(1, 10000), default=None,
+              help="Only the last N lines of the screen.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The screen as JSON (lines, rows, cols, state).")
+@handle_errors
+def screen(config: str | None, state_dir: str | None, instance_id: str, lines: int | None,
+           as_json: bool) -> None:
+    """Print what an instance's terminal shows now, as text."""
+    from aimterm.cli.cluster import run_screen
+
+    sys.exit(run_screen(config, state_dir, instance_id, lines, as_json))
+
+
+@cli.command()
+@_where_options
+@click.argument("instance_id", required=False)
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many turns, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="The turns as JSON (prompt, reply, ...).")
+@handle_errors
+def turns(config: str | None, state_dir: str | None, instance_id: str | None, limit: int,
+          as_json: bool) -> None:
+    """List the last turns of the cluster (or of one instance): prompt, status, reply."""
+    from aimterm.cli.cluster import run_turns
+
+    sys.exit(run_turns(config, state_dir, instance_id, limit, as_json))
 
 
 @cli.command()
