@@ -211,7 +211,7 @@ def _event_line(event: dict[str, Any]) -> str:
     detail = " ".join(f"{k}={v}" for k, v in event.items() if k not in skip and v not in
                       (None, "", [], {}))
     who = event.get("instance") or "-"
-    return f"{event['seq']:>6} {stamp} {event['kind']:<16} {who:<12} {detail}"
+    return f"{event['seq']:>6} {stamp} {event['kind']:<19} {who:<12} {detail}"
 
 
 def run_events(config: str | None, state_dir: str | None, follow: bool, since: int,
