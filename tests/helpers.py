@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,13 +46,6 @@ def extended_adapter(yaml_text: str, path: Path | str) -> AdapterSpec:
     if isinstance(path, Path):
         path.write_text(yaml_text)
     return load_text(yaml_text, str(path), resolver=AdapterRegistry().resolve_parent)
-
-
-def git_workdir(path: Path) -> Path:
-    """An empty git repository at ``path`` (agents want to work inside one)."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    return path
 
 
 ECHO = """

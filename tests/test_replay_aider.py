@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
+from aimterm.testing.plugin import AdapterDir
 
 CAST = str(Path(__file__).parent / "fixtures" / "aider.cast")
 BUILTIN = Path(__file__).resolve().parent.parent / "adapters" / "aider.yaml"
@@ -43,10 +42,8 @@ def _changes(result) -> list[tuple[str, str, str | None]]:
     return [(c.old, c.new, c.rule) for c in result.changes]
 
 
-def test_replay_through_the_adapter_it_was_recorded_with(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "aider.yaml").write_text(USER_AIDER)
-    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", str(tmp_path))
+def test_replay_through_the_adapter_it_was_recorded_with(aimterm_adapters: AdapterDir) -> None:
+    aimterm_adapters.add("aider", USER_AIDER)
     spec = load_adapter("aider")
     assert spec.name == "aider" and [a.name for a in spec.answers] == ["edit-in-tree"]
     result = explain_file(spec, CAST)
@@ -66,8 +63,7 @@ def test_replay_through_the_adapter_it_was_recorded_with(tmp_path: Path,
 
 
 def test_replay_through_the_builtin_adapter_waits_on_the_question(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AIMTERM_ADAPTER_PATH", raising=False)
+        aimterm_adapters: AdapterDir) -> None:
     spec = load_adapter(BUILTIN)
     assert spec.name == "aider" and spec.answers == ()
     result = explain_file(spec, CAST)

@@ -18,7 +18,7 @@ import pytest
 
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
-from tests.helpers import use_adapter_override
+from aimterm.testing.plugin import AdapterDir
 
 CAST = Path(__file__).parent / "fixtures" / "claude.cast"
 
@@ -39,8 +39,8 @@ STARTUP = ["theme", "security-notes", "trust-move", "trust-yes"]
 
 
 @pytest.fixture
-def with_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_adapter_override(tmp_path, monkeypatch, "claude", OVERRIDE)
+def with_override(aimterm_adapters: AdapterDir) -> None:
+    aimterm_adapters.add("claude", OVERRIDE)
 
 
 def test_claude_recording_replays_as_recorded(with_override: None) -> None:
@@ -71,10 +71,7 @@ def test_claude_recording_replays_as_recorded(with_override: None) -> None:
     assert result.changes[0].t > result.answered[len(STARTUP) - 1][0]
 
 
-def test_builtin_claude_adapter_approves_nothing(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
-    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", "")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def test_builtin_claude_adapter_approves_nothing(aimterm_adapters: AdapterDir) -> None:
     spec = load_adapter("claude")
     assert spec.answers == ()
     result = explain_file(spec, str(CAST))

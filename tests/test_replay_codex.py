@@ -16,7 +16,7 @@ import pytest
 
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
-from tests.helpers import use_adapter_override
+from aimterm.testing.plugin import AdapterDir
 
 CAST = Path(__file__).parent / "fixtures" / "codex.cast"
 
@@ -31,8 +31,8 @@ answers:
 
 
 @pytest.fixture
-def with_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_adapter_override(tmp_path, monkeypatch, "codex", OVERRIDE)
+def with_override(aimterm_adapters: AdapterDir) -> None:
+    aimterm_adapters.add("codex", OVERRIDE)
 
 
 def test_codex_recording_replays_as_recorded(with_override: None) -> None:
@@ -60,10 +60,7 @@ def test_codex_recording_replays_as_recorded(with_override: None) -> None:
     assert "GPT-5.5 default · " in result.changes[0].text
 
 
-def test_builtin_codex_adapter_approves_nothing(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
-    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", "")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def test_builtin_codex_adapter_approves_nothing(aimterm_adapters: AdapterDir) -> None:
     spec = load_adapter("codex")
     assert spec.answers == ()
     result = explain_file(spec, str(CAST))

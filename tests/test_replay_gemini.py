@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
+from aimterm.testing.plugin import AdapterDir
 
 CAST = str(Path(__file__).parent / "fixtures" / "gemini.cast")
 
@@ -31,10 +30,8 @@ answers:
 """
 
 
-def test_replay_with_the_edit_rule_matches_the_live_run(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "gemini.yaml").write_text(EDIT_RULE)
-    monkeypatch.setenv("AIMTERM_ADAPTER_PATH", str(tmp_path))
+def test_replay_with_the_edit_rule_matches_the_live_run(aimterm_adapters: AdapterDir) -> None:
+    aimterm_adapters.add("gemini", EDIT_RULE)
     result = explain_file(load_adapter("gemini"), CAST)
     assert result.states() == ["idle", "busy", "idle", "busy", "idle"]
     assert result.turns == 2
@@ -42,7 +39,7 @@ def test_replay_with_the_edit_rule_matches_the_live_run(tmp_path: Path,
     assert [rule for _t, rule, _q in result.answered] == ["edit-in-tree"]
 
 
-def test_builtin_adapter_waits_on_the_edit() -> None:
+def test_builtin_adapter_waits_on_the_edit(aimterm_adapters: AdapterDir) -> None:
     """The built-in adapter has no answers: the same approval box is a question (WAITING)
     naming the file; the only flag is that the live run (which had the rule) disagreed."""
     result = explain_file(load_adapter("gemini"), CAST)

@@ -1,8 +1,9 @@
 """The built-in aider adapter against the real aider CLI, pointed at the fake model server.
 
 Each instance gets a throwaway HOME holding the offline configuration (``.aider.conf.yml``
-pointing at the fake server, a fresh model price list so nothing is fetched, a git identity)
-and its own git repository as its working directory. The adapter itself knows nothing about
+pointing at the fake server, a fresh model price list so nothing is fetched, a git identity:
+``aimterm.testing.offline``, through the plugin's ``aimterm_offline_env``) and its own git
+repository as its working directory. The adapter itself knows nothing about
 models or endpoints: this configuration is what a user's own setup would provide.
 
 aider does not use tool calls: it applies the edit blocks it finds in the model's *text*, in
@@ -14,12 +15,9 @@ Run with ``-s`` to see the time to IDLE per instance and the turn overhead.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,8 +28,10 @@ from aimterm.events import Event, ProcessExited, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
 from aimterm.session import TurnStatus
 from aimterm.states import State
-from aimterm.testing.clis import find_cli, path_with_clis
+from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, default_reply
+from aimterm.testing.offline import git_workdir
+from aimterm.testing.plugin import OfflineEnv
 from tests.helpers import extended_adapter
 
 pytestmark = pytest.mark.skipif(
@@ -85,48 +85,21 @@ def fleet_adapter() -> AdapterSpec:
     return extended_adapter(FLEET_YAML, "aider-fleet.yaml")
 
 
-def make_instance_dir(root: Path, url: str, *, auto_commits: bool = False) -> InstanceSetup:
+def make_instance_dir(root: Path, offline: OfflineEnv) -> InstanceSetup:
     """A throwaway HOME with aider's offline configuration and a git repository to work in."""
-    home, repo = root / "home", root / "repo"
-    caches = home / ".aider" / "caches"
-    caches.mkdir(parents=True)
-    repo.mkdir()
-    # aider downloads litellm's price list unless this file exists, is not "{}" and is younger
-    # than a day; with our model in it aider also knows the context size and the prices.
-    (caches / "model_prices_and_context_window.json").write_text(json.dumps({MODEL: {
-        "max_input_tokens": 128000, "max_tokens": 4096, "max_output_tokens": 4096,
-        "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
-        "litellm_provider": "openai", "mode": "chat"}}))
-    (home / ".gitconfig").write_text(
-        "[user]\n\tname = Fleet Test\n\temail = fleet@example.invalid\n"
-        "[init]\n\tdefaultBranch = main\n")
-    (home / ".aider.conf.yml").write_text(
-        f"model: openai/{MODEL}\n"
-        f"openai-api-base: {url}/v1\n"
-        "openai-api-key: x\n"
-        "check-update: false\n"
-        "show-release-notes: false\n"
-        "analytics-disable: true\n"
-        f"auto-commits: {'true' if auto_commits else 'false'}\n")
-    env = {"HOME": str(home), "PATH": path_with_clis(), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "GIT_CONFIG_NOSYSTEM": "1", "XDG_CONFIG_HOME": str(home / ".config")}
-    git_env = {**os.environ, **env}
-    (repo / MENTIONED).write_text("def hello():\n    return 'hi'\n")
+    env = offline("aider", root / "home", model=MODEL)
     # No .gitignore: aider asks to add ".aider*" to it at every start, and the built-in
     # adapter's startup dialog declines (the user's repository is left alone).
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=repo, env=git_env, check=True)
+    repo = git_workdir(root / "repo", files={MENTIONED: "def hello():\n    return 'hi'\n"},
+                       commit=True, env=env)
     return InstanceSetup(cwd=str(repo), env=env)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeModel]:
-    with FakeModel(think_s=THINK_S, model=MODEL, reply=fake_reply,
-                   prompts=[*PROMPTS, EDIT_PROMPT, MENTION_PROMPT]) as fm:
-        yield fm
-
-
-def test_aider_fleet(fake: FakeModel, tmp_path: Path) -> None:
+@pytest.mark.aimterm_fake_model(think_s=THINK_S, model=MODEL, reply=fake_reply,
+                                prompts=[*PROMPTS, EDIT_PROMPT, MENTION_PROMPT])
+def test_aider_fleet(aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv,
+                     tmp_path: Path) -> None:
+    fake = aimterm_fake_model
     events: list[Event] = []
     question = threading.Event()
 
@@ -136,7 +109,7 @@ def test_aider_fleet(fake: FakeModel, tmp_path: Path) -> None:
             question.set()
 
     def setup(instance_id: str, index: int) -> InstanceSetup:
-        return make_instance_dir(tmp_path / instance_id, fake.url)
+        return make_instance_dir(tmp_path / instance_id, aimterm_offline_env)
 
     pool = Pool([GroupSpec(fleet_adapter(), count=3, setup=setup)])
     pool.bus.subscribe(listen)

@@ -1,7 +1,8 @@
 """The built-in ``claude`` adapter against the real Claude Code, pointed at the fake model server.
 
-Everything that makes Claude Code work offline lives here, in each instance's environment and
-throwaway HOME, not in the adapter: ``ANTHROPIC_BASE_URL`` on the fake server with
+Everything that makes Claude Code work offline lives in each instance's environment and
+throwaway HOME (``aimterm.testing.offline``, through the plugin's ``aimterm_offline_env``),
+not in the adapter: ``ANTHROPIC_BASE_URL`` on the fake server with
 ``ANTHROPIC_AUTH_TOKEN`` (a bearer token: on a fresh HOME ``ANTHROPIC_API_KEY`` would bring up
 a "use this API key?" dialog instead), telemetry, error reporting, the auto-updater and other
 non-essential traffic off. 2.1.330 starts in "auto" permission mode, where edits and simple
@@ -14,13 +15,11 @@ Run with ``-s`` to see the timings.
 from __future__ import annotations
 
 import collections
-import json
 import re
 import subprocess
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,9 +29,11 @@ from aimterm.events import Event, ProcessExited, QuestionAnswered, QuestionPendi
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
 from aimterm.session import TurnStatus
 from aimterm.states import State
-from aimterm.testing.clis import find_cli, path_with_clis
+from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, ToolCall
-from tests.helpers import extended_adapter, git_workdir
+from aimterm.testing.offline import git_workdir
+from aimterm.testing.plugin import OfflineEnv
+from tests.helpers import extended_adapter
 from tests.helpers import fleet_result as result
 from tests.helpers import fleet_screens as screens
 
@@ -52,42 +53,17 @@ SHELL_FILE = "greeting.txt"
 SHELL_OUTPUT = "aimterm-shell-ok"
 SHELL_COMMAND = f"echo {SHELL_OUTPUT} > {SHELL_FILE}"
 
-#: Variables from the caller's environment that would change what Claude Code does (another
-#: config folder, a key that brings up its own dialog, a nested-session marker).
-FOREIGN_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN",
-               "CLAUDE_CONFIG_DIR", "CLAUDECODE", "CLAUDE_CODE_USE_BEDROCK",
-               "CLAUDE_CODE_USE_VERTEX")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeModel]:
-    calls = {
-        EDIT_PROMPT: ToolCall(kind="edit", path=EDIT_FILE, content=EDIT_CONTENT),
-        SHELL_PROMPT: ToolCall(kind="shell", command=SHELL_COMMAND),
-    }
-    with FakeModel(think_s=THINK_S, prompts=[*PROMPTS, EDIT_PROMPT, SHELL_PROMPT],
-                   tool_calls=calls) as model:
-        yield model
+#: ~/.claude/settings.json: "manual" permission mode, so both kinds of confirmation show up.
+SETTINGS = {"permissions": {"defaultMode": "manual"}}
+pytestmark = [pytestmark, pytest.mark.aimterm_fake_model(
+    think_s=THINK_S, prompts=[*PROMPTS, EDIT_PROMPT, SHELL_PROMPT],
+    tool_calls={EDIT_PROMPT: ToolCall(kind="edit", path=EDIT_FILE, content=EDIT_CONTENT),
+                SHELL_PROMPT: ToolCall(kind="shell", command=SHELL_COMMAND)})]
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("claude")
-
-
-def offline_env(home: Path, url: str) -> dict[str, str]:
-    """A throwaway HOME in manual permission mode; the environment that points Claude Code at
-    the fake server with everything that would reach another address turned off."""
-    (home / ".claude").mkdir(parents=True, exist_ok=True)
-    (home / ".claude" / "settings.json").write_text(
-        json.dumps({"permissions": {"defaultMode": "manual"}}))
-    return {"HOME": str(home), "PATH": path_with_clis(),
-            "ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": "fake-token",
-            "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
-            "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_STATE_HOME": str(home / ".state"), "NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1"}
 
 
 #: The Create/Edit/Overwrite dialog, its path and its "1. Yes" option.
@@ -110,16 +86,15 @@ def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
     return extended_adapter(text, root / "claude-approve-edits.yaml")
 
 
-def test_pool_of_three_claude_instances(fake: FakeModel, root: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in FOREIGN_ENV:
-        monkeypatch.delenv(name, raising=False)
+def test_pool_of_three_claude_instances(aimterm_fake_model: FakeModel,
+                                        aimterm_offline_env: OfflineEnv, root: Path) -> None:
+    fake = aimterm_fake_model
     spec = approving_adapter(root)
     assert [a.name for a in spec.answers] == ["edit-in-tree"]
 
     def setup(iid: str, index: int) -> InstanceSetup:
         base = root / f"inst-{index}"
-        env = offline_env(base / "home", fake.url)
+        env = aimterm_offline_env("claude", base / "home", settings=SETTINGS)
         return InstanceSetup(cwd=str(git_workdir(base / "work")), env=env)
 
     events: list[Event] = []
@@ -148,7 +123,8 @@ def test_pool_of_three_claude_instances(fake: FakeModel, root: Path,
                         if isinstance(e, QuestionAnswered) and e.rule == rule}
             assert answered == {inst.id for inst in instances}, (rule, answered)
         version = subprocess.run([CLAUDE, "--version"], capture_output=True, text=True,
-                                 env=offline_env(root / "inst-0" / "home", fake.url)).stdout
+                                 env=aimterm_offline_env("claude", root / "inst-0" / "home",
+                                                     settings=SETTINGS)).stdout
         print(f"\nclaude {version.strip()}")
         print(f"pool of 3 ready in {ready_s:.2f} s")
         for inst in instances:

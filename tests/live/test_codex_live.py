@@ -1,7 +1,8 @@
 """The built-in ``codex`` adapter against the real Codex CLI, pointed at the fake model server.
 
-Everything that makes codex work offline lives here, in each instance's throwaway HOME, not in
-the adapter: a custom model provider on the fake server (responses API), analytics, feedback,
+Everything that makes codex work offline lives in each instance's throwaway HOME
+(``aimterm.testing.offline``, through the plugin's ``aimterm_offline_env``), not in the
+adapter: a custom model provider on the fake server (responses API), analytics, feedback,
 update checks, plugins and the background daemon off. The approval policy is chosen so that
 both kinds of confirmation show up: a read-only sandbox with ``on-request`` makes every edit
 ask, and an exec-policy rule (``prefix_rule(..., decision="prompt")``) makes ``echo`` ask.
@@ -30,9 +31,11 @@ from aimterm.events import Event, ProcessExited, QuestionAnswered, QuestionPendi
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
 from aimterm.session import TurnStatus
 from aimterm.states import State
-from aimterm.testing.clis import find_cli, path_with_clis
+from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, ToolCall
-from tests.helpers import extended_adapter, git_workdir
+from aimterm.testing.offline import git_workdir
+from aimterm.testing.plugin import OfflineEnv
+from tests.helpers import extended_adapter
 from tests.helpers import fleet_result as result
 
 CODEX = find_cli("codex")
@@ -58,50 +61,15 @@ GUTTER = ""
 ROOT_BASE = Path("/var/tmp/aimterm-tests")
 
 # An older model name that has built-in metadata without "code mode": codex then declares the
-# plain `exec_command` and `apply_patch` tools the fake model scripts calls for. The notice
-# entry marks its one-time "try the new model" offer as seen.
-CONFIG = """\
-model = "gpt-5.5"
-model_provider = "fake"
-approval_policy = "on-request"
-sandbox_mode = "read-only"
-check_for_update_on_startup = false
-
-[model_providers.fake]
-name = "fake"
-base_url = "{url}/v1"
-env_key = "AIMTERM_FAKE_MODEL_KEY"
-wire_api = "responses"
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-
-[features]
-daemon_auto_start = false
-remote_plugin = false
-plugins = false
-
-[history]
-persistence = "none"
-
-[notice.model_migrations]
-"gpt-5.5" = "gpt-6-sol"
-"""
+# plain `exec_command` and `apply_patch` tools the fake model scripts calls for (the offline
+# setup marks its one-time "try the new model" offer as seen).
+MODEL = "gpt-5.5"
+SETTINGS = 'approval_policy = "on-request"\nsandbox_mode = "read-only"\n'
 RULES = 'prefix_rule(pattern = ["echo"], decision = "prompt")\n'
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeModel]:
-    calls = {
-        EDIT_PROMPT: ToolCall(kind="edit", path=EDIT_FILE, content=EDIT_CONTENT),
-        SHELL_PROMPT: ToolCall(kind="shell", command=SHELL_COMMAND),
-    }
-    with FakeModel(think_s=THINK_S, prompts=[*PROMPTS, EDIT_PROMPT, SHELL_PROMPT],
-                   tool_calls=calls) as model:
-        yield model
+pytestmark = [pytestmark, pytest.mark.aimterm_fake_model(
+    think_s=THINK_S, prompts=[*PROMPTS, EDIT_PROMPT, SHELL_PROMPT],
+    tool_calls={EDIT_PROMPT: ToolCall(kind="edit", path=EDIT_FILE, content=EDIT_CONTENT),
+                SHELL_PROMPT: ToolCall(kind="shell", command=SHELL_COMMAND)})]
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +85,6 @@ def root() -> Iterator[Path]:
             ROOT_BASE.rmdir()
         except OSError:
             pass
-
-
-def offline_env(home: Path, url: str) -> dict[str, str]:
-    """A HOME whose codex config points at the fake server; the environment to run it in."""
-    codex_home = home / ".codex"
-    (codex_home / "rules").mkdir(parents=True, exist_ok=True)
-    (codex_home / "config.toml").write_text(CONFIG.format(url=url))
-    (codex_home / "rules" / "default.rules").write_text(RULES)
-    return {"HOME": str(home), "CODEX_HOME": str(codex_home), "PATH": path_with_clis(),
-            "AIMTERM_FAKE_MODEL_KEY": "fake-key", "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_CACHE_HOME": str(home / ".cache"), "XDG_STATE_HOME": str(home / ".state"),
-            "NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1"}
 
 
 def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
@@ -148,13 +104,16 @@ def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
     return extended_adapter(text, root / "codex-approve-edits.yaml")
 
 
-def test_pool_of_three_codex_instances(fake: FakeModel, root: Path) -> None:
+def test_pool_of_three_codex_instances(aimterm_fake_model: FakeModel,
+                                       aimterm_offline_env: OfflineEnv, root: Path) -> None:
+    fake = aimterm_fake_model
     spec = approving_adapter(root)
     assert spec.answers and spec.answers[0].name == "edit-in-tree"
 
     def setup(iid: str, index: int) -> InstanceSetup:
         base = root / f"inst-{index}"
-        env = offline_env(base / "home", fake.url)
+        env = aimterm_offline_env("codex", base / "home", model=MODEL, settings=SETTINGS,
+                                  rules=RULES)
         return InstanceSetup(cwd=str(git_workdir(base / "work")), env=env)
 
     events: list[Event] = []

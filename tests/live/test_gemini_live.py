@@ -3,7 +3,8 @@
 Skipped when the CLI is not installed (``scripts/install-agent-clis``). Each instance gets a
 throwaway HOME whose ``~/.gemini`` holds the offline configuration: API-key auth pre-selected,
 the working folder pre-trusted, auto-update, usage statistics and telemetry off. That
-configuration lives here, not in the adapter, which takes whatever the user has set up.
+configuration lives in ``aimterm.testing.offline`` (the plugin's ``aimterm_offline_env``), not
+in the adapter, which takes whatever the user has set up.
 
 Run with ``-s`` to see the timings (time to IDLE per instance, turn overhead beyond the fake
 model's think delay).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -26,7 +26,8 @@ from aimterm.events import Event, QuestionAnswered, QuestionPending, StateChange
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
 from aimterm.session import Session, TurnStatus
 from aimterm.testing import FakeModel, ToolCall
-from aimterm.testing.clis import find_cli, path_with_clis
+from aimterm.testing.clis import find_cli
+from aimterm.testing.plugin import OfflineEnv
 from tests.helpers import extended_adapter
 
 pytestmark = pytest.mark.skipif(
@@ -58,43 +59,26 @@ answers:
 """
 
 
-def gemini_home(root: Path, cwd: Path) -> dict[str, str]:
-    """A throwaway HOME with an offline ~/.gemini; the environment that goes with it."""
-    home = root / "home"
-    conf = home / ".gemini"
-    conf.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
-        "privacy": {"usageStatisticsEnabled": False},
-        "telemetry": {"enabled": False},
-        "security": {"auth": {"selectedType": "gemini-api-key"}},
-    }
-    (conf / "settings.json").write_text(json.dumps(settings, indent=2))
-    (conf / "trustedFolders.json").write_text(json.dumps({str(cwd): "TRUST_FOLDER"}))
-    return {"HOME": str(home), "PATH": path_with_clis(), "GEMINI_API_KEY": "x",
-            "GEMINI_TELEMETRY_ENABLED": "false", "NO_BROWSER": "true"}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeModel]:
-    calls = {"create notes.txt": ToolCall(kind="edit", path="notes.txt", content=EDIT_CONTENT),
-             "run the toucher": ToolCall(kind="shell", command=SHELL_COMMAND)}
-    with FakeModel(think_s=THINK_S, prompts=PROMPTS + [EDIT_PROMPT, SHELL_PROMPT],
-                   tool_calls=calls) as fm:
-        yield fm
+pytestmark = [pytestmark, pytest.mark.aimterm_fake_model(
+    think_s=THINK_S, prompts=PROMPTS + [EDIT_PROMPT, SHELL_PROMPT],
+    tool_calls={"create notes.txt": ToolCall(kind="edit", path="notes.txt", content=EDIT_CONTENT),
+                "run the toucher": ToolCall(kind="shell", command=SHELL_COMMAND)})]
 
 
 def fleet_adapter(tmp_path: Path) -> AdapterSpec:
     return extended_adapter(FLEET_ADAPTER, str(tmp_path / "gemini-fleet.yaml"))
 
 
-def test_pool_of_three(fake: FakeModel, tmp_path: Path) -> None:
+def test_pool_of_three(aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv,
+                       tmp_path: Path) -> None:
+    fake = aimterm_fake_model
+
     def setup(iid: str, index: int) -> InstanceSetup:
         root = tmp_path / iid
         cwd = root / "work"
         cwd.mkdir(parents=True)
-        env = gemini_home(root, cwd)
-        env["GOOGLE_GEMINI_BASE_URL"] = fake.url
+        # API-key auth pre-selected and the working folder pre-trusted: no start-up dialog.
+        env = aimterm_offline_env("gemini", root / "home", trust=[cwd])
         return InstanceSetup(cwd=str(cwd), env=env)
 
     spec = fleet_adapter(tmp_path)
@@ -195,18 +179,15 @@ def test_pool_of_three(fake: FakeModel, tmp_path: Path) -> None:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_first_run_dialogs(fake: FakeModel, tmp_path: Path) -> None:
+def test_first_run_dialogs(aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv,
+                           tmp_path: Path) -> None:
     """A fresh HOME with only the offline switches: trust folder (Gemini restarts itself),
     auth method and the pre-filled key box are all answered by the built-in start-up rules."""
+    fake = aimterm_fake_model
     cwd = tmp_path / "work"
     cwd.mkdir()
-    env = gemini_home(tmp_path, cwd)
+    env = aimterm_offline_env("gemini", tmp_path / "home", select_auth=False)
     conf = Path(env["HOME"]) / ".gemini"
-    (conf / "trustedFolders.json").unlink()
-    settings = json.loads((conf / "settings.json").read_text())
-    del settings["security"]
-    (conf / "settings.json").write_text(json.dumps(settings))
-    env["GOOGLE_GEMINI_BASE_URL"] = fake.url
     session = Session(load_adapter("gemini"), cwd=cwd, env=env)
     answered: list[str] = []
     session.subscribe(lambda e: answered.append(e.rule)
