@@ -33,9 +33,9 @@ from aimterm.errors import (
 from aimterm.events import EventBus, TurnRetried
 from aimterm.instance import Instance, Lifecycle, Pending, creation_order
 from aimterm.router import DispatchQueue, Request, Router, RoutingStrategy
-from aimterm.session import Turn
 from aimterm.states import State
 from aimterm.term.loop import IOLoop
+from aimterm.turn import Turn
 
 #: Granularity of turn timeouts (one sweep over the turns in flight this often).
 _SWEEP_S = 0.25

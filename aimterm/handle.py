@@ -17,7 +17,7 @@ from aimterm.events import Event
 from aimterm.states import State
 
 if TYPE_CHECKING:
-    from aimterm.session import Turn
+    from aimterm.turn import Turn
 
 OnTurnDone = Callable[["Turn", BaseException | None], None]
 

@@ -25,7 +25,7 @@ from aimterm.router import Candidate, Request
 from aimterm.states import LIVE_STATES, State
 
 if TYPE_CHECKING:
-    from aimterm.session import Turn
+    from aimterm.turn import Turn
 
 __all__ = ["Group", "GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pending",
            "RestartPolicy", "SetupHook", "creation_order"]

@@ -54,10 +54,11 @@ from aimterm.instance import (
     SetupHook,
 )
 from aimterm.router import Router, RoutingStrategy
-from aimterm.session import Session, Turn
+from aimterm.session import Session
 from aimterm.states import LIVE_STATES, State
 from aimterm.term.loop import IOLoop
 from aimterm.term.transcript import rotate as rotate_transcript
+from aimterm.turn import Turn
 
 __all__ = ["GroupSpec", "Instance", "InstanceSetup", "Lifecycle", "Pool", "RestartPolicy",
            "SetupHook"]

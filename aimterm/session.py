@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import enum
 import itertools
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from aimterm.adapter.answers import AnswerMarks
 from aimterm.adapter.detector import Detector, Found, Verdict
+from aimterm.adapter.launch import Launch, expand_template
 from aimterm.adapter.recipes import (
     Write,
     clean_reply,
@@ -68,182 +67,13 @@ from aimterm.events import (
 from aimterm.states import LIVE_STATES, TRANSITIONS, State
 from aimterm.term.loop import IOLoop
 from aimterm.term.matcher import TextTail
-from aimterm.term.screen import Snapshot
 from aimterm.term.terminal import Terminal
+from aimterm.turn import Turn, TurnRun, TurnStatus
+
+#: Turn and TurnStatus live in aimterm.turn; they are importable from here as they always were.
+__all__ = ["Session", "Turn", "TurnStatus", "expand_template"]
 
 _ids = itertools.count(1)
-#: How long an answered question is remembered even if it leaves the screen (redraw flicker).
-_MARK_HOLD_S = 1.0
-#: An answered question still on screen after this long is answered again (keys were lost).
-_ANSWER_RETRY_S = 3.0
-
-
-class TurnStatus(str, enum.Enum):
-    RUNNING = "running"
-    DONE = "done"
-    WAITING = "waiting"  # the tool asked something no rule answers: answer(), then wait_turn()
-    INTERRUPTED = "interrupted"
-    TIMEOUT = "timeout"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(slots=True)
-class Turn:
-    """One prompt and what came of it. Times are ``time.monotonic()`` seconds."""
-
-    number: int
-    prompt: str
-    instance: str
-    adapter: str
-    status: TurnStatus = TurnStatus.RUNNING
-    reply: str = ""
-    question: str | None = None
-    answered: list[QuestionAnswered] = field(default_factory=list)
-    metrics: dict[str, dict[str, str]] = field(default_factory=dict)
-    started_at: float = 0.0
-    queued_ms: float | None = None  # time the prompt waited for a free instance (pool)
-    submitted_at: float | None = None
-    busy_at: float | None = None
-    idle_at: float | None = None
-    last_output_at: float | None = None
-    retries: int = 0
-    error: str | None = None
-
-    @property
-    def submit_to_busy_ms(self) -> float | None:
-        if self.submitted_at is None or self.busy_at is None:
-            return None
-        return max(0.0, (self.busy_at - self.submitted_at) * 1000)
-
-    @property
-    def busy_to_idle_ms(self) -> float | None:
-        if self.busy_at is None or self.idle_at is None:
-            return None
-        return (self.idle_at - self.busy_at) * 1000
-
-    @property
-    def total_ms(self) -> float | None:
-        if self.idle_at is None:
-            return None
-        return (self.idle_at - self.started_at) * 1000
-
-    @property
-    def ok(self) -> bool:
-        return self.status is TurnStatus.DONE
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "turn": self.number, "instance": self.instance, "adapter": self.adapter,
-            "prompt": self.prompt, "status": self.status.value, "reply": self.reply,
-            "question": self.question,
-            "answered": [{"rule": a.rule, "question": a.question, "keys": a.keys}
-                         for a in self.answered],
-            "metrics": self.metrics, "retries": self.retries, "error": self.error,
-            "timings_ms": {"queued": self.queued_ms, "submit_to_busy": self.submit_to_busy_ms,
-                           "busy_to_idle": self.busy_to_idle_ms, "total": self.total_ms},
-        }
-
-
-class _Run:
-    """Loop-side bookkeeping of the turn in flight."""
-
-    __slots__ = ("turn", "loop", "tracker", "_phase", "_outcome", "_final", "on_done",
-                 "resolved", "error", "verify_timer", "before", "at_submit")
-
-    def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop,
-                 tracker: TurnTracker) -> None:
-        self.turn = turn
-        self.loop = loop
-        #: The turn's phase and what it takes to move it on — the same decisions replay makes.
-        self.tracker = tracker
-        # The current phase of the turn (until a question, the idle prompt, or an exit): an
-        # outcome, and a future made only for a caller that waits on it (the pool never does).
-        self._phase: asyncio.Future[str] | None = None
-        self._outcome: tuple[str, BaseException | None] | None = None
-        self._final: concurrent.futures.Future[Turn] | None = None
-        #: Called on the loop thread, once, when the turn is over for good: (turn, error).
-        self.on_done: Callable[[Turn, BaseException | None], None] | None = None
-        self.resolved = False
-        self.error: BaseException | None = None
-        self.verify_timer: asyncio.TimerHandle | None = None
-        self.before: Snapshot | None = None  # the screen before typing
-        self.at_submit: Snapshot | None = None  # the screen when the submit keys went out
-
-    def sync(self) -> None:
-        """Mirror onto the turn and its timer what the tracker decided."""
-        self.turn.busy_at = self.tracker.busy_at
-        if self.tracker.verify_due is None and self.verify_timer is not None:
-            self.verify_timer.cancel()
-            self.verify_timer = None
-
-    @property
-    def future(self) -> asyncio.Future[str]:
-        """The phase as a future (loop thread), made on first use."""
-        if self._phase is None:
-            self._phase = self.loop.create_future()
-            if self._outcome is not None:
-                value, error = self._outcome
-                if error is not None:
-                    self._phase.set_exception(error)
-                else:
-                    self._phase.set_result(value)
-        return self._phase
-
-    def phase_done(self) -> bool:
-        return self._outcome is not None
-
-    def end_phase(self, value: str, error: BaseException | None = None) -> None:
-        """The phase ended (``waiting``, ``idle``, ``exited``, or failed with ``error``);
-        only the first outcome counts."""
-        if self._outcome is not None:
-            return
-        self._outcome = (value, error)
-        phase = self._phase
-        if phase is not None and not phase.done():
-            if error is not None:
-                phase.set_exception(error)
-            else:
-                phase.set_result(value)
-
-    def renew(self) -> None:
-        """A new phase (the question was answered: the turn goes on)."""
-        self._phase = None
-        self._outcome = None
-
-    @property
-    def final(self) -> concurrent.futures.Future[Turn]:
-        """Resolved only when the turn is over for good (a WAITING pause does not count).
-        Made on first use: the pool listens with ``on_done`` and needs no future."""
-        if self._final is None:
-            self._final = concurrent.futures.Future()
-            if self.resolved:
-                if self.error is not None:
-                    self._final.set_exception(self.error)
-                else:
-                    self._final.set_result(self.turn)
-        return self._final
-
-    def resolve(self, error: BaseException | None = None) -> None:
-        if self.resolved:
-            return
-        self.resolved = True
-        self.error = error
-        if self._final is not None and not self._final.done():
-            if error is not None:
-                self._final.set_exception(error)
-            else:
-                self._final.set_result(self.turn)
-        if self.on_done is not None:
-            self.on_done(self.turn, error)
-
-
-def expand_template(value: str, variables: Mapping[str, str]) -> str:
-    for key, sub in variables.items():
-        value = value.replace("{" + key + "}", sub)
-    return value
 
 
 class Session:
@@ -285,12 +115,12 @@ class Session:
         self._waiters = 0  # threads in wait_state(): the setter notifies only when there are
         self.history: collections.deque[Event] = collections.deque(maxlen=history)
         self.terminal: Terminal | None = None
-        self._run: _Run | None = None
+        self._run: TurnRun | None = None
         self._startup: asyncio.Future[str] | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._eval_scheduled = False
         # rule name -> (what it answered, when), until the question leaves the screen
-        self._marks: dict[str, tuple[str, float]] = {}
+        self._marks = AnswerMarks()
         self._answered: str | None = None  # the question the caller answered, while on screen
         self.question: str | None = None
         self.last_verdict: Verdict | None = None
@@ -369,41 +199,20 @@ class Session:
 
     # -- start --------------------------------------------------------------------------------------
 
-    def _variables(self) -> dict[str, str]:
-        cwd = self._cwd or os.getcwd()
-        return {"instance": self.id, "adapter": self.spec.name, "cwd": cwd, "worktree": cwd,
-                "home": os.path.expanduser("~"), "python": sys.executable}
-
-    def _build_env(self) -> dict[str, str]:
-        variables = self._variables()
-        env = dict(os.environ)
-        for key in self.spec.env_remove:
-            env.pop(key, None)
-        for key, value in self.spec.env:
-            env[key] = expand_template(value, variables)
-        env.update(self._env_extra)
-        env["TERM"] = self.spec.terminal.term
-        env["AIMTERM_INSTANCE"] = self.id
-        env.pop("COLUMNS", None)
-        env.pop("LINES", None)
-        return env
+    def _launch(self) -> Launch:
+        return Launch(self.spec, self.id, self._cwd, self._env_extra, self._args)
 
     def command(self) -> list[str]:
-        variables = self._variables()
-        argv = [expand_template(a, variables) for a in self.spec.command]
-        if self.resume:
-            argv += list(self.spec.resume)
-        return argv + self._args
+        """The command line the next start runs."""
+        return self._launch().argv(resume=self.resume)
 
     def start(self, *, wait: bool = True, timeout: float | None = None) -> State:
         """Spawn the tool; with ``wait``, block until it is IDLE (or WAITING on a question)."""
         if self._state in LIVE_STATES:
             raise self._error(NotReady, "already running")
-        variables = self._variables()
-        cwd = self.spec.cwd if self.spec.cwd and self._cwd is None else self._cwd
-        if cwd is not None:
-            cwd = os.path.expandvars(os.path.expanduser(expand_template(cwd, variables)))
-        terminal = Terminal(self.command(), env=self._build_env(), cwd=cwd, rows=self.rows,
+        launch = self._launch()
+        terminal = Terminal(launch.argv(resume=self.resume), env=launch.environ(),
+                            cwd=launch.workdir(), rows=self.rows,
                             cols=self.cols, scrollback=self.spec.terminal.scrollback,
                             transcript=self._transcript, lazy_screen=self._stream,
                             transcript_max_bytes=self._transcript_max, loop=self._ioloop)
@@ -495,7 +304,7 @@ class Session:
         step = react(state, verdict.state, run.tracker if run is not None else None)
         if state is State.STARTING:
             dialogs = self.detector.find_dialogs(lines, row)
-            self._forget_marks(lines, row)
+            self._marks.forget_gone(lines, time.monotonic())
             if dialogs:
                 # Answer the first dialog not answered a moment ago; while any is on screen
                 # the tool is not ready, whatever the state rules say.
@@ -527,7 +336,7 @@ class Session:
             if self._answered is not None and verdict.matched == self._answered:
                 return  # the caller answered this one; the tool has not moved on yet
             answers = self.detector.find_answers(lines, row)
-            self._forget_marks(lines, row)
+            self._marks.forget_gone(lines, time.monotonic())
             if answers:
                 for found in answers:
                     if self._answer(found, startup=False):
@@ -544,37 +353,20 @@ class Session:
         else:
             self._cancel_settle()
 
-    def _forget_marks(self, lines: list[str], row: int) -> None:
-        """An answered question that left the screen may be answered again if it comes back —
-        but not when it only flickered away during a redraw right after the answer (Ink-based
-        CLIs redraw whole regions), so a mark is kept for a moment after its answer."""
-        if not self._marks:
-            return
-        text = "\n".join(lines)
-        now = time.monotonic()
-        for name, (seen, at) in list(self._marks.items()):
-            if seen not in text and now - at > _MARK_HOLD_S:
-                del self._marks[name]
-
     def _answer(self, found: Found, *, startup: bool) -> bool:
         """Send the rule's keys unless this very question was answered a moment ago;
         True if it sent them."""
         name = found.rule.name
         # A question is known by what the pattern matched, not by its whole line: the line
         # also shows the answer being echoed, which must not make it look like a new question.
-        seen = found.match.group(0)
-        mark = self._marks.get(name)
-        if mark is not None and mark[0] == seen and time.monotonic() - mark[1] < _ANSWER_RETRY_S:
+        if not self._marks.take(name, found.match.group(0), time.monotonic()):
             return False  # already answered; the tool has not redrawn yet
-        # (Still there after a while: the keys were lost — some CLIs drop keys that arrive
-        # while they are still drawing the dialog — so answer again.)
-        self._marks[name] = (seen, time.monotonic())
         keys = found.rule.send
         if not keys:
             return False  # a dialog rule that sends nothing only holds start-up back
         # Look again later even if the tool draws nothing more: if the question is still
         # there then, its keys were lost and it is answered again.
-        self._loop.call_later(_ANSWER_RETRY_S + 0.05, self._schedule_eval)
+        self._loop.call_later(self._marks.retry_s + 0.05, self._schedule_eval)
         event = QuestionAnswered(self.id, rule=name, question=found.text,
                                  keys=describe_keys(keys))
         self._emit(event)
@@ -660,7 +452,7 @@ class Session:
         if run is not None:
             self._finish(run)
 
-    def _finish(self, run: _Run) -> None:
+    def _finish(self, run: TurnRun) -> None:
         ended = run.tracker.settled()
         run.sync()  # (cancels a pending verify timer)
         turn = run.turn
@@ -682,7 +474,7 @@ class Session:
         run.end_phase("idle")
         run.resolve()
 
-    def _turn_lines(self, run: _Run) -> list[str]:
+    def _turn_lines(self, run: TurnRun) -> list[str]:
         if self._stream or self.spec.reply.from_ == "stream":
             return self._text.lines()
         assert self.terminal is not None and run.before is not None
@@ -762,13 +554,13 @@ class Session:
         return self._await_turn(run, timeout)
 
     def _begin(self, prompt: str,
-               on_done: Callable[[Turn, BaseException | None], None] | None = None) -> _Run:
-        def begin() -> _Run:
+               on_done: Callable[[Turn, BaseException | None], None] | None = None) -> TurnRun:
+        def begin() -> TurnRun:
             if self._state is not State.IDLE or self._run is not None:
                 raise self._error(NotReady, f"cannot take a prompt while {self._state}")
             turn = Turn(next(self._numbers), prompt, self.id, self.spec.name,
                         started_at=time.monotonic())
-            run = _Run(turn, self._loop, TurnTracker.for_spec(self.spec))
+            run = TurnRun(turn, self._loop, TurnTracker.for_spec(self.spec))
             run.on_done = on_done
             self._run = run
             self._cancel_settle()
@@ -777,11 +569,11 @@ class Session:
 
         return self._ioloop.run_sync(begin)
 
-    def _announce(self, run: _Run) -> None:
+    def _announce(self, run: TurnRun) -> None:
         self._set_state(State.BUSY, "turn started")
         self._emit(TurnStarted(self.id, turn=run.turn.number, prompt=run.turn.prompt))
 
-    def _start_submit(self, run: _Run) -> None:
+    def _start_submit(self, run: TurnRun) -> None:
         """Type the prompt and submit it (loop thread), and go BUSY. Without pauses in the
         recipe it is one write, done right here — before the state change and its event, so
         the tool starts on the prompt while they go out; with pauses a task types it."""
@@ -809,7 +601,7 @@ class Session:
             self._announce(run)
             self._loop.create_task(self._type(run, body, keys))
 
-    async def _type(self, run: _Run, body: list[Write], keys: list[Write]) -> None:
+    async def _type(self, run: TurnRun, body: list[Write], keys: list[Write]) -> None:
         try:
             await self._write_all(body)
             await self._write_all(keys)
@@ -820,7 +612,7 @@ class Session:
         if self._run is run:
             self._submitted(run)
 
-    def _submitted(self, run: _Run) -> None:
+    def _submitted(self, run: TurnRun) -> None:
         tracker = run.tracker
         if not self._stream and tracker.output_at is None and self.terminal is not None:
             run.at_submit = self.terminal.snapshot()
@@ -831,7 +623,7 @@ class Session:
         if due is not None:
             run.verify_timer = self._loop.call_later(due - now, self._verify_due, run)
 
-    def _verify_due(self, run: _Run) -> None:
+    def _verify_due(self, run: TurnRun) -> None:
         """The tool has not shown it took the prompt in time: accept a turn that visibly ran,
         else press the submit keys again, else give up."""
         run.verify_timer = None
@@ -854,7 +646,7 @@ class Session:
             run.verify_timer = self._loop.call_later(tracker.verify_due - now,
                                                      self._verify_due, run)
 
-    def _screen_moved(self, run: _Run) -> bool:
+    def _screen_moved(self, run: TurnRun) -> bool:
         """Whether the screen changed since the submit keys went out — compared with the
         screen *after typing*, so that an input box re-laid out by the typed text (rows
         shifting, hints disappearing) does not pass for a turn that ran."""
@@ -868,7 +660,7 @@ class Session:
         return [x for i, x in enumerate(now) if i != row] != \
             [x for i, x in enumerate(ref.lines) if i != row]
 
-    def _fail(self, run: _Run, message: str) -> None:
+    def _fail(self, run: TurnRun, message: str) -> None:
         run.tracker.failed()
         run.sync()
         run.turn.status = TurnStatus.FAILED
@@ -893,7 +685,7 @@ class Session:
                 await asyncio.sleep(w.pause_s)
             self.terminal.write(w.data)
 
-    def _await_turn(self, run: _Run, timeout: float | None) -> Turn:
+    def _await_turn(self, run: TurnRun, timeout: float | None) -> Turn:
         limit = timeout if timeout is not None else self.spec.turn_timeout_s
 
         async def wait() -> str:

@@ -27,8 +27,10 @@ LAYERS = {
     "aimterm.adapter": 2,
     "aimterm.session": 3, "aimterm.pool": 3, "aimterm.cluster": 3, "aimterm.router": 3, "aimterm.config": 3,
     "aimterm.transcripts": 3,
-    # The pool's parts (issue 9): the dispatcher, the instance record, the session handle.
-    "aimterm.dispatch": 3, "aimterm.instance": 3, "aimterm.handle": 3,
+    # The pool's parts: the dispatcher, the instance record, the session handle, the turn.
+    "aimterm.dispatch": 3, "aimterm.instance": 3, "aimterm.handle": 3, "aimterm.turn": 3,
+    # The Fleet protocol both the in-process cluster and the socket client implement.
+    "aimterm.fleet": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
     "aimterm.testing": 0,  # helpers for tests (the fake model server): standard library only
