@@ -124,7 +124,10 @@ class _History:
         last = since
         while True:
             with self._cond:
-                batch = [item for item in self._events if item[0] > last]
+                # seqs in the deque run without a gap up to self._seq: skip to the first one
+                # after ``last`` instead of comparing every one
+                skip = max(0, len(self._events) - (self._seq - last))
+                batch = list(itertools.islice(self._events, skip, None))
                 if not batch:
                     if not follow or self._closed:
                         return

@@ -220,10 +220,12 @@ def test_status_has_the_same_fields(make_fleet: MakeFleet) -> None:
 def test_screen_is_the_terminal_as_text(make_fleet: MakeFleet) -> None:
     fleet = make_fleet(echo=1)
     fleet.send("hello")
-    lines = wait_for(lambda: (text := [ln.rstrip() for ln in fleet.screen("echo-1")
-                                       if ln.strip()]) and text[-1] == "ready>" and text,
-                     "the prompt on the screen")
-    assert lines[-3:] == ["ready> hello", "echo: hello", "ready>"]
+
+    def shown() -> list[str]:
+        return [line.rstrip() for line in fleet.screen("echo-1") if line.strip()]
+
+    wait_for(lambda: shown()[-1:] == ["ready>"], "the prompt on the screen")
+    assert shown()[-3:] == ["ready> hello", "echo: hello", "ready>"]
 
 
 def test_turns_newest_first_per_instance_and_bounded(make_fleet: MakeFleet) -> None:
@@ -278,3 +280,27 @@ def test_events_filtered_by_kind_instance_and_seq_then_followed(make_fleet: Make
     assert future.result(10).reply == "echo: three"
     live.close()
     assert fleet.send("four").reply == "echo: four"  # a closed follower leaves no trace
+
+
+# -- the in-process history, on its own ----------------------------------------------------------
+
+def test_the_in_process_history_is_bounded_and_numbered_like_the_store(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aimterm import cluster
+    from aimterm.events import TurnFinished, TurnStarted
+
+    monkeypatch.setattr(cluster, "EVENTS_KEPT", 5)
+    monkeypatch.setattr(cluster, "TURNS_KEPT", 2)
+    history = cluster._History()
+    for n in range(1, 5):  # 8 events, 4 turns
+        history.on_event(TurnStarted("echo-1", turn=n, prompt=f"p{n}"))
+        history.on_event(TurnFinished("echo-1", turn=n, status="done"))
+    seqs = [e["seq"] for e in history.events((), None, 0, False)]
+    assert seqs == [4, 5, 6, 7, 8]  # the last five, numbered from the first event
+    assert [e["seq"] for e in history.events((), None, 6, False)] == [7, 8]
+    assert list(history.events((), None, 8, False)) == []
+    started = history.events(["turn_started"], None, 0, False)
+    assert [(e["turn"], e["turn_id"]) for e in started] == [(3, 3), (4, 4)]
+    assert [(t.id, t.prompt, t.status) for t in history.turns(None, 10)] == [
+        (4, "p4", "done"), (3, "p3", "done")]
+    assert history.turns("echo-2", 10) == []
