@@ -26,8 +26,8 @@ from aimterm.events import Event, ProcessExited, Scaled, TurnFinished, TurnStart
 from aimterm.fleet import MAX_TURNS, TurnRecord, check_kinds, check_limit, status_row
 from aimterm.pool import GroupSpec, Pool, RestartPolicy, SetupHook
 from aimterm.router import NoSuchTool, RoutingStrategy
-from aimterm.session import Turn
 from aimterm.states import State
+from aimterm.turn import Turn
 
 __all__ = ["ClusterManager", "RoutingStrategy", "ToolProcessPool", "launch_cluster"]
 

@@ -8,7 +8,7 @@ implementations, with the same return types:
 - :class:`~aimterm.cluster.ClusterManager`, the fleet of this process (a pool of PTYs);
 - :class:`~aimterm.ipc.fleet.RemoteFleet`, the fleet of a daemon, over its control socket.
 
-Turns come back as :class:`~aimterm.session.Turn` (the remote side rebuilds one from the wire
+Turns come back as :class:`~aimterm.turn.Turn` (the remote side rebuilds one from the wire
 with :func:`turn_from_dict`); history as :class:`TurnRecord` and event dicts, each in the
 form the daemon's store keeps them (``docs/events.md`` lists every event kind and its fields).
 """
@@ -23,8 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from aimterm.errors import ProtocolError
 from aimterm.events import QuestionAnswered, event_classes
-from aimterm.session import Turn, TurnStatus
 from aimterm.states import State
+from aimterm.turn import Turn, TurnStatus
 
 __all__ = ["MAX_KINDS", "MAX_TURNS", "STATUS_FIELDS", "Fleet", "TurnRecord", "check_kinds",
            "check_limit", "status_row", "turn_from_dict"]

@@ -3,7 +3,7 @@
 It implements :class:`~aimterm.fleet.Fleet` over the control socket with one
 :class:`~aimterm.ipc.client.ControlClient`: each call is one op (see
 :mod:`aimterm.ipc.ops`), and each reply is turned into what the in-process fleet
-(:class:`~aimterm.cluster.ClusterManager`) returns — a :class:`~aimterm.session.Turn`, a
+(:class:`~aimterm.cluster.ClusterManager`) returns — a :class:`~aimterm.turn.Turn`, a
 :class:`~aimterm.states.State`, a :class:`~aimterm.fleet.TurnRecord`, the same dicts — and
 each error reply into the same error class. Prompts in flight do not hold a thread each:
 their futures are resolved by the client's reader thread.
@@ -19,8 +19,8 @@ from typing import Any
 
 from aimterm.fleet import TurnRecord, turn_from_dict
 from aimterm.ipc.client import ControlClient
-from aimterm.session import Turn
 from aimterm.states import State
+from aimterm.turn import Turn
 
 __all__ = ["RemoteFleet"]
 

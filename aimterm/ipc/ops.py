@@ -31,9 +31,9 @@ from aimterm.handle import SessionHandle
 from aimterm.ipc.server import Op, Stream, StreamOp
 from aimterm.pool import GroupSpec, Pool
 from aimterm.router import NoSuchTool
-from aimterm.session import Turn
 from aimterm.states import LIVE_STATES, State
 from aimterm.store import Store
+from aimterm.turn import Turn
 from aimterm.version import __version__
 
 if TYPE_CHECKING:
