@@ -33,6 +33,7 @@ LAYERS = {
     "aimterm.fleet": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
+    "aimterm.testing.plugin": 5,  # the pytest plugin: fixtures over the public API
     "aimterm.testing": 0,  # helpers for tests (the fake model server): standard library only
     "aimterm.demo_agent": -1,  # a standalone program shipped with the package: stdlib only
 }
@@ -41,7 +42,7 @@ FORBIDDEN_FOR = {5: {1}}
 #: Third-party modules and the only layer allowed to import them.
 #: pexpect is a test dependency (the test extra), so no layer may import it.
 OWNED = {"pexpect": set(), "ptyprocess": {1}, "pyte": {1}, "psutil": {1}, "yaml": {2},
-         "jsonschema": {2}, "click": {5}, "textual": {5}}
+         "jsonschema": {2}, "click": {5}, "textual": {5}, "pytest": {5}}
 STDLIB = set(sys.stdlib_module_names)
 
 
@@ -59,7 +60,7 @@ class FrontEnd:
 #: ``aimterm logs`` (cli/logs.py) is not one of them: it reads transcript files, not the daemon.
 _DAEMON_CLIENT = FrontEnd("reaches the daemon only through aimterm.ipc.client",
                           ("aimterm.ipc.client", "aimterm.config", "aimterm.cli.cluster",
-                           "aimterm.cli.attach"))
+                           "aimterm.cli.attach", "aimterm.cli.handover"))
 FRONT_ENDS = {
     "aimterm.cli.cluster": _DAEMON_CLIENT,
     "aimterm.cli.attach": _DAEMON_CLIENT,
@@ -270,7 +271,9 @@ def test_runtime_dependencies_are_the_runtime_imports() -> None:
     for module, path in modules():
         found, _ = imports(path.read_text(), module, is_package=path.name == "__init__.py")
         imported |= {i.name.split(".")[0] for i in found}
-    third_party = {top for top in imported if top not in STDLIB and top != "aimterm"}
+    # pytest is the host that loads the plugin (aimterm.testing.plugin), not a dependency.
+    third_party = {top for top in imported
+                   if top not in STDLIB and top not in ("aimterm", "pytest")}
     declared = _install_requires()
     assert third_party - {"typing_extensions"} <= declared, \
         f"imported but not in install_requires: {sorted(third_party - declared)}"
