@@ -12,11 +12,14 @@ from aimterm.version import __version__
 __all__ = [
     "AimtermError",
     "ClusterManager",
+    "Fleet",
     "GroupSpec",
     "InstanceSetup",
     "Pool",
+    "RemoteFleet",
     "RoutingStrategy",
     "Session",
+    "SessionHandle",
     "State",
     "ToolProcessPool",
     "Turn",
@@ -40,12 +43,18 @@ _LAZY = {
     "Pool": ("aimterm.pool", "Pool"),
     "GroupSpec": ("aimterm.pool", "GroupSpec"),
     "InstanceSetup": ("aimterm.pool", "InstanceSetup"),
+    "Fleet": ("aimterm.fleet", "Fleet"),
+    "RemoteFleet": ("aimterm.ipc.fleet", "RemoteFleet"),
+    "SessionHandle": ("aimterm.handle", "SessionHandle"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from aimterm.adapter.registry import load_adapter
     from aimterm.cluster import ClusterManager, ToolProcessPool, launch_cluster
     from aimterm.errors import AimtermError
+    from aimterm.fleet import Fleet
+    from aimterm.handle import SessionHandle
+    from aimterm.ipc.fleet import RemoteFleet
     from aimterm.pool import GroupSpec, InstanceSetup, Pool
     from aimterm.router import RoutingStrategy
     from aimterm.session import Session, Turn, TurnStatus

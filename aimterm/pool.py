@@ -38,7 +38,7 @@ from aimterm.events import (
     Event,
     EventBus,
     InstanceAdded,
-    InstanceGaveUp,
+    InstanceFatal,
     InstanceRemoved,
     InstanceRestarting,
     StateChanged,
@@ -340,7 +340,7 @@ class Pool:
             inst.fatal_reason = (f"{inst.fast_failures} fast failures in a row "
                                  f"(last: {reason} after {lived:.2f}s)")
             inst.session.fatal(inst.fatal_reason)
-            self.bus.emit(InstanceGaveUp(inst.id, reason=inst.fatal_reason,
+            self.bus.emit(InstanceFatal(inst.id, reason=inst.fatal_reason,
                                          failures=inst.fast_failures))
             with self._ready_cond:
                 self._ready_cond.notify_all()
