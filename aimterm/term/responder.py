@@ -12,6 +12,7 @@ strings). An escape sequence split across two reads is held back until it is com
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 from dataclasses import dataclass
 
 _SEQ = re.compile(
@@ -154,7 +155,7 @@ class Responder:
         return _DROP
 
     def answer(self, query: Query, *, cursor: tuple[int, int], rows: int, cols: int,
-               modes: set[int] | None = None) -> bytes:
+               modes: Set[int] | None = None) -> bytes:
         """The bytes a real terminal would send back for ``query``."""
         row, col = cursor
         # pyte keeps x == cols after a full-width line (a pending wrap); report the last column.

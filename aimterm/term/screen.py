@@ -239,6 +239,11 @@ class Screen:
         return private_mode in self._screen.private_modes
 
     @property
+    def private_modes(self) -> frozenset[int]:
+        """The DEC private modes the tool has set (answers to DECRQM queries come from here)."""
+        return frozenset(self._screen.private_modes)
+
+    @property
     def bracketed_paste(self) -> bool:
         return self.mode_set(_BRACKETED_PASTE)
 

@@ -119,7 +119,7 @@ class Terminal:
                     if self._answer_queries:
                         replies.append(self._responder.answer(
                             item, cursor=self.screen.cursor, rows=self.screen.rows,
-                            cols=self.screen.cols, modes=self.screen._screen.private_modes))
+                            cols=self.screen.cols, modes=self.screen.private_modes))
                 elif isinstance(item, Osc):
                     self.osc[item.code] = item.payload
         for reply in replies:
