@@ -127,15 +127,27 @@ class EventBus:
         return unsubscribe
 
     def emit(self, event: Event) -> None:
-        pending: collections.deque[Event] | None = getattr(self._local, "pending", None)
+        local = self._local
+        pending: collections.deque[Event] | None = getattr(local, "pending", None)
         if pending is not None:  # delivering (or batching) on this thread: queue it
             pending.append(event)
             return
-        pending = self._local.pending = collections.deque((event,))
+        listeners = self._listeners
+        if not listeners:
+            return
+        # (Every event of a busy fleet comes through here: the first one is delivered
+        # without a queue; a queue is made only if a listener emits meanwhile.)
+        pending = local.pending = collections.deque()
         try:
-            self._drain(pending)
+            for listener in listeners:  # copy-on-write list: safe without the lock
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener %r failed on %s", listener, event.kind)
+            if pending:
+                self._drain(pending)
         finally:
-            self._local.pending = None
+            local.pending = None
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

@@ -146,7 +146,8 @@ class TurnTracker:
     # -- the phase ----------------------------------------------------------------------------
 
     def _to(self, new: Phase) -> None:
-        check_edge(self.phase, new)
+        if new not in PHASE_EDGES[self.phase]:
+            check_edge(self.phase, new)  # (raises, with the message)
         self.phase = new
         if new is not P.SUBMITTED:
             self.verify_due = None
