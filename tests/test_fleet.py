@@ -304,3 +304,13 @@ def test_the_in_process_history_is_bounded_and_numbered_like_the_store(
     assert [(t.id, t.prompt, t.status) for t in history.turns(None, 10)] == [
         (4, "p4", "done"), (3, "p3", "done")]
     assert history.turns("echo-2", 10) == []
+
+
+def test_remote_fleet_finds_the_cluster_where_cluster_up_puts_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a path, RemoteFleet connects where `aimterm cluster up` listens (the default
+    cluster, or the cluster of a state dir), not to a bare server's runtime-dir socket."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert RemoteFleet.socket_of() == resolve_config(None, None).socket_path
+    assert RemoteFleet.socket_of(tmp_path / "s") == \
+        resolve_config(None, str(tmp_path / "s")).socket_path

@@ -14,9 +14,11 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from collections.abc import Generator, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from aimterm.config import SOCKET_NAME, default_state_dir
 from aimterm.fleet import TurnRecord, turn_from_dict
 from aimterm.ipc.client import ControlClient
 from aimterm.states import State
@@ -26,14 +28,24 @@ __all__ = ["RemoteFleet"]
 
 
 class RemoteFleet:
-    """A daemon's fleet. ``RemoteFleet(path)`` connects to the socket at ``path`` (default:
-    where the daemon listens by default) and closes the connection on :meth:`close`;
+    """A daemon's fleet. ``RemoteFleet(path)`` connects to the socket at ``path`` and closes
+    the connection on :meth:`close`; without a path, to the socket of the cluster in
+    ``state_dir`` — by default where ``aimterm cluster up`` (no ``-c``) listens.
     ``RemoteFleet(client=…)`` uses a connected client and leaves it open."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 state_dir: str | os.PathLike[str] | None = None,
                  client: ControlClient | None = None, timeout: float | None = 30.0) -> None:
         self._owned = client is None
-        self.client = client if client is not None else ControlClient(path, timeout=timeout)
+        if client is None:
+            client = ControlClient(path if path is not None else self.socket_of(state_dir),
+                                   timeout=timeout)
+        self.client = client
+
+    @staticmethod
+    def socket_of(state_dir: str | os.PathLike[str] | None = None) -> Path:
+        """The socket of the cluster in ``state_dir`` (default: the default cluster's)."""
+        return (Path(state_dir) if state_dir is not None else default_state_dir()) / SOCKET_NAME
 
     def close(self) -> None:
         if self._owned:
