@@ -36,6 +36,11 @@ LOG_NAME = "daemon.log"
 TRANSCRIPT_DIR = "logs"
 
 
+#: Instances a cluster may run unless its file says otherwise, and the most it may say.
+MAX_INSTANCES = 256
+MAX_INSTANCES_CEILING = 10_000
+
+
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/aimterm/default`` (``~/.local/state/aimterm/default``)."""
     return state_home() / "default"
@@ -78,6 +83,8 @@ class ClusterConfig:
     routing: str = RoutingStrategy.ROUND_ROBIN.value
     queue_size: int = 1000
     queue_timeout_s: float | None = None
+    #: The ceiling on instances in the whole cluster: a file or a `scale` past it is refused.
+    max_instances: int = MAX_INSTANCES
     log_max_mb: float = 50.0  # an instance's transcript rolls over past this size
     restart: RestartConfig = field(default_factory=RestartConfig)
     instances: tuple[InstanceGroup, ...] = (InstanceGroup("demo", count=3),)
@@ -111,8 +118,8 @@ class ClusterConfig:
 
 # -- checking -------------------------------------------------------------------------------------
 
-_TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "log_max_mb",
-        "restart", "instances")
+_TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "max_instances",
+        "log_max_mb", "restart", "instances")
 _RESTART = ("backoff_s", "backoff_max_s", "fast_failure_s", "max_fast_failures")
 _INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms", "resume")
 
@@ -191,6 +198,11 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
         kw["routing"] = top["routing"]
     if "queue_size" in top:
         kw["queue_size"] = c.integer(top["queue_size"], ("queue_size",), 1)
+    if "max_instances" in top:
+        kw["max_instances"] = c.integer(top["max_instances"], ("max_instances",), 1)
+        if kw["max_instances"] > MAX_INSTANCES_CEILING:
+            raise c.fail(("max_instances",), f"expected an integer <= {MAX_INSTANCES_CEILING}, "
+                                             f"got {kw['max_instances']}")
     if "queue_timeout_s" in top and top["queue_timeout_s"] is not None:
         kw["queue_timeout_s"] = c.number(top["queue_timeout_s"], ("queue_timeout_s",),
                                          positive=True)
@@ -221,6 +233,11 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
                              f"per adapter: raise its count instead)")
             seen.add(groups[-1].adapter)
         kw["instances"] = tuple(groups)
+        total = sum(g.count for g in groups)
+        most = kw.get("max_instances", MAX_INSTANCES)
+        if total > most:
+            raise c.fail(("instances",), f"{total} instances in all, more than max_instances "
+                                         f"({most}); lower the counts or raise max_instances")
     return ClusterConfig(**kw)
 
 

@@ -125,7 +125,8 @@ class Daemon:
                                 max_fast_failures=cfg.restart.max_fast_failures)
         # Adapters load here: a bad one fails before anything else happens.
         pool = Pool(groups, routing=cfg.routing, queue_size=cfg.queue_size,
-                    queue_timeout_s=cfg.queue_timeout_s, restart=restart, loop=self.io)
+                    queue_timeout_s=cfg.queue_timeout_s, restart=restart, loop=self.io,
+                    max_instances=cfg.max_instances)
         server = ControlServer(cfg.socket_path, self.ops.plain(),
                                streaming=self.ops.streaming(), loop=self.io)
         store = Store(cfg.db_path)

@@ -24,6 +24,7 @@ the classes.
     ├── NobodyFree                  instances match, but none can take a turn now
     ├── QueueFull                   the dispatch queue holds its maximum of prompts
     ├── QueueTimeout                a queued prompt reached its deadline
+    ├── LimitExceeded               a request past one of the fleet's ceilings
     ├── ShuttingDown                the pool is stopping and takes no more prompts
     ├── UnknownInstance             no instance by that id
     ├── ProtocolError               a message that is not valid protocol (bad_request)
@@ -245,6 +246,22 @@ class QueueFull(AimtermError):
         self.maxsize = maxsize
         super().__init__(f"dispatch queue is full ({maxsize} prompts waiting); retry later "
                          "or raise the queue limit")
+
+
+class LimitExceeded(AimtermError):
+    """A request past one of the fleet's ceilings (instances in the cluster, …): refused
+    whole, before anything is started."""
+
+    code = "limit_exceeded"
+    exit_code = 17
+    fields = ("limit", "requested", "maximum")
+
+    def __init__(self, limit: str, requested: int, maximum: int, hint: str = "") -> None:
+        self.limit = limit
+        self.requested = requested
+        self.maximum = maximum
+        super().__init__(f"{limit}: {requested} requested, at most {maximum} allowed"
+                         + (f" ({hint})" if hint else ""))
 
 
 class QueueTimeout(AimtermError):

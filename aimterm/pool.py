@@ -33,7 +33,13 @@ from typing import Any
 
 from aimterm.adapter.registry import load_adapter
 from aimterm.dispatch import Dispatcher
-from aimterm.errors import AimtermError, NoSuchTool, StartupTimeout, UnknownInstance
+from aimterm.errors import (
+    AimtermError,
+    LimitExceeded,
+    NoSuchTool,
+    StartupTimeout,
+    UnknownInstance,
+)
 from aimterm.events import (
     Event,
     EventBus,
@@ -80,13 +86,15 @@ class Pool:
                  restart: RestartPolicy | None = None, retry_turns: int = 1,
                  resume: Iterable[str] = (),
                  bus: EventBus | None = None, loop: IOLoop | None = None,
-                 sessions: SessionFactory = Session) -> None:
+                 sessions: SessionFactory = Session, max_instances: int | None = None) -> None:
         self.bus = bus or EventBus()
         self._ioloop = loop or IOLoop.shared()
         self._loop = self._ioloop.loop
         self.router = Router(routing)
         self.restart_policy = restart or RestartPolicy()
         self._sessions = sessions
+        #: The ceiling on desired instances over all groups (None: no ceiling).
+        self.max_instances = max_instances
         self._groups: dict[str, Group] = {}
         self._instances: dict[str, Instance] = {}
         # Instances whose session is IDLE, kept from the state events: the ones to look at
@@ -122,6 +130,7 @@ class Pool:
         def add() -> None:
             if adapter.name in self._groups:
                 raise ValueError(f"the pool already has a group for {adapter.name!r}")
+            self._check_ceiling(group, spec.count)
             self._groups[adapter.name] = group
             if self.started:
                 self._scale(group, spec.count)
@@ -205,7 +214,17 @@ class Pool:
         with self._ready_cond:
             self._ready_cond.notify_all()
 
+    def _check_ceiling(self, group: Group, count: int) -> None:
+        """Refuse, before anything starts, a count that takes the fleet past its ceiling."""
+        if self.max_instances is None:
+            return
+        total = count + sum(g.desired for g in self._groups.values() if g is not group)
+        if total > self.max_instances:
+            raise LimitExceeded("instances in the cluster", total, self.max_instances,
+                                hint="raise max_instances in the cluster file")
+
     def _scale(self, group: Group, count: int) -> None:
+        self._check_ceiling(group, count)
         group.desired = count
         active = [i for i in self._instances.values()
                   if i.group is group and i.lifecycle is Lifecycle.ACTIVE]

@@ -218,7 +218,7 @@ def test_client_without_daemon_says_so_in_one_line(cluster: Cluster) -> None:
     ("instances:\n  - adapter: echo\n    resume: yes\n", 3,
      "instances[0].resume: expected one of: after_crash, always, never; got boolean true"),
     ("statedir: /tmp/x\n", 1, "statedir: unknown key 'statedir' (expected one of: instances, "
-     "log_max_mb, queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
+     "log_max_mb, max_instances, queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
     ("log_max_mb: 0\n", 1, "log_max_mb: expected a number > 0, got 0"),
 ])
 def test_bad_cluster_file_names_file_line_and_key(tmp_path: Path, text: str, line: int,

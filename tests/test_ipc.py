@@ -252,6 +252,7 @@ def _sample(cls: type[AimtermError]) -> AimtermError:
         AdapterNotFound,
         DaemonNotRunning,
         IpcTimeout,
+        LimitExceeded,
         SpawnError,
         UnsafeRuntimeDir,
     )
@@ -270,6 +271,7 @@ def _sample(cls: type[AimtermError]) -> AimtermError:
         router.NobodyFree: lambda: router.NobodyFree("claude", matching=2),
         router.QueueFull: lambda: router.QueueFull(10),
         router.QueueTimeout: lambda: router.QueueTimeout(3.0, tool="claude"),
+        LimitExceeded: lambda: LimitExceeded("instances in the cluster", 300, 256),
     }
     if cls in special:
         made: AimtermError = special[cls]()

@@ -20,10 +20,12 @@ import binascii
 import concurrent.futures
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from aimterm.adapter.schema import NAME_PATTERN
 from aimterm.errors import AimtermError, NotReady, ProtocolError, UnknownInstance
 from aimterm.events import PromptFinished, PromptQueued, Scaled
 from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
@@ -312,6 +314,10 @@ class DaemonOps:
                 or not 0 <= count <= MAX_COUNT):
             raise ProtocolError(f"scale takes 'tool' (a string) and 'count' (an integer from 0 "
                                 f"to {MAX_COUNT})")
+        if not re.fullmatch(NAME_PATTERN, tool):
+            # (A path would make the daemon parse any file it can read.)
+            raise ProtocolError(f"scale takes an adapter name ({NAME_PATTERN}), not a path: "
+                                f"{tool[:80]!r}")
         try:
             self.pool.scale(tool, count)
         except NoSuchTool:

@@ -53,6 +53,8 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 #: Longest line either side accepts, newline included.
 MAX_LINE = 16 * 1024 * 1024
+#: How deeply a message may nest objects and arrays (every op needs three or four levels).
+MAX_DEPTH = 32
 #: The one op every server handles itself: ``{"id": <request to cancel>}``.
 CANCEL_OP = "cancel"
 #: Fields of an error object that are not the error's own context.
@@ -92,13 +94,37 @@ def decode(line: bytes | str) -> dict[str, Any]:
         msg = json.loads(line)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"not valid JSON: {exc}") from None
+    except RecursionError:  # (the parser recurses per level: thousands of '[' exhaust it)
+        raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
+    _check_value(msg, 0)
     if "v" not in msg:
         raise ProtocolError("a message needs a protocol version 'v'")
     if msg["v"] not in SUPPORTED_VERSIONS or isinstance(msg["v"], bool):
         raise UnsupportedVersion(msg["v"], SUPPORTED_VERSIONS)
     return msg
+
+
+def _check_value(value: Any, depth: int) -> None:
+    """Refuse what JSON allows but nothing downstream can hold: nesting past MAX_DEPTH, and
+    strings with lone surrogates (``"\\ud800"``: not text; UTF-8 cannot encode it)."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError("a string holds a lone surrogate (not valid Unicode text)"
+                                    ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(key, depth + 1)
+            _check_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_value(item, depth + 1)
 
 
 # -- messages ----------------------------------------------------------------------------------

@@ -483,7 +483,7 @@ def _guess_id(line: bytes) -> int | None:
     """The ``id`` of a message that failed validation, when it has a usable one."""
     try:
         raw = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # (not JSON, or nested past the parser's stack)
         return None
     value = raw.get("id") if isinstance(raw, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
