@@ -468,3 +468,25 @@ def test_one_megabyte_in_one_go() -> None:
     assert time.monotonic() - started < 60
     assert len(s.scrollback) <= 2000
     assert s.pushed > 2000
+
+
+def test_a_tab_after_shrinking_to_one_column_stays_on_the_screen() -> None:
+    """The example hypothesis found: resize 24x80 -> 1x9 -> 24x1, then a tab put the cursor at
+    column 8 of a 1-column screen (pyte kept the tab stops of the wider screen)."""
+    s = Screen(24, 80, scrollback=50)
+    s.resize(1, 9)
+    s.resize(24, 1)
+    s.feed(b"\t")
+    assert s.cursor == (0, 0)
+    check_invariants(s, 24, 1)
+    s.feed(b"x\tyz\t")
+    check_invariants(s, 24, 1)
+
+
+def test_a_wider_screen_gets_default_tab_stops_in_its_new_columns() -> None:
+    s = Screen(24, 10, scrollback=50)
+    s.resize(24, 40)
+    s.feed(b"\t\t\t\t")
+    assert s.cursor == (0, 32)
+    s.feed(b"\t\t")
+    assert s.cursor == (0, 39)  # no stop past 32: the last column, as a terminal does

@@ -118,11 +118,20 @@ class _HardenedScreen(pyte.Screen):
         """Queries are answered by the responder, in stream order, not here."""
 
     def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        old = self.columns
         super().resize(lines, columns)
         # pyte leaves the cursor where it was; a smaller screen must pull it back inside.
         self.cursor.y = min(self.cursor.y, self.lines - 1)
         self.cursor.x = min(self.cursor.x, self.columns - 1)
+        # Tab stops past the edge are gone; columns a wider screen gains get the default
+        # stops, every 8, as in xterm (pyte sets them only at reset).
+        self.tabstops = {t for t in self.tabstops if t < self.columns}
+        self.tabstops.update(range(8 * (old // 8 + 1), self.columns, 8))
         self.dirty.update(range(self.lines))
+
+    def tab(self) -> None:
+        super().tab()
+        self.cursor.x = min(self.cursor.x, self.columns - 1)  # never past the right edge
 
 
 def _tolerant(fn: Callable[..., Any]) -> Callable[..., Any]:
