@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -105,6 +105,17 @@ class Daemon:
         self.server: ControlServer | None = None
         self.recovered: dict[str, Any] = {}
 
+    def group_spec(self, adapter: str, count: int, *, cwd: str | None = None,
+                   env: Mapping[str, str] | None = None, tags: Sequence[str] = (),
+                   stagger_ms: int = 0, resume: bool = False) -> GroupSpec:
+        """A group of this cluster: its instances carry the cluster's marker and write their
+        transcripts to the state dir — also a group added later by ``scale``."""
+        cfg = self.config
+        return GroupSpec(adapter, count=count, cwd=cwd, env={**(env or {}), **self.instance_env},
+                         tags=tags, stagger_ms=stagger_ms, resume=resume,
+                         transcript_dir=cfg.transcript_dir,
+                         transcript_max_bytes=int(cfg.log_max_mb * 1024 * 1024))
+
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -112,12 +123,8 @@ class Daemon:
         the previous daemon, and start the fleet (without waiting for it to be ready)."""
         cfg = self.config
         cfg.ensure_state_dir()
-        marker = self.instance_env
-        groups = [GroupSpec(g.adapter, count=g.count, cwd=g.cwd, env={**g.env, **marker},
-                            tags=g.tags, stagger_ms=g.stagger_ms,
-                            resume=g.resume == "always",
-                            transcript_dir=cfg.transcript_dir,
-                            transcript_max_bytes=int(cfg.log_max_mb * 1024 * 1024))
+        groups = [self.group_spec(g.adapter, g.count, cwd=g.cwd, env=g.env, tags=g.tags,
+                                  stagger_ms=g.stagger_ms, resume=g.resume == "always")
                   for g in cfg.instances]
         restart = RestartPolicy(backoff_s=cfg.restart.backoff_s,
                                 backoff_max_s=cfg.restart.backoff_max_s,

@@ -178,6 +178,8 @@ class Dispatcher:
         except NotReady:  # it changed state in between: back to the head of the queue
             self._requeue(pending)
             return
+        # A retry on another instance counts, as the submit keys sent again do.
+        turn.retries += pending.attempts
         pending.attempts += 1
         pending.instance = inst.id
         inst.pending = pending

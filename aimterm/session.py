@@ -638,7 +638,7 @@ class Session:
         elif step is VerifyStep.FAIL:
             self._fail(run, f"the tool did not take the prompt after {tracker.retries + 1} tries")
         elif step is VerifyStep.RESEND:
-            run.turn.retries = tracker.retries
+            run.turn.retries += 1  # (the pool's retries on another instance count too)
             recipe = self.spec.submit
             self._loop.create_task(self._write_all(
                 key_writes(recipe.keys, gap_ms=self.spec.terminal.key_gap_ms)))

@@ -53,6 +53,8 @@ class Turn:
     busy_at: float | None = None
     idle_at: float | None = None
     last_output_at: float | None = None
+    #: Times the prompt was tried again: the submit keys re-sent, or the whole prompt on
+    #: another instance after its instance died.
     retries: int = 0
     error: str | None = None
 

@@ -31,7 +31,7 @@ from aimterm.events import PromptFinished, PromptQueued, Scaled
 from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
 from aimterm.handle import SessionHandle
 from aimterm.ipc.server import Op, Stream, StreamOp
-from aimterm.pool import GroupSpec, Pool
+from aimterm.pool import Pool
 from aimterm.router import NoSuchTool
 from aimterm.states import LIVE_STATES, State
 from aimterm.store import Store
@@ -322,8 +322,7 @@ class DaemonOps:
             self.pool.scale(tool, count)
         except NoSuchTool:
             # A tool the cluster file did not list: a new group (its adapter must exist).
-            await asyncio.to_thread(self.pool.add_group,
-                                    GroupSpec(tool, count=count, env=self.daemon.instance_env))
+            await asyncio.to_thread(self.pool.add_group, self.daemon.group_spec(tool, count))
         self.daemon.record(Scaled(None, tool=tool, count=count))
         return {"tool": tool, "count": count}
 

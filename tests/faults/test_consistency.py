@@ -1,0 +1,36 @@
+"""What the fleet reports matches what happened: a group added by `scale` has its logs like
+any other, and a prompt retried after its instance died says it was retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from aimterm.pool import GroupSpec, Pool, RestartPolicy
+from tests.helpers import ECHO, fake_adapter, wait_for
+from tests.test_daemon import Cluster, up
+
+
+def test_a_group_added_by_scale_writes_its_transcript(cluster: Cluster) -> None:
+    up(cluster)
+    cluster.cli("cluster", "scale", "demo", "1")
+    out = cluster.cli("send", "--tool", "demo", "--json", "hello there")
+    assert json.loads(out.stdout)["instance"] == "demo-1"
+    assert (cluster.state / "logs" / "demo-1.cast").is_file()
+    logs = cluster.cli("logs", "demo-1")
+    assert "hello there" in logs.stdout
+
+
+def test_a_prompt_retried_on_another_instance_reports_the_retry() -> None:
+    spec = fake_adapter(ECHO, "echo")
+    with Pool([GroupSpec(spec, count=2, env={"FAKE_THINK": "2"})], retry_turns=1,
+              restart=RestartPolicy(backoff_s=5.0)) as pool:
+        future = pool.submit("survive this")
+        wait_for(lambda: any(i.pending is not None for i in pool.instances()), "in flight")
+        victim = next(i for i in pool.instances() if i.pending is not None)
+        os.kill(victim.session.pid or 0, signal.SIGKILL)
+        turn = future.result(30)
+        assert turn.reply == "echo: survive this" and turn.instance != victim.id
+        assert turn.retries == 1
+        assert turn.to_dict()["retries"] == 1
