@@ -295,9 +295,10 @@ class Pool:
                 log.warning("%s: could not keep the previous transcript: %s", inst.id, exc)
         try:
             inst.session.start(wait=False)
-        except AimtermError:
+        except AimtermError as exc:
             # The session went STARTING -> EXITED and said why in its event; the exit
             # handler below schedules the retry or gives up, like any other fast failure.
+            log.warning("%s: could not start: %s", inst.id, exc)
             return
         starts = inst.session.starts
         limit = inst.group.adapter.startup.timeout_s

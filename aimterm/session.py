@@ -219,8 +219,10 @@ class Session:
         self._ioloop.run_sync(self._prepare_start, terminal)
         try:
             terminal.start()
-        except BaseException:
-            self._ioloop.run_sync(self._set_state, State.EXITED, "spawn failed")
+        except BaseException as exc:
+            # The reason names the command and the OS's words: it is what the state change,
+            # the pool's FATAL reason and the cluster's status carry.
+            self._ioloop.run_sync(self._set_state, State.EXITED, f"spawn failed: {exc}")
             raise
         self.starts += 1
         if not wait:

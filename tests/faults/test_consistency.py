@@ -34,3 +34,25 @@ def test_a_prompt_retried_on_another_instance_reports_the_retry() -> None:
         assert turn.reply == "echo: survive this" and turn.instance != victim.id
         assert turn.retries == 1
         assert turn.to_dict()["retries"] == 1
+
+
+def test_a_command_that_does_not_exist_is_named_in_status_events_and_log(
+        cluster: Cluster) -> None:
+    (cluster.root / "adapters" / "ghost.yaml").write_text(
+        'command: ["no-such-tool-xyz", "--flag"]\n'
+        "states: [{state: idle, any: ['^> $']}]\n")
+    up(cluster)
+    out = cluster.run("cluster", "scale", "ghost", "1", "-c", str(cluster.config))
+    assert out.returncode == 0, out.stderr
+
+    def fatal() -> dict[str, object] | None:
+        rows = [r for r in cluster.status()["instances"] if r["id"] == "ghost-1"]
+        return rows[0] if rows and rows[0]["state"] == "fatal" else None
+
+    row = wait_for(fatal, "ghost-1 fatal", timeout=30)
+    assert "command 'no-such-tool-xyz' not found on PATH" in str(row["fatal_reason"])
+    reasons = [e.get("reason", "") for e in cluster.events()
+               if e["kind"] == "state_changed" and e["instance"] == "ghost-1"]
+    assert any("spawn failed" in r and "no-such-tool-xyz" in r for r in reasons), reasons
+    log = (cluster.state / "daemon.log").read_text()
+    assert "ghost-1: could not start" in log and "no-such-tool-xyz" in log
