@@ -142,6 +142,7 @@ class Instance:
         self.resumed = False  # this run was started with the adapter's resume arguments
         self.resume_failed = False  # a resumed start died before it was ready: start fresh
         self.ready_once = False  # this run reached IDLE (or a question) at least once
+        self.startup_timed_out: float | None = None  # this run was stopped: not ready in time
         self._tags = group.tags | {f"id:{iid}"}
 
     @property

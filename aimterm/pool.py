@@ -285,6 +285,7 @@ class Pool:
         inst.expect_exit = False
         inst.started_at = time.monotonic()
         inst.ready_once = False
+        inst.startup_timed_out = None
         wants = inst.group.spec.resume or inst.id in self._resume_next
         inst.resumed = inst.session.resume = (wants and not inst.resume_failed
                                               and bool(inst.group.adapter.resume))
@@ -308,6 +309,9 @@ class Pool:
         inst.timer = None
         if inst.session.starts == starts and inst.state is State.STARTING:
             # Counts as a failure: stop it (off the loop) and let the exit handler decide.
+            limit = inst.group.adapter.startup.timeout_s
+            inst.startup_timed_out = limit
+            log.warning("%s: startup timeout: not ready after %gs; stopping it", inst.id, limit)
             self._workers.submit(inst.session.stop, 2.0)
 
     # -- events (loop thread) ---------------------------------------------------------------------
@@ -348,15 +352,21 @@ class Pool:
             return
         policy = self.restart_policy
         lived = time.monotonic() - inst.started_at
+        if inst.startup_timed_out is not None:
+            reason = f"startup timeout: not ready after {inst.startup_timed_out:g}s"
         if inst.resumed and not inst.ready_once:
             # Nothing to resume, or the tool refused it: the next start is a fresh one.
             inst.resume_failed = True
             self._resume_next.discard(inst.id)
             reason += " (resumed start failed: starting fresh)"
-        inst.fast_failures = inst.fast_failures + 1 if lived < policy.fast_failure_s else 1
+        # A run that never became ready failed to start, however long it took to fail (cf.
+        # Supervisor's startsecs): a start-up timeout longer than the fast-failure window must
+        # not restart for ever at the first back-off.
+        failed_start = lived < policy.fast_failure_s or not inst.ready_once
+        inst.fast_failures = inst.fast_failures + 1 if failed_start else 1
         if not policy.restart:
             return
-        if lived < policy.fast_failure_s and inst.fast_failures >= policy.max_fast_failures:
+        if failed_start and inst.fast_failures >= policy.max_fast_failures:
             inst.fatal_reason = (f"{inst.fast_failures} fast failures in a row "
                                  f"(last: {reason} after {lived:.2f}s)")
             inst.session.fatal(inst.fatal_reason)
