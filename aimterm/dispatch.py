@@ -258,6 +258,14 @@ class Dispatcher:
                 error.prompt = pending.prompt  # so read_any() callers know which one failed
             pending.future.set_exception(error)
 
+    def cancel(self, future: concurrent.futures.Future[Turn]) -> bool:
+        """Drop the queued prompt of ``future`` and cancel it (loop thread)."""
+        for pending in self._queue.items():
+            if pending.future is future:
+                self._queue.remove(pending)
+                return future.cancel()
+        return False
+
     def fail_unroutable(self) -> None:
         """Queued prompts that no live instance could ever take fail now, not at their timeout."""
         for pending in list(self._queue.items()):

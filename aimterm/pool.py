@@ -407,6 +407,11 @@ class Pool:
         future = self.submit(prompt, tool=tool, key=key, tags=tags, to=to, timeout=timeout)
         return future.result()
 
+    def cancel(self, future: concurrent.futures.Future[Turn]) -> bool:
+        """Drop a prompt that is still queued (its future is cancelled); True if it was.
+        A prompt already in an instance's hands runs to its end."""
+        return self._ioloop.run_sync(self.dispatcher.cancel, future)
+
     def _turn_over(self, inst: Instance) -> None:
         """A draining instance finished its turn (loop thread)."""
         self._retire(inst, "drained")

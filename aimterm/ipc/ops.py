@@ -248,8 +248,14 @@ class DaemonOps:
         future.add_done_callback(lambda f: io.call_soon(self._prompt_done, request, f))
         if args.get("no_wait"):
             return {"queued": request}
-        # Shielded: a client that goes away does not take the prompt with it.
-        turn = await asyncio.shield(asyncio.wrap_future(future))
+        try:
+            turn = await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            # The client went away or cancelled (protocol.md: a disconnect cancels its
+            # requests): a prompt still queued is dropped; one already in a tool's hands
+            # finishes, as its turn cannot be taken back half-typed.
+            self.pool.cancel(future)
+            raise
         data = turn.to_dict()
         data["request"] = request
         data["turn_id"] = self.daemon.turn_id(turn.instance, turn.number)
