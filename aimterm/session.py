@@ -103,6 +103,9 @@ class Session:
         self._transcript_max = transcript_max_bytes  # roll the file over past this size
         self.rows = rows or adapter.terminal.rows
         self.cols = cols or adapter.terminal.cols
+        #: The instance's own size: a person attached from another terminal size borrows the
+        #: instance at theirs, and detach gives it back at this one.
+        self._own_size = (self.rows, self.cols)
         self.bus = bus or EventBus()
         self._ioloop = loop or IOLoop.shared()
         self._loop = self._ioloop.loop
@@ -760,7 +763,11 @@ class Session:
         self._ioloop.run_sync(go)
 
     def detach(self) -> State:
-        """Give the instance back; it returns in the state its screen shows."""
+        """Give the instance back, at its own size; it returns in the state its screen
+        shows."""
+        if (self.rows, self.cols) != self._own_size:
+            self._set_size(*self._own_size)
+
         def go() -> State:
             lines, row, title = self._view()
             verdict = self.detector.evaluate(lines, row, title)
@@ -776,6 +783,13 @@ class Session:
         return self._ioloop.run_sync(go)
 
     def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size. While a person is attached the size is theirs, for the
+        time being; otherwise it becomes the instance's own (kept across restarts)."""
+        if self._state is not State.ATTACHED:
+            self._own_size = (rows, cols)
+        self._set_size(rows, cols)
+
+    def _set_size(self, rows: int, cols: int) -> None:
         self.rows, self.cols = rows, cols
         if self.terminal is not None:
             self.terminal.resize(rows, cols)
