@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aimterm.adapter.answers import AnswerMarks
-from aimterm.adapter.detector import Detector, Found, Verdict
+from aimterm.adapter.detector import MATCH_TAIL, Detector, Found, Verdict
 from aimterm.adapter.launch import Launch, expand_template
 from aimterm.adapter.recipes import (
     Write,
@@ -291,7 +291,7 @@ class Session:
 
     def _view(self) -> tuple[list[str], int, str]:
         if self._stream:
-            lines = self._text.lines()
+            lines = self._text.tails(MATCH_TAIL)
             return lines, len(lines) - 1, ""
         assert self.terminal is not None
         snap = self.terminal.snapshot()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from aimterm.adapter.detector import Detector, Verdict
+from aimterm.adapter.detector import MATCH_TAIL, Detector, Verdict
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.adapter.tracker import Step, TurnTracker, VerifyStep, react, settle_seconds
 from aimterm.errors import ConfigError
@@ -115,7 +115,7 @@ class _Replayer:
 
     def _view(self) -> tuple[list[str], int, str]:
         if self.stream:
-            lines = self.text.lines()
+            lines = self.text.tails(MATCH_TAIL)
             return lines, len(lines) - 1, ""
         snap = self.screen.snapshot()
         return snap.lines, snap.cursor[0], snap.title

@@ -51,14 +51,29 @@ class TextTail:
         self._max = max_lines
         self._pending = ""  # an escape sequence cut by a read boundary
         self._rendered: list[str] | None = None  # lines() until the next feed or clear
+        self._tailed: tuple[int, list[str]] | None = None  # tails(), likewise
+        # Text appended at the end of the last line, not yet joined onto it: a line that grows
+        # by a read at a time (megabytes without a newline) costs linear time, not quadratic.
+        self._parts: list[str] = []
+        self._parts_len = 0
 
     def clear(self) -> None:
         self._lines = [""]
         self._col = 0
         self._rendered = None
+        self._tailed = None
+        self._parts = []
+        self._parts_len = 0
+
+    def _join(self) -> None:
+        if self._parts:
+            self._lines[-1] += "".join(self._parts)
+            self._parts = []
+            self._parts_len = 0
 
     def feed(self, data: bytes) -> None:
         self._rendered = None
+        self._tailed = None
         text = self._pending + self._decoder.decode(data)
         self._pending = ""
         esc = text.rfind("\x1b")
@@ -81,6 +96,8 @@ class TextTail:
             # The common case of a line tool: plain lines, each ending in a newline.
             parts = text.split("\n")
             self._put(parts[0])
+            if len(parts) > 1:
+                self._join()
             for part in parts[1:]:
                 lines.append(part)
                 self._col = len(part)
@@ -94,8 +111,14 @@ class TextTail:
         if not part:
             return
         lines = self._lines
-        cur = lines[-1]
         col = self._col
+        if col == len(lines[-1]) + self._parts_len:
+            self._parts.append(part)  # at the end of the line: joined when looked at
+            self._parts_len += len(part)
+            self._col = col + len(part)
+            return
+        self._join()
+        cur = lines[-1]
         if col >= len(cur):
             lines[-1] = cur + " " * (col - len(cur)) + part if col > len(cur) else cur + part
         else:
@@ -108,6 +131,7 @@ class TextTail:
             if not part:
                 continue
             if part == "\r\n" or part == "\n":
+                self._join()
                 lines.append("")
                 self._col = 0
             elif part == "\r":
@@ -120,8 +144,33 @@ class TextTail:
     def lines(self) -> list[str]:
         # Detection and reply extraction both look after the same read: render once.
         if self._rendered is None:
+            self._join()
             self._rendered = [line.rstrip() for line in self._lines]
         return list(self._rendered)
+
+    def tails(self, cols: int) -> list[str]:
+        """Like :meth:`lines`, with each line cut to its last ``cols`` characters: what the
+        rules look at after every read, without joining or copying a long line whole."""
+        if self._tailed is not None and self._tailed[0] == cols:
+            return list(self._tailed[1])
+        out = []
+        for line in self._lines[:-1]:
+            out.append(line[-2 * cols:].rstrip()[-cols:] if len(line) > cols else line.rstrip())
+        last = self._lines[-1]
+        if self._parts:
+            end: list[str] = []
+            size = 0
+            for part in reversed(self._parts):
+                end.append(part)
+                size += len(part)
+                if size >= 2 * cols:
+                    break
+            else:
+                end.append(last[-2 * cols:])
+            last = "".join(reversed(end))
+        out.append(last[-2 * cols:].rstrip()[-cols:] if len(last) > cols else last.rstrip())
+        self._tailed = (cols, out)
+        return list(out)
 
     def text(self) -> str:
         return "\n".join(self.lines())
