@@ -145,7 +145,8 @@ def turn_from_dict(data: Mapping[str, Any]) -> Turn:
                                            question=str(a["question"]), keys=str(a["keys"]))
                           for a in data.get("answered") or ()],
                 metrics=dict(data.get("metrics") or {}), retries=int(data.get("retries") or 0),
-                error=data.get("error"), queued_ms=timings.get("queued"))
+                error=data.get("error"), queued_ms=timings.get("queued"),
+                reply_lines_dropped=int(data.get("reply_lines_dropped") or 0))
     total, to_busy, to_idle = (timings.get(k) for k in ("total", "submit_to_busy",
                                                          "busy_to_idle"))
     now = time.monotonic()

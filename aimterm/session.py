@@ -481,6 +481,7 @@ class Session:
 
     def _turn_lines(self, run: TurnRun) -> list[str]:
         if self._stream or self.spec.reply.from_ == "stream":
+            run.turn.reply_lines_dropped = self._text.dropped
             return self._text.lines()
         assert self.terminal is not None and run.before is not None
         region = self.spec.reply.region
@@ -489,6 +490,7 @@ class Session:
         after_lines = region.select(after.lines, after.cursor[0])
         if region == ALL:
             after_lines = self.terminal.scrollback_since(run.before.pushed) + after_lines
+            run.turn.reply_lines_dropped = self.terminal.scrollback_lost_since(run.before.pushed)
         cols = self.terminal.screen.cols
         return screen_delta(join_wrapped(before_lines, cols), join_wrapped(after_lines, cols))
 

@@ -57,6 +57,13 @@ class Turn:
     #: another instance after its instance died.
     retries: int = 0
     error: str | None = None
+    #: Lines of the reply that the scrollback bound (``terminal.scrollback``) dropped before
+    #: the turn ended: the reply is its last part only.
+    reply_lines_dropped: int = 0
+
+    @property
+    def reply_truncated(self) -> bool:
+        return self.reply_lines_dropped > 0
 
     @property
     def submit_to_busy_ms(self) -> float | None:
@@ -88,6 +95,8 @@ class Turn:
             "answered": [{"rule": a.rule, "question": a.question, "keys": a.keys}
                          for a in self.answered],
             "metrics": self.metrics, "retries": self.retries, "error": self.error,
+            "reply_truncated": self.reply_truncated,
+            "reply_lines_dropped": self.reply_lines_dropped,
             "timings_ms": {"queued": self.queued_ms, "submit_to_busy": self.submit_to_busy_ms,
                            "busy_to_idle": self.busy_to_idle_ms, "total": self.total_ms},
         }

@@ -52,6 +52,8 @@ class TextTail:
         self._pending = ""  # an escape sequence cut by a read boundary
         self._rendered: list[str] | None = None  # lines() until the next feed or clear
         self._tailed: tuple[int, list[str]] | None = None  # tails(), likewise
+        #: Lines dropped off the top (past ``max_lines``) since the last clear().
+        self.dropped = 0
         # Text appended at the end of the last line, not yet joined onto it: a line that grows
         # by a read at a time (megabytes without a newline) costs linear time, not quadratic.
         self._parts: list[str] = []
@@ -64,6 +66,7 @@ class TextTail:
         self._tailed = None
         self._parts = []
         self._parts_len = 0
+        self.dropped = 0
 
     def _join(self) -> None:
         if self._parts:
@@ -104,6 +107,7 @@ class TextTail:
         else:
             self._feed_controls(text)
         if len(lines) > self._max:
+            self.dropped += len(lines) - self._max
             del lines[: len(lines) - self._max]
 
     def _put(self, part: str) -> None:

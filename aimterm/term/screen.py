@@ -244,6 +244,10 @@ class Screen:
         kept = list(self._screen.scrollback)
         return kept[-n:] if n <= len(kept) else kept
 
+    def scrollback_lost_since(self, pushed: int) -> int:
+        """Lines pushed after the clock read ``pushed`` that the scrollback bound dropped."""
+        return max(0, self._screen.pushed - pushed - len(self._screen.scrollback))
+
     def mode_set(self, private_mode: int) -> bool:
         return private_mode in self._screen.private_modes
 

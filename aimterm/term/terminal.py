@@ -187,6 +187,11 @@ class Terminal:
             self._flush_pending()
             return self.screen.scrollback_since(pushed)
 
+    def scrollback_lost_since(self, pushed: int) -> int:
+        with self._lock:
+            self._flush_pending()
+            return self.screen.scrollback_lost_since(pushed)
+
     @property
     def title(self) -> str:
         with self._lock:

@@ -56,3 +56,35 @@ def test_a_command_that_does_not_exist_is_named_in_status_events_and_log(
     assert any("spawn failed" in r and "no-such-tool-xyz" in r for r in reasons), reasons
     log = (cluster.state / "daemon.log").read_text()
     assert "ghost-1: could not start" in log and "no-such-tool-xyz" in log
+
+
+LINES = fake_adapter("""
+command: ["{py}", "{fakes}/lines_cli.py"]
+detect: stream
+terminal: {scrollback: 50}
+states:
+  - {state: idle, region: bottom:1, any: ['^ready>$']}
+settle_ms: 0
+submit: {keys: [enter], verify: output}
+reply: {from: stream, strip: [echo, prompt]}
+exit: {keys: [ctrl-d], timeout_s: 2}
+""", "lines")
+
+
+def test_a_reply_cut_by_the_scrollback_bound_says_so() -> None:
+    from aimterm.session import Session
+
+    s = Session(LINES)
+    s.start()
+    try:
+        short = s.send("10", timeout=20)
+        assert not short.reply_truncated and short.reply_lines_dropped == 0
+        assert short.reply.splitlines()[-1] == "line 9"
+        long = s.send("500", timeout=20)
+        assert long.reply_truncated and long.reply_lines_dropped > 400
+        assert long.reply.splitlines()[-1] == "line 499"
+        data = long.to_dict()
+        assert data["reply_truncated"] is True
+        assert data["reply_lines_dropped"] == long.reply_lines_dropped
+    finally:
+        s.stop()
