@@ -126,9 +126,8 @@ class Dispatcher:
 
     def kick(self) -> None:
         """An instance may be free: look at the queue a loop pass from now."""
-        if len(self._queue) and not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._dispatch)
+        if len(self._queue):
+            self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled:

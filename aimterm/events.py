@@ -139,11 +139,7 @@ class EventBus:
         # without a queue; a queue is made only if a listener emits meanwhile.)
         pending = local.pending = collections.deque()
         try:
-            for listener in listeners:  # copy-on-write list: safe without the lock
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("event listener %r failed on %s", listener, event.kind)
+            self._deliver(listeners, event)
             if pending:
                 self._drain(pending)
         finally:
@@ -167,12 +163,15 @@ class EventBus:
 
     def _drain(self, pending: collections.deque[Event]) -> None:
         while pending:
-            event = pending.popleft()
-            for listener in self._listeners:  # copy-on-write list: safe without the lock
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("event listener %r failed on %s", listener, event.kind)
+            self._deliver(self._listeners, pending.popleft())
+
+    @staticmethod
+    def _deliver(listeners: list[Listener], event: Event) -> None:
+        for listener in listeners:  # copy-on-write list: safe without the lock
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, event.kind)
 
 
 @dataclass(slots=True)

@@ -41,9 +41,10 @@ class Found:
     text: str  # the whole line(s) the match touches
 
 
-#: How much of the end of each line the rules see. A prompt, a spinner or a question is short
-#: and sits at the end of its line; a line of megabytes with no newline yet (a tool dumping a
-#: file) would otherwise be searched whole on every read, in time that grows with its square.
+#: How much of the end of each stream line the rules see (``TextTail.tails``). A prompt, a
+#: spinner or a question is short and sits at the end of its line; a line of megabytes with no
+#: newline yet (a tool dumping a file) would otherwise be searched whole on every read, in time
+#: that grows with its square. (A screen's lines are as long as it is wide.)
 MATCH_TAIL = 4096
 
 
@@ -52,15 +53,7 @@ def _region_text(region: Region, lines: Sequence[str], cursor_row: int,
     # Keyed by identity: hashing a frozen dataclass costs more than the lookup saves.
     text = cache.get(id(region))
     if text is None:
-        selected = region.select(list(lines), cursor_row)
-        if len(selected) == 1:
-            text = selected[0]
-            if len(text) > MATCH_TAIL:
-                text = text[-MATCH_TAIL:]
-        elif sum(map(len, selected)) > MATCH_TAIL:
-            text = "\n".join(line[-MATCH_TAIL:] for line in selected)
-        else:
-            text = "\n".join(selected)
+        text = "\n".join(region.select(list(lines), cursor_row))
         cache[id(region)] = text
     return text
 

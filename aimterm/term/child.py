@@ -338,10 +338,7 @@ class PtyChild:
             raise BrokenPipeError(f"process {self.pid} has exited")
         # Every write goes through the loop thread, so writes from several threads (the
         # session, a person attached, stop()) keep one order.
-        if self._loop.in_loop():
-            self._send(data, timeout)
-        else:
-            self._loop.run_sync(self._send, data, timeout)
+        self._loop.run_sync(self._send, data, timeout)
 
     @property
     def write_backlog(self) -> int:

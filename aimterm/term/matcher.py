@@ -41,6 +41,12 @@ def _incomplete(tail: str) -> bool:
     return all("\x20" <= c <= "\x2f" for c in tail[1:])
 
 
+def _tail(line: str, cols: int) -> str:
+    """``line.rstrip()[-cols:]`` without copying a long line whole (trailing blanks past
+    ``cols`` aside)."""
+    return line[-2 * cols:].rstrip()[-cols:] if len(line) > cols else line.rstrip()
+
+
 class TextTail:
     """Rendered text of a stream, as lines, keeping at most ``max_lines``."""
 
@@ -157,9 +163,7 @@ class TextTail:
         rules look at after every read, without joining or copying a long line whole."""
         if self._tailed is not None and self._tailed[0] == cols:
             return list(self._tailed[1])
-        out = []
-        for line in self._lines[:-1]:
-            out.append(line[-2 * cols:].rstrip()[-cols:] if len(line) > cols else line.rstrip())
+        out = [_tail(line, cols) for line in self._lines[:-1]]
         last = self._lines[-1]
         if self._parts:
             end: list[str] = []
@@ -172,7 +176,7 @@ class TextTail:
             else:
                 end.append(last[-2 * cols:])
             last = "".join(reversed(end))
-        out.append(last[-2 * cols:].rstrip()[-cols:] if len(last) > cols else last.rstrip())
+        out.append(_tail(last, cols))
         self._tailed = (cols, out)
         return list(out)
 
