@@ -8,15 +8,14 @@ argument, ``unknown_instance`` for an id that is not there, or the runtime's own
 
 Plain ops: ``ping``, ``status``, ``send``, ``answer``, ``interrupt``, ``drain``, ``scale``,
 ``restart``, ``screen``, ``turns``, ``down``. Streaming ops: ``events`` (the store's history,
-filtered by kinds and instance, then live) and ``attach`` (a person at a terminal).
+filtered by kinds and instance, then live) and ``attach`` (a person at a terminal, in
+:mod:`aimterm.ipc.attach`).
 :class:`~aimterm.ipc.fleet.RemoteFleet` is the same fleet on the client side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import logging
 import os
@@ -29,11 +28,11 @@ from aimterm.adapter.schema import NAME_PATTERN
 from aimterm.errors import AimtermError, NotReady, ProtocolError, UnknownInstance
 from aimterm.events import PromptFinished, PromptQueued, Scaled
 from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
-from aimterm.handle import SessionHandle
+from aimterm.ipc.attach import Attach
 from aimterm.ipc.server import Op, Stream, StreamOp
 from aimterm.pool import Pool
 from aimterm.router import NoSuchTool
-from aimterm.states import LIVE_STATES, State
+from aimterm.states import State
 from aimterm.store import Store
 from aimterm.turn import Turn
 from aimterm.version import __version__
@@ -105,7 +104,7 @@ class DaemonOps:
         self.daemon = daemon
         self.followers: set[asyncio.Queue[None]] = set()  # wake-ups of `events --follow`
         self._down_waiters: list[asyncio.Future[None]] = []
-        self._writers: dict[str, Stream] = {}  # instance -> the stream attached to type into it
+        self._attach = Attach(daemon)
 
     def plain(self) -> dict[str, Op]:
         return {"ping": self.ping, "status": self.status, "send": self.send,
@@ -114,7 +113,7 @@ class DaemonOps:
                 "turns": self.turns, "down": self.down}
 
     def streaming(self) -> dict[str, StreamOp]:
-        return {"events": self.events, "attach": self.attach}
+        return {"events": self.events, "attach": self._attach}
 
     @property
     def pool(self) -> Pool:
@@ -344,130 +343,3 @@ class DaemonOps:
         self.daemon.request_stop()
         await waiter
         return {"stopped": True, "pid": os.getpid()}
-
-    # -- a person at the keyboard --------------------------------------------------------------
-
-    async def attach(self, args: dict[str, Any], stream: Stream) -> None:
-        """A person at an instance's terminal: its screen, then its output as it comes.
-
-        Args: ``id``; ``read_only`` (watch only: any number at once); ``size``
-        ``[rows, cols]`` (a writer's window, applied before the screen is drawn). Items:
-        ``{"screen", "rows", "cols", "state"}`` first, then ``{"output"}`` (base64), an
-        ``{"error"}`` for refused input, and ``{"exited"}`` last if the instance goes away.
-        Input messages: ``{"data"}`` (base64 keystrokes), ``{"resize": [rows, cols]}``,
-        ``{"detach": true}`` (ends the stream). A writer holds the instance ATTACHED, so
-        automation routes around it, until the stream ends in any way."""
-        iid = _req_str(args, "id", "attach")
-        read_only = bool(args.get("read_only", False))
-        size = _size(args.get("size")) if args.get("size") is not None else None
-        session = self.pool.instance(iid).session
-        run = session.starts  # the run attached to: a restart ends the attachment
-        if not _running(session):
-            raise NotReady("the instance is not running", instance=iid,
-                           state=session.state.value)
-        if not read_only:
-            holder = self._writers.get(iid)
-            if holder is not None:
-                raise NotReady("another client is attached to type into this instance "
-                               "(attach with read_only to watch)", instance=iid,
-                               state=session.state.value)
-            if session.state is State.ATTACHED:
-                raise NotReady("the instance is already attached", instance=iid,
-                               state=session.state.value)
-        chunks: asyncio.Queue[bytes] = asyncio.Queue()  # unbounded: nothing is dropped
-        # Listener, state and screen in one step of the loop: no output falls in between.
-        remove = session.add_output_listener(lambda data, _at: chunks.put_nowait(data))
-        feeder: asyncio.Task[None] | None = None
-        held = False
-        try:
-            if not read_only:
-                self._writers[iid] = stream
-                session.attach()
-                held = True
-                if size is not None:
-                    session.resize(*size)
-            await stream.send({"screen": _b64(session.render_screen()), "rows": session.rows,
-                               "cols": session.cols, "state": session.state.value})
-            done = asyncio.Event()
-            feeder = asyncio.get_running_loop().create_task(
-                _attach_inputs(session, stream, read_only, done))
-            while not done.is_set():
-                try:
-                    first = await asyncio.wait_for(chunks.get(), 0.25)
-                except asyncio.TimeoutError:
-                    first = None
-                if first is not None:
-                    data = [first]
-                    while not chunks.empty():
-                        data.append(chunks.get_nowait())
-                    await stream.send({"output": _b64(b"".join(data))})
-                    continue
-                if feeder.done():
-                    feeder.result()  # its failure (a gone client) ends the stream too
-                    return
-                if self.daemon.closed or session.starts != run or not _running(session):
-                    await stream.send({"exited": session.state.value})
-                    return
-            if not chunks.empty():  # the client asked to leave: what came before goes out
-                data = []
-                while not chunks.empty():
-                    data.append(chunks.get_nowait())
-                await stream.send({"output": _b64(b"".join(data))})
-        finally:
-            remove()
-            if feeder is not None and not feeder.done():
-                feeder.cancel()
-            if self._writers.get(iid) is stream:
-                del self._writers[iid]
-            if held and session.state is State.ATTACHED and session.starts == run:
-                try:
-                    session.detach()
-                except AimtermError:
-                    log.warning("detaching %s failed", iid, exc_info=True)
-
-
-async def _attach_inputs(session: SessionHandle, stream: Stream, read_only: bool,
-                         done: asyncio.Event) -> None:
-    while True:
-        msg = await stream.inputs.get()
-        if msg.get("detach"):
-            done.set()
-            return
-        if "data" in msg:
-            if read_only:
-                await stream.send({"error": {"code": "read_only", "message":
-                                             "attached read-only: input is not sent"}})
-                continue
-            try:
-                data = base64.b64decode(msg["data"], validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                await stream.send({"error": {"code": "bad_request",
-                                             "message": "'data' must be base64"}})
-                continue
-            try:
-                session.write(data)
-            except AimtermError as exc:
-                await stream.send({"error": {"code": exc.code, "message": str(exc)}})
-        elif "resize" in msg:
-            if read_only:
-                continue
-            try:
-                session.resize(*_size(msg["resize"]))
-            except ProtocolError as exc:
-                await stream.send({"error": {"code": exc.code, "message": str(exc)}})
-
-
-def _running(session: SessionHandle) -> bool:
-    return session.state in LIVE_STATES and session.state is not State.STOPPING
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10000
-                       for v in value)):
-        raise ProtocolError("a size must be [rows, cols], two integers > 0")
-    return value[0], value[1]

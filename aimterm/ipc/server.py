@@ -44,11 +44,13 @@ from aimterm.errors import (
     Cancelled,
     ConfigError,
     ConnectionLost,
+    LimitExceeded,
     PermissionDenied,
     ProtocolError,
     UnknownOp,
     UnsafeRuntimeDir,
 )
+from aimterm.ipc.framing import READ_CHUNK, ByteBudget, LineReader
 from aimterm.ipc.protocol import (
     CANCEL_OP,
     MAX_LINE,
@@ -77,6 +79,10 @@ StreamOp = Callable[[dict[str, Any], "Stream"], Awaitable[None]]
 _MAX_SOCKET_PATH = 107
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _STOP_GRACE_S = 2.0
+#: Requests running plus replies waiting, per connection. Past it the server reads no more
+#: from that connection until some finish, so a client that sends without reading its
+#: replies costs bounded memory (its own writes block in the kernel instead).
+MAX_PENDING = 256
 
 
 class Stream:
@@ -90,7 +96,7 @@ class Stream:
     def __init__(self, conn: _Connection, req_id: int, op: str) -> None:
         self.id = req_id
         self.op = op
-        self.inputs: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.inputs: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_PENDING)
         self.cancelled = asyncio.Event()
         self._conn = conn
 
@@ -113,7 +119,21 @@ class _Connection:
         #: Set when the connection goes away (client left, server stopping): cancelled
         #: requests then end silently instead of answering.
         self.closing = False
+        #: Error replies spawned and not yet written (requests count through ``tasks``).
+        self.pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._wlock = asyncio.Lock()
+
+    async def room(self) -> None:
+        """Wait until fewer than :data:`MAX_PENDING` requests and replies are outstanding."""
+        while len(self.tasks) + self.pending >= MAX_PENDING:
+            self._room.clear()
+            await self._room.wait()
+
+    def wake(self) -> None:
+        if len(self.tasks) + self.pending < MAX_PENDING:
+            self._room.set()
 
     async def send(self, msg: Mapping[str, Any]) -> None:
         await self.send_line(encode(msg))
@@ -184,6 +204,7 @@ class ControlServer:
         self._conns: set[_Connection] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._budget = ByteBudget()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -238,7 +259,8 @@ class ControlServer:
         log.info("control server listening on %s", self.path)
 
     async def _open(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock,
+                                                  limit=READ_CHUNK)
 
     def _close_now(self) -> None:
         if self._opening is not None and not self._opening.done():
@@ -275,6 +297,7 @@ class ControlServer:
             return
         self._handlers.add(task)
         conn = _Connection(writer, pid)
+        lines = LineReader(reader, self._budget, MAX_LINE)
         self._conns.add(conn)
         try:
             if uid != self._uid:
@@ -286,20 +309,21 @@ class ControlServer:
             await conn.send(hello(ops=sorted([*self._ops, CANCEL_OP]),
                                   streams=sorted(self._streaming)))
             while True:
+                await conn.room()  # a client that does not read its replies stops being read
                 try:
-                    line = await reader.readline()
-                except ValueError:
-                    # StreamReader: the line outgrew the limit. The rest of it cannot be told
-                    # from the next message, so answer once and hang up.
-                    await conn.send(error_reply(None, ProtocolError(
-                        f"line longer than {MAX_LINE} bytes; closing the connection")))
+                    line = await lines.next_line()
+                except (ProtocolError, LimitExceeded) as exc:
+                    # The rest of the input cannot be told from the next message: answer
+                    # once and hang up.
+                    await conn.send(error_reply(None, exc))
                     return
-                if not line.endswith(b"\n"):
+                if line is None:
                     return  # EOF (possibly mid-line: the client went away)
                 self._dispatch(conn, line)
         except (ConnectionLost, ConnectionError):
             pass
         finally:
+            lines.close()
             conn.close()
             self._conns.discard(conn)
             self._handlers.discard(task)
@@ -308,16 +332,16 @@ class ControlServer:
         try:
             req = parse_request(decode(line))
         except ProtocolError as exc:
-            self._spawn(conn.send_quietly(error_reply(_guess_id(line), exc)))
+            self._reply(conn, error_reply(_guess_id(line), exc))
             return
         if req.op is None:
             self._feed_input(conn, req)
         elif req.op == CANCEL_OP:
             found = conn.cancel(req.args["id"])
-            self._spawn(conn.send_quietly(ok_reply(req.id, {"cancelled": found})))
+            self._reply(conn, ok_reply(req.id, {"cancelled": found}))
         elif req.id in conn.tasks:
-            self._spawn(conn.send_quietly(error_reply(
-                req.id, ProtocolError(f"request id {req.id} is already in use"))))
+            self._reply(conn, error_reply(
+                req.id, ProtocolError(f"request id {req.id} is already in use")))
         elif req.op in self._ops:
             self._track(conn, req.id, self._spawn(self._call(conn, req, self._ops[req.op])))
         elif req.op in self._streaming:
@@ -326,16 +350,35 @@ class ControlServer:
             task = self._spawn(self._stream(conn, req, self._streaming[req.op], stream))
             self._track(conn, req.id, task)
         else:
-            self._spawn(conn.send_quietly(error_reply(req.id, UnknownOp(req.op, self.ops))))
+            self._reply(conn, error_reply(req.id, UnknownOp(req.op, self.ops)))
 
     def _feed_input(self, conn: _Connection, req: Request) -> None:
         stream = conn.streams.get(req.id)
         if stream is None:
-            self._spawn(conn.send_quietly(error_reply(
-                req.id, ProtocolError(f"no open stream {req.id} to take input"))))
+            self._reply(conn, error_reply(
+                req.id, ProtocolError(f"no open stream {req.id} to take input")))
             return
         assert req.input is not None
-        stream.inputs.put_nowait(req.input)
+        try:
+            stream.inputs.put_nowait(req.input)
+        except asyncio.QueueFull:
+            # An item, not an error reply: the stream itself goes on.
+            self._reply(conn, item(req.id, {"error": {
+                "code": LimitExceeded.code,
+                "message": f"{MAX_PENDING} inputs already wait on this stream; "
+                           "this one is dropped"}}))
+
+    def _reply(self, conn: _Connection, msg: Mapping[str, Any]) -> None:
+        conn.pending += 1
+
+        async def send() -> None:
+            try:
+                await conn.send_quietly(msg)
+            finally:
+                conn.pending -= 1
+                conn.wake()
+
+        self._spawn(send())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._io.loop.create_task(coro)
@@ -352,6 +395,7 @@ class ControlServer:
             if conn.tasks.get(req_id) is done:
                 del conn.tasks[req_id]
             conn.streams.pop(req_id, None)
+            conn.wake()
 
         task.add_done_callback(forget)
 
