@@ -271,15 +271,22 @@ class Daemon:
         resumes, the others start fresh; give instances their own cwd (a worktree each) and
         every one of them resumes.
         """
-        assert self.store is not None
+        assert self.store is not None and self.pool is not None
         allowed = {g.adapter for g in self.config.instances if g.resume != "never"}
+        # Only what this fleet runs: an instance a `scale` added to the dead daemon is not in
+        # the cluster file, so it does not come back, and cannot take a folder's resume.
+        fleet = self.pool.planned()
         folders: dict[tuple[str, str | None], list[str]] = {}
         fresh: dict[str, str] = {}
         for row in rows:
-            if row.get("state") == "removed":
+            spec = fleet.get(row["id"])
+            if row.get("state") == "removed" or spec is None:
                 continue
             if row.get("adapter") not in allowed:
                 fresh[row["id"]] = "resume: never"
+                continue
+            if not spec.resume:
+                fresh[row["id"]] = f"the {spec.name} adapter has no resume arguments"
                 continue
             folders.setdefault((row["adapter"], row.get("cwd")), []).append(row["id"])
         resumed = []

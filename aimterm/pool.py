@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aimterm.adapter.registry import load_adapter
+from aimterm.adapter.spec import AdapterSpec
 from aimterm.dispatch import Dispatcher
 from aimterm.errors import (
     AimtermError,
@@ -139,11 +140,19 @@ class Pool:
 
     def _reserve(self, group: Group) -> tuple[str, int]:
         index = next(group.numbers)
-        iid = f"{group.adapter.name}-{index}"
-        while iid in self._instances or iid in self._reserved:
+        while (iid := _instance_id(group, index)) in self._instances or iid in self._reserved:
             index = next(group.numbers)
-            iid = f"{group.adapter.name}-{index}"
         return iid, index
+
+    def planned(self) -> dict[str, AdapterSpec]:
+        """Before :meth:`start`: the id and adapter of every instance it will start."""
+        def plan() -> dict[str, AdapterSpec]:
+            if self.started:
+                raise RuntimeError("the pool has started: its instances are in instances()")
+            return {_instance_id(g, n): g.adapter for g in self._groups.values()
+                    for n in range(1, g.desired + 1)}
+
+        return self._ioloop.run_sync(plan)
 
     def _new_instance(self, group: Group, iid: str, index: int,
                       extra: InstanceSetup | None) -> Instance:
@@ -596,3 +605,7 @@ class Pool:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _instance_id(group: Group, index: int) -> str:
+    return f"{group.adapter.name}-{index}"

@@ -88,3 +88,28 @@ def test_a_reply_cut_by_the_scrollback_bound_says_so() -> None:
         assert data["reply_lines_dropped"] == long.reply_lines_dropped
     finally:
         s.stop()
+
+
+def test_recovered_resumed_is_what_status_shows_resumed(cluster: Cluster) -> None:
+    from tests.test_daemon import cluster_processes, gone
+
+    status = up(cluster)
+    daemon = status["daemon"]["pid"]
+    # A group that `scale` added to this daemon only: the next one does not run it, so it
+    # may not take the folder's resume from the instances that do come back.
+    cluster.cli("cluster", "scale", "echo", "3")
+    cluster.cli("send", "--to", "echo-1", "first")
+    cluster.cli("send", "--to", "echo-3", "last")
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: gone(daemon), "the daemon to die")
+    wait_for(lambda: not cluster_processes(cluster.state), "the instances to hang up", 20)
+
+    status = up(cluster)
+    recovered = status["daemon"]["recovered"]
+    rows = {r["id"]: r for r in status["instances"]}
+    assert recovered["crashed"]
+    assert set(recovered["resumed"]) == {i for i, r in rows.items() if r["resumed"]}, \
+        (recovered, rows)
+    assert set(recovered["resumed"]) | set(recovered["not_resumed"]) == set(rows)
+    assert recovered["resumed"] == ["echo-1"]  # of those that came back, its turn was last
+    cluster.cli("cluster", "down")
