@@ -26,12 +26,14 @@ from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml
 from aimterm.errors import ConfigError
 from aimterm.paths import state_home
 from aimterm.router import RoutingStrategy
+from aimterm.statedir import check_private_file, ensure_private_dir
 
 __all__ = ["RESUME_MODES", "ClusterConfig", "InstanceGroup", "RestartConfig", "default_state_dir",
            "load_cluster_config", "resolve_config"]
 
 SOCKET_NAME = "control.sock"
 DB_NAME = "aimterm.db"
+DB_SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite opens next to the database
 LOG_NAME = "daemon.log"
 TRANSCRIPT_DIR = "logs"
 
@@ -109,10 +111,15 @@ class ClusterConfig:
         return self.state_dir / TRANSCRIPT_DIR
 
     def ensure_state_dir(self) -> Path:
-        """Create the state dir (0700; an existing one is tightened to 0700)."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.state_dir.stat().st_mode & 0o077:
-            os.chmod(self.state_dir, 0o700)
+        """Create the state dir and its ``logs/`` (0700, missing parents too), or check that
+        existing ones are real dirs of ours nobody else may enter, and that the files the
+        daemon opens are not links or someone else's. Raises
+        :class:`~aimterm.errors.UnsafeRuntimeDir` before anything is written: a dir open to
+        others is refused, never tightened (it may have been planted)."""
+        ensure_private_dir(self.state_dir)
+        for name in (LOG_NAME, DB_NAME, *(DB_NAME + s for s in DB_SIDE_FILES)):
+            check_private_file(self.state_dir / name)
+        ensure_private_dir(self.transcript_dir)
         return self.state_dir
 
 
@@ -298,6 +305,7 @@ def resolve_config(config: str | os.PathLike[str] | None = None,
     over the file's). Both the daemon and the clients find the socket through this."""
     cfg = load_cluster_config(config)
     if state_dir is not None:
-        cfg = dataclasses.replace(
-            cfg, state_dir=Path(os.path.expanduser(os.fspath(state_dir))).resolve())
+        # The parents are resolved, not the dir itself: a state dir that is a link is refused.
+        given = Path(os.path.abspath(os.path.expanduser(os.fspath(state_dir))))
+        cfg = dataclasses.replace(cfg, state_dir=given.parent.resolve() / given.name)
     return cfg

@@ -31,7 +31,7 @@ the classes.
     │   ├── UnknownOp               an op the server does not expose
     │   └── UnsupportedVersion      the peer speaks another protocol version
     ├── PermissionDenied            the socket's peer runs as another user
-    ├── UnsafeRuntimeDir            the socket's folder is shared with other users
+    ├── UnsafeRuntimeDir            a private dir or file is a link, or not only yours
     ├── AlreadyRunning              a live server already listens on the socket
     ├── DaemonNotRunning            no server listens on the socket
     ├── ConnectionLost              the server went away while a request was open
@@ -47,6 +47,13 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 _MISSING = object()
+
+
+def _shown(value: object, most: int = 80) -> str:
+    """``repr(value)`` cut to ``most`` characters: a message that names what a peer sent
+    stays short however much it sent."""
+    text = repr(value)
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 class AimtermError(Exception):
@@ -321,7 +328,7 @@ class UnknownOp(ProtocolError):
 
     def __init__(self, op: str, known: Sequence[str] = ()) -> None:
         hint = f" (ops: {', '.join(sorted(known))})" if known else ""
-        super().__init__(f"unknown op {op!r}{hint}")
+        super().__init__(f"unknown op {_shown(op)}{hint}")
         self.op = op
 
 
@@ -332,7 +339,7 @@ class UnsupportedVersion(ProtocolError):
 
     def __init__(self, got: object, supported: Sequence[int] = (1,)) -> None:
         wanted = ", ".join(str(v) for v in supported)
-        super().__init__(f"protocol version {got!r} is not supported (supported: {wanted})")
+        super().__init__(f"protocol version {_shown(got)} is not supported (supported: {wanted})")
         self.got = got
         self.supported = list(supported)
 
@@ -345,14 +352,16 @@ class PermissionDenied(AimtermError):
 
 
 class UnsafeRuntimeDir(AimtermError):
-    """The folder of the control socket is owned by someone else or open to group/other."""
+    """A private dir (the state dir, the socket's folder, ``logs/``) or a file in one is a
+    link, someone else's, or open to group/other: refused before anything is written."""
 
     code = "unsafe_runtime_dir"
     exit_code = 24
     fields = ("path", "mode", "reason")
 
-    def __init__(self, path: str, mode: int, reason: str) -> None:
-        super().__init__(f"refusing to use {path} (mode {mode:04o}): {reason}; "
+    def __init__(self, path: str, mode: int, reason: str, fix: str | None = None) -> None:
+        super().__init__(f"refusing to use {path}: {reason}; {fix}" if fix is not None else
+                         f"refusing to use {path} (mode {mode:04o}): {reason}; "
                          "it must be owned by you with mode 0700")
         self.path = path
         self.mode = mode

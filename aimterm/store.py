@@ -31,6 +31,7 @@ from typing import Any
 
 from aimterm.errors import StoreError
 from aimterm.events import Event
+from aimterm.statedir import check_private_file, open_private, private_dirs
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -84,6 +85,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _INSTANCE_FIELDS = ("adapter", "state", "pid", "cwd", "tags", "restarts", "turns", "resume",
                     "updated", "extra")
 _INFLIGHT = "running"
+#: The files SQLite opens next to the database, by name.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 class Store:
@@ -93,10 +96,13 @@ class Store:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dirs(self.path.parent)
             # Prompts and replies are private: create the file 0600 before SQLite does (it
             # would use the umask); the -wal and -shm files copy the database's permissions.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            # SQLite follows symlinks, so none of its files may be one, or someone else's.
+            os.close(open_private(self.path, os.O_RDWR))
+            for suffix in _SIDE_FILES:
+                check_private_file(f"{self.path}{suffix}")
             self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
                                          check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:

@@ -21,8 +21,9 @@ from typing import Any
 import click
 
 from aimterm.config import ClusterConfig, resolve_config
-from aimterm.errors import AlreadyRunning, DaemonNotRunning
+from aimterm.errors import AlreadyRunning, DaemonNotRunning, IpcTimeout
 from aimterm.ipc.client import ControlClient
+from aimterm.statedir import open_private
 
 #: How long ``up --detach`` waits for the daemon to answer, then for its fleet to settle.
 _PING_WAIT_S = 15.0
@@ -42,12 +43,18 @@ def connect(cfg: ClusterConfig, timeout: float | None = 30.0) -> Iterator[Contro
         yield client
 
 
-def _ping(cfg: ClusterConfig) -> bool:
+def _ping(cfg: ClusterConfig, *, busy_is_up: bool = True) -> bool:
+    """Whether a daemon answers on the socket. One that accepts but is slow to answer is up
+    (``busy_is_up``: raise its IpcTimeout) or not yet (False: a daemon still starting)."""
     try:
         with ControlClient(str(cfg.socket_path), timeout=2.0) as client:
             client.call("ping")
         return True
     except DaemonNotRunning:
+        return False
+    except IpcTimeout:
+        if busy_is_up:
+            raise
         return False
 
 
@@ -62,6 +69,8 @@ def _summary(instances: list[dict[str, Any]]) -> str:
 
 def run_up(config: str | None, state_dir: str | None, detach: bool) -> int:
     cfg = resolve_config(config, state_dir)
+    # Checked before the socket in it is even tried: a planted one is not ours to talk to.
+    cfg.ensure_state_dir()
     if _ping(cfg):
         raise AlreadyRunning(str(cfg.socket_path))
     if detach:
@@ -75,13 +84,16 @@ def _up_detached(cfg: ClusterConfig, config: str | None, state_dir: str | None) 
     if config is not None:
         argv += ["--config", os.path.abspath(config)]
     log_path = cfg.log_path
-    start = log_path.stat().st_size if log_path.exists() else 0
-    with open(log_path, "ab") as log:
-        os.chmod(log_path, 0o600)
+    # 0600 and never through a link: a daemon.log planted as one is refused, not appended to.
+    log = open_private(log_path, os.O_WRONLY | os.O_APPEND)
+    try:
+        start = os.fstat(log).st_size
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True)
+    finally:
+        os.close(log)
     deadline = time.monotonic() + _PING_WAIT_S
-    while not _ping(cfg):
+    while not _ping(cfg, busy_is_up=False):
         code = proc.poll()
         if code is not None:
             tail = log_path.read_bytes()[start:].decode(errors="replace").strip().splitlines()

@@ -11,8 +11,8 @@ the error's code; anything else is a crash: the traceback goes to the log and th
 
 Socket hygiene (after qtile's ``libqtile/ipc.py``):
 
-- the socket's folder is created 0700 and refused (:class:`UnsafeRuntimeDir`) if it is owned by
-  another user or open to group/other;
+- the socket's folder is created 0700 and refused (:class:`UnsafeRuntimeDir`) if it is a link,
+  owned by another user or open to group/other (:func:`aimterm.statedir.ensure_private_dir`);
 - the socket is bound under a 0177 umask and chmod-ed 0600;
 - each connection's peer uid is read with ``SO_PEERCRED``: another uid gets one
   ``permission_denied`` reply and is disconnected;
@@ -48,7 +48,6 @@ from aimterm.errors import (
     PermissionDenied,
     ProtocolError,
     UnknownOp,
-    UnsafeRuntimeDir,
 )
 from aimterm.ipc.framing import READ_CHUNK, ByteBudget, LineReader
 from aimterm.ipc.protocol import (
@@ -64,6 +63,7 @@ from aimterm.ipc.protocol import (
     ok_reply,
     parse_request,
 )
+from aimterm.statedir import ensure_private_dir
 from aimterm.term.loop import IOLoop
 
 __all__ = ["ControlServer", "Op", "Stream", "StreamOp"]
@@ -248,7 +248,7 @@ class ControlServer:
     def _start_on_loop(self) -> None:
         if self._sock is not None:
             raise RuntimeError(f"the control server on {self.path} is already started")
-        _prepare_dir(self.path.parent)
+        ensure_private_dir(self.path.parent)
         _clear_stale(self.path)
         self._sock = _bind(self.path)
         st = os.stat(self.path)
@@ -452,24 +452,6 @@ def _peer_cred(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     pid, uid, gid = _PEERCRED.unpack(raw)
     return int(pid), int(uid), int(gid)
-
-
-def _prepare_dir(folder: Path) -> None:
-    """Create ``folder`` 0700, or check that an existing one is ours and private."""
-    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.mkdir(folder, 0o700)
-        os.chmod(folder, 0o700)  # mkdir's mode went through the umask
-    except FileExistsError:
-        pass
-    st = os.stat(folder)
-    mode = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeRuntimeDir(str(folder), mode, "not a directory")
-    if st.st_uid != os.getuid():
-        raise UnsafeRuntimeDir(str(folder), mode, f"owned by uid {st.st_uid}, not {os.getuid()}")
-    if mode & 0o077:
-        raise UnsafeRuntimeDir(str(folder), mode, "group or other users have access")
 
 
 def _clear_stale(path: Path) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from aimterm.statedir import open_private_file, private_dirs
+
 
 class TranscriptWriter:
     """Appends events to an asciicast v2 file. Buffered; flushed on :meth:`flush`/close.
@@ -32,7 +34,9 @@ class TranscriptWriter:
                  command: str | None = None, max_bytes: int | None = None,
                  keep: int = 3) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A missing folder is made 0700; an existing one is the caller's (the daemon checks
+        # its logs/ with the state dir).
+        private_dirs(self.path.parent)
         # Output is written on the reader loop, input and markers from callers' threads.
         self._lock = threading.Lock()
         self._decoders = {"o": codecs.getincrementaldecoder("utf-8")("replace"),
@@ -51,7 +55,8 @@ class TranscriptWriter:
         self._open(continued=False)
 
     def _open(self, *, continued: bool) -> None:
-        self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # What was typed is in it: 0600, and never written through a link someone planted.
+        self._fh = open_private_file(self.path, os.O_WRONLY | os.O_TRUNC, "w", encoding="utf-8")
         self._start = time.monotonic()
         header = {**self._header, "timestamp": int(time.time())}
         if continued:

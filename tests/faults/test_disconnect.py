@@ -19,7 +19,8 @@ def _queued(cluster: Cluster, client_sig: str) -> bool:
 
 
 def test_a_queued_prompt_of_a_killed_client_never_runs(cluster: Cluster) -> None:
-    write_config(cluster.root, think=2.0)
+    # Long enough that both clients queue behind it on a loaded machine.
+    write_config(cluster.root, think=8.0)
     cluster.config.write_text(cluster.config.read_text().replace("count: 2", "count: 1"))
     up(cluster)
     # The one instance is busy with a prompt nobody waits for...
@@ -37,7 +38,7 @@ def test_a_queued_prompt_of_a_killed_client_never_runs(cluster: Cluster) -> None
         client.wait(10)
     # The busy turn ends; the queued prompts must not start on the freed instance.
     wait_for(lambda: cluster.status()["instances"][0]["turns"] == 1, "the first turn done",
-             timeout=20)
+             timeout=40)
     time.sleep(1.0)
     events = cluster.events()
     started = [e.get("prompt", "") for e in events if e["kind"] == "turn_started"]
