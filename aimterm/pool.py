@@ -22,6 +22,7 @@ Blocking work (stopping a process with its escalation) runs on a small worker po
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import logging
@@ -113,6 +114,7 @@ class Pool:
         self._closed = False
         self._creating = 0  # instances whose setup hook is still running
         self._reserved: set[str] = set()
+        self._to_spawn: collections.deque[Instance] = collections.deque()  # see _spawn_soon
         self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="aimterm-stop")
         self._ready_cond = threading.Condition()
         self.setup_errors: list[tuple[str, Exception]] = []
@@ -195,7 +197,7 @@ class Pool:
             if delay:
                 inst.timer = self._loop.call_later(delay, self._spawn, inst)
             else:
-                self._spawn(inst)
+                self._spawn_soon(inst)
 
         self._creating += 1
         hook = group.spec.setup
@@ -286,6 +288,22 @@ class Pool:
                     names = ", ".join(f"{i.id} ({i.state})" for i in waiting)
                     raise StartupTimeout(f"instances not ready after {timeout:g}s: {names}")
                 self._ready_cond.wait(min(left, 1.0))
+
+    def _spawn_soon(self, inst: Instance) -> None:
+        """Spawn ``inst`` on a later pass of the loop, one instance per pass. A fork and exec
+        take milliseconds; a hundred in one pass would hold up the loop for seconds, and with
+        it the answers to the terminal queries of the tools already started (a tool that asks
+        for the cursor position at start-up gives up after a while) and the socket's clients."""
+        self._to_spawn.append(inst)
+        if len(self._to_spawn) == 1:
+            self._loop.call_soon(self._spawn_next)
+
+    def _spawn_next(self) -> None:
+        if not self._to_spawn:
+            return
+        self._spawn(self._to_spawn.popleft())
+        if self._to_spawn:
+            self._loop.call_soon(self._spawn_next)
 
     def _spawn(self, inst: Instance) -> None:
         inst.timer = None

@@ -3,10 +3,14 @@ grows, and FATAL says why — also when the timeout is longer than the fast-fail
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from aimterm.events import Event, InstanceFatal, InstanceRestarting
 from aimterm.pool import GroupSpec, Pool, RestartPolicy
 from aimterm.states import State
 from tests.helpers import fake_adapter
+from tests.test_daemon import Cluster
 
 NEVER_READY = fake_adapter("""
 command: ["{py}", "-c", "import time; print('loading...', flush=True); time.sleep(60)"]
@@ -41,3 +45,25 @@ def test_startup_timeouts_are_failed_starts_and_end_fatal_with_the_reason() -> N
         assert pool.status()[0]["fatal_reason"] == inst.fatal_reason
     finally:
         pool.shutdown(timeout=5)
+
+
+def test_a_hundred_demo_agents_come_up_detached_with_no_failed_start(cluster: Cluster) -> None:
+    # Each demo agent asks the terminal for the cursor position at start-up and dies if no
+    # answer comes within 2 s; a daemon busy starting the others must still answer, and
+    # answer `hello` to the `up --detach` that waits for it.
+    cluster.config.write_text("state_dir: state\ninstances:\n  - adapter: demo\n    count: 100\n")
+    started = time.monotonic()
+    out = cluster.run("cluster", "up", "--detach", "-c", str(cluster.config), timeout=180)
+    assert out.returncode == 0, out.stderr
+    status = cluster.status()
+    rows = status["instances"]
+    assert len(rows) == 100 and status["ready"], _summary(rows)
+    assert sum(r["restarts"] for r in rows) == 0, _summary(rows)
+    exits = [e for e in cluster.events() if e["kind"] == "process_exited"]
+    assert exits == [], exits[:3]
+    print(f"100 demo agents ready in {time.monotonic() - started:.1f}s")
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['id']}:{r['state']}/{r['restarts']}" for r in rows
+                     if r["state"] != "idle" or r["restarts"])
