@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 from aimterm.errors import StoreError
 from aimterm.events import Event
@@ -92,23 +93,33 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")
 class Store:
     """The daemon's database. Thread-safe; a context manager that closes it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        """Open (creating it, unless ``readonly``) the store at ``path``. A read-only store
+        is how the CLI reads the history while no daemon runs: it never writes, and reads
+        what a daemon writes meanwhile."""
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            private_dirs(self.path.parent)
-            # Prompts and replies are private: create the file 0600 before SQLite does (it
-            # would use the umask); the -wal and -shm files copy the database's permissions.
-            # SQLite follows symlinks, so none of its files may be one, or someone else's.
-            os.close(open_private(self.path, os.O_RDWR))
+            if readonly:
+                # SQLite follows symlinks, so none of its files may be one, or someone else's.
+                os.close(open_private(self.path, os.O_RDONLY, create=False))
+            else:
+                private_dirs(self.path.parent)
+                # Prompts and replies are private: create the file 0600 before SQLite does
+                # (it would use the umask); the -wal and -shm files copy its permissions.
+                os.close(open_private(self.path, os.O_RDWR))
             for suffix in _SIDE_FILES:
                 check_private_file(f"{self.path}{suffix}")
-            self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
-                                         check_same_thread=False)
+            target = f"file:{quote(str(self.path))}?mode=ro" if readonly else str(self.path)
+            self._conn = sqlite3.connect(target, timeout=5.0, isolation_level=None,
+                                         check_same_thread=False, uri=readonly)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         try:
             self._conn.row_factory = sqlite3.Row
+            if readonly:
+                self._check_readable()
+                return
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot put the store {self.path} in WAL mode (got {mode})")
@@ -121,6 +132,18 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
+
+    def _known_version(self) -> int:
+        """The schema version of the file; one newer than this aimterm knows is refused."""
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the store {self.path} has schema version {version}, newer than "
+                             f"this aimterm knows ({SCHEMA_VERSION}); upgrade aimterm")
+        return version
+
+    def _check_readable(self) -> None:
+        if self._known_version() == 0:
+            raise StoreError(f"{self.path} is not an aimterm store (no schema)")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,11 +164,7 @@ class Store:
             return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        if current > SCHEMA_VERSION:
-            raise StoreError(f"the store {self.path} has schema version {current}, newer than "
-                             f"this aimterm knows ({SCHEMA_VERSION}); upgrade aimterm")
-        for version in range(current, SCHEMA_VERSION):
+        for version in range(self._known_version(), SCHEMA_VERSION):
             with self._transaction():
                 for statement in _MIGRATIONS[version]:
                     self._conn.execute(statement)

@@ -217,30 +217,6 @@ def run_send(config: str | None, state_dir: str | None, prompt: str, *, tool: st
     return 0
 
 
-def _event_line(event: dict[str, Any]) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("ts", 0)))
-    skip = {"seq", "ts", "kind", "instance", "mono"}
-    detail = " ".join(f"{k}={v}" for k, v in event.items() if k not in skip and v not in
-                      (None, "", [], {}))
-    who = event.get("instance") or "-"
-    return f"{event['seq']:>6} {stamp} {event['kind']:<19} {who:<12} {detail}"
-
-
-def run_events(config: str | None, state_dir: str | None, follow: bool, since: int,
-               as_json: bool, kinds: list[str] | None = None,
-               instance: str | None = None) -> int:
-    cfg = resolve_config(config, state_dir)
-    args: dict[str, Any] = {"since": since, "follow": follow}
-    if kinds:
-        args["kinds"] = kinds
-    if instance is not None:
-        args["instance"] = instance
-    with connect(cfg) as client:
-        for event in client.open_stream("events", args):
-            click.echo(json.dumps(event) if as_json else _event_line(event))
-    return 0
-
-
 # -- answer, interrupt, drain, screen, turns -----------------------------------------------------
 
 def _print(result: Any, as_json: bool, text: str) -> None:

@@ -283,7 +283,7 @@ def send(config: str | None, state_dir: str | None, prompt: str, tool: str | Non
 def events(config: str | None, state_dir: str | None, follow: bool, since: int,
            kinds: tuple[str, ...], instance_id: str | None, as_json: bool) -> None:
     """Print the cluster's event history (state changes, turns, restarts, crashes)."""
-    from aimterm.cli.cluster import run_events
+    from aimterm.cli.events import run_events
 
     sys.exit(run_events(config, state_dir, follow, since, as_json, kinds=list(kinds),
                         instance=instance_id))

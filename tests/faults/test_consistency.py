@@ -113,3 +113,39 @@ def test_recovered_resumed_is_what_status_shows_resumed(cluster: Cluster) -> Non
     assert set(recovered["resumed"]) | set(recovered["not_resumed"]) == set(rows)
     assert recovered["resumed"] == ["echo-1"]  # of those that came back, its turn was last
     cluster.cli("cluster", "down")
+
+
+def test_events_reads_the_store_when_no_daemon_runs(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    fresh = cluster.run("events", "-c", str(cluster.config))
+    assert fresh.returncode == 26 and "and no history in" in fresh.stderr, fresh.stderr
+    up(cluster)
+    cluster.cli("send", "--to", "echo-1", "kept after the daemon")
+    cluster.cli("cluster", "down")
+    assert not cluster.socket.exists()
+    events = cluster.events()  # no daemon: straight from the store
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "daemon_started" and kinds[-1] == "daemon_stopped", kinds
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    turns = cluster.cli("events", "--json", "--kind", "turn_finished", "--instance", "echo-1")
+    rows = [json.loads(line) for line in turns.stdout.splitlines()]
+    assert [r["kind"] for r in rows] == ["turn_finished"] and rows[0]["instance"] == "echo-1"
+    unknown = cluster.run("events", "-c", str(cluster.config), "--instance", "echo-9")
+    assert unknown.returncode != 0 and "echo-9" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    # Following without a daemon keeps reading the store: a daemon started later shows up.
+    last = events[-1]["seq"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "aimterm", "events", "-f", "--json", "--since", str(last),
+         "-c", str(cluster.config)], env=cluster.env, stdout=subprocess.PIPE, text=True)
+    try:
+        up(cluster)
+        assert follower.stdout is not None
+        line = json.loads(follower.stdout.readline())
+        assert line["kind"] == "daemon_started" and line["seq"] > last, line
+    finally:
+        follower.kill()
+        follower.communicate(timeout=10)
+    cluster.cli("cluster", "down")
