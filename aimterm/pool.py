@@ -580,6 +580,7 @@ class Pool:
         def close() -> list[Instance]:
             self._closing = True
             self.dispatcher.close()
+            self._to_spawn.clear()  # starts not made yet are not made at all
             for inst in self._instances.values():
                 inst.expect_exit = True
                 if inst.timer is not None:
