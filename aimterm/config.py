@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml
+from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml, read_yaml_file
 from aimterm.errors import ConfigError
 from aimterm.paths import state_home
 from aimterm.router import RoutingStrategy
@@ -290,11 +290,7 @@ def load_cluster_config(path: str | os.PathLike[str] | None = None) -> ClusterCo
     if path is None:
         return ClusterConfig()
     shown = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the cluster file: {exc.strerror or exc}",
-                          path=shown) from None
+    text = read_yaml_file(shown, "cluster file")  # bounded: never more than 1 MiB is read
     base = Path(path).expanduser().resolve().parent
     return _build(parse_yaml(text, shown), base)
 

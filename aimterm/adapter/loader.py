@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
 from yaml.nodes import MappingNode, ScalarNode
 
 from aimterm.adapter.schema import NAME_PATTERN, REGION_PATTERN, SCHEMA
@@ -36,7 +35,13 @@ from aimterm.adapter.spec import (
     SubmitRecipe,
     TerminalSpec,
 )
-from aimterm.adapter.yamlfile import LineBuilder, format_key, node_line, yaml_config_error
+from aimterm.adapter.yamlfile import (
+    build_yaml,
+    compose_yaml,
+    format_key,
+    node_line,
+    read_yaml_file,
+)
 from aimterm.errors import ConfigError
 from aimterm.term.keys import is_key
 
@@ -112,25 +117,21 @@ class _Issue:
 
 _fmt_key = format_key
 _line_of = node_line
-_yaml_error = yaml_config_error
+_read = read_yaml_file
 
 
 def _parse(text: str, path: str) -> _Doc:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, path) from None
+    root = compose_yaml(text, path)  # bounded: size, depth, aliases expanded
     if root is None or (isinstance(root, ScalarNode) and root.tag.endswith(":null")
                         and root.value in ("", "~", "null")):
         raise ConfigError("empty adapter file", path=path, line=1)
     if not isinstance(root, MappingNode):
         raise ConfigError("expected a mapping of adapter settings at the top level", path=path,
                           line=_line_of(root))
-    builder = LineBuilder(path)
-    data = builder.build(root, ())
+    built = build_yaml(root, path)
     where: dict[_KeyPath, _Where] = {(): (path, 1)}
-    where.update({key: (path, line) for key, line in builder.lines.items()})
-    return _Doc(data=data, where=where, path=path, files=[path])
+    where.update({key: (path, line) for key, line in built.lines.items()})
+    return _Doc(data=built.data, where=where, path=path, files=[path])
 
 
 def _where(doc: _Doc, key: _KeyPath) -> _Where:
@@ -302,7 +303,10 @@ def _translate(error: Any, doc: _Doc) -> _Issue:
 
 
 def _check_structure(doc: _Doc) -> None:
-    issues = [_translate(error, doc) for error in _validator().iter_errors(doc.data)]
+    try:
+        issues = [_translate(error, doc) for error in _validator().iter_errors(doc.data)]
+    except RecursionError:  # the YAML bounds keep data shallow; this is the last guard
+        raise ConfigError("nested too deeply to check", path=doc.path, line=1) from None
     if issues:
         raise _first_error(doc, issues)
 
@@ -342,15 +346,6 @@ def _resolve(doc: _Doc, requesting: Path, resolver: Resolver | None,
     return _merge(parent, doc)
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc.reason}", path=path) from None
-
-
 # ---------------------------------------------------------------------------------------------
 # Conversion with semantic checks
 # ---------------------------------------------------------------------------------------------
@@ -372,9 +367,11 @@ class _Converter:
     def regex(self, value: str, key: _KeyPath) -> re.Pattern[str]:
         try:
             return re.compile(value, re.MULTILINE)
-        except re.error as exc:
+        except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999}
             self.fail(key, f"bad regular expression: {exc}")
-            return _NEVER
+        except RecursionError:  # thousands of nested groups
+            self.fail(key, "bad regular expression: nested too deeply")
+        return _NEVER
 
     def regexes(self, value: Any, key: _KeyPath) -> tuple[re.Pattern[str], ...]:
         if value is None:

@@ -12,11 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from aimterm.adapter.loader import load_file
 from aimterm.adapter.spec import AdapterSpec
-from aimterm.errors import AdapterNotFound
+from aimterm.adapter.yamlfile import parse_yaml, read_yaml_file
+from aimterm.errors import AdapterNotFound, ConfigError
 from aimterm.paths import adapter_search_path
 
 _SUFFIXES = (".yaml", ".yml")
@@ -68,9 +67,9 @@ class AdapterRegistry:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         name = path.stem
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        try:  # bounded like every load: any file on the search path is read here
+            data = parse_yaml(read_yaml_file(str(path)), str(path)).data
+        except ConfigError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("name"), str) and data["name"]:
             name = data["name"]
