@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aimterm.adapter.schema import MAX_INT, MAX_SECONDS
 from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml, read_yaml_file
 from aimterm.errors import ConfigError
 from aimterm.paths import state_home
@@ -173,6 +174,8 @@ class _Checker:
             raise self.fail(key, f"expected an integer, got {_got(value)}")
         if value < minimum:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
+        if value > MAX_INT:
+            raise self.fail(key, f"expected an integer <= {MAX_INT}, got {value}")
         return value
 
     def number(self, value: Any, key: KeyPath, *, positive: bool = False) -> float:
@@ -181,6 +184,9 @@ class _Checker:
         if value < 0 or (positive and value == 0):
             raise self.fail(key, f"expected a number {'>' if positive else '>='} 0, "
                                  f"got {value}")
+        if value > MAX_SECONDS:
+            raise self.fail(key, f"expected a number <= {MAX_SECONDS} (30 days in seconds), "
+                                 f"got {value:g}")
         return float(value)
 
     def path(self, value: Any, key: KeyPath, base: Path) -> Path:

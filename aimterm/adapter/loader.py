@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from yaml.nodes import MappingNode, ScalarNode
 
-from aimterm.adapter.schema import NAME_PATTERN, REGION_PATTERN, SCHEMA
+from aimterm.adapter.schema import MAX_INT, MAX_SECONDS, NAME_PATTERN, REGION_PATTERN, SCHEMA
 from aimterm.adapter.spec import (
     ALL,
     AdapterSpec,
@@ -252,9 +252,14 @@ def _expected(schema: Mapping[str, Any], plural: bool = False) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _bounds(schema: Mapping[str, Any]) -> str:
+def _bounds(schema: Mapping[str, Any], violated: str) -> str:
     kind = "an integer" if schema.get("type") == "integer" else "a number"
     low, high = schema.get("minimum"), schema.get("maximum")
+    if high in (MAX_INT, MAX_SECONDS):
+        # The ceiling every number has: named only when it is the one crossed.
+        if violated == "maximum":
+            return f"{kind} <= {high}"
+        high = None
     if low is not None and high is not None:
         return f"{kind} from {low} to {high}"
     if "exclusiveMinimum" in schema:
@@ -284,7 +289,7 @@ def _translate(error: Any, doc: _Doc) -> _Issue:
     if kind == "type":
         return _Issue(key, f"expected {_expected(schema)}, got {_got(value)}")
     if kind in ("minimum", "maximum", "exclusiveMinimum"):
-        return _Issue(key, f"expected {_bounds(schema)}, got {_short(value)}")
+        return _Issue(key, f"expected {_bounds(schema, kind)}, got {_short(value)}")
     if kind == "required":
         missing = next(name for name in schema["required"] if name not in value)
         return _Issue(key + (missing,),

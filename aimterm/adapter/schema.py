@@ -39,16 +39,21 @@ def _obj(description: str, properties: dict[str, Any],
     return out
 
 
-def _int(description: str, minimum: int, maximum: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "integer", "minimum": minimum, "description": description}
-    if maximum is not None:
-        out["maximum"] = maximum
-    return out
+#: The largest duration a file may give, in seconds (30 days): far past any sane timeout, and
+#: well inside what timers and sleeps accept (1e300 would overflow them).
+MAX_SECONDS = 30 * 24 * 3600
+#: The largest integer a file may give where no smaller bound applies.
+MAX_INT = 2**31 - 1
+
+
+def _int(description: str, minimum: int, maximum: int = MAX_INT) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum,
+            "description": description}
 
 
 def _seconds(description: str, *, positive: bool) -> dict[str, Any]:
     bound = "exclusiveMinimum" if positive else "minimum"
-    return {"type": "number", bound: 0, "description": description}
+    return {"type": "number", bound: 0, "maximum": MAX_SECONDS, "description": description}
 
 
 def _str(description: str) -> dict[str, Any]:

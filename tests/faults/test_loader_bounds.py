@@ -155,3 +155,22 @@ def test_scale_refuses_a_bomb_adapter_and_the_daemon_goes_on(cluster: Cluster) -
     _one_line_error(out.stderr, bomb, "expands into more than", prefix="aimterm: ")
     assert [r["id"] for r in cluster.status()["instances"]] == ["echo-1", "echo-2"]
     _no_traceback(cluster)
+
+
+def test_numbers_too_large_for_a_timer_are_refused(tmp_path: Path) -> None:
+    # Finite but past what a timer or a sleep takes: refused in the file, not an
+    # OverflowError in the daemon later.
+    from aimterm.adapter.loader import load_text
+
+    with pytest.raises(ConfigError, match=r"x.yaml:3: turn_timeout_s: expected a number <= "):
+        load_text("extends: demo\nname: x\nturn_timeout_s: 1.0e+300\n", "x.yaml")
+    with pytest.raises(ConfigError, match=r"x.yaml:3: settle_ms: expected an integer <= "):
+        load_text(f"extends: demo\nname: x\nsettle_ms: {2**40}\n", "x.yaml")
+    path = tmp_path / "cluster.yaml"
+    path.write_text("restart: {backoff_s: 1.0e+300}\n")
+    with pytest.raises(ConfigError, match=r"cluster.yaml:1: restart.backoff_s: expected a number"
+                                          r" <= 2592000 \(30 days in seconds\)"):
+        load_cluster_config(path)
+    path.write_text("queue_size: 99999999999\n")
+    with pytest.raises(ConfigError, match=r"cluster.yaml:1: queue_size: expected an integer <= "):
+        load_cluster_config(path)
