@@ -117,6 +117,10 @@ def _up_detached(cfg: ClusterConfig, config: str | None, state_dir: str | None) 
     if not status["ready"]:
         click.echo(f"aimterm: warning: instances still starting: {_summary(status['instances'])}",
                    err=True)
+    for row in status["instances"]:
+        if row["state"] == "fatal":  # the daemon is up, but this one gave up: say why
+            click.echo(f"aimterm: warning: {row['id']} is FATAL: "
+                       f"{row.get('fatal_reason') or 'no reason given'}", err=True)
     click.echo(str(cfg.socket_path))
     return 0
 

@@ -149,3 +149,16 @@ def test_events_reads_the_store_when_no_daemon_runs(cluster: Cluster) -> None:
         follower.kill()
         follower.communicate(timeout=10)
     cluster.cli("cluster", "down")
+
+
+def test_up_detached_names_an_instance_that_gave_up_and_why(cluster: Cluster) -> None:
+    (cluster.root / "adapters" / "ghost.yaml").write_text(
+        'command: ["no-such-tool-xyz"]\n'
+        "states: [{state: idle, any: ['^> $']}]\n")
+    cluster.config.write_text(cluster.config.read_text() + "  - adapter: ghost\n    count: 1\n")
+    out = cluster.run("cluster", "up", "--detach", "-c", str(cluster.config), timeout=120)
+    assert out.returncode == 0, out.stderr  # the daemon is up, and serves the echo instances
+    assert out.stdout.strip() == str(cluster.socket)
+    warning = [line for line in out.stderr.splitlines() if "ghost-1" in line]
+    assert warning and warning[0].startswith("aimterm: warning: ghost-1 is FATAL: "), out.stderr
+    assert "no-such-tool-xyz" in warning[0]
