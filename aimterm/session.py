@@ -17,9 +17,12 @@ import collections
 import concurrent.futures
 import itertools
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aimterm.adapter.answers import AnswerMarks
@@ -64,6 +67,9 @@ from aimterm.events import (
     TurnFinished,
     TurnStarted,
 )
+from aimterm.records.base import RecordedReply
+from aimterm.records.follow import RecordFollower, follower_for, with_recorder
+from aimterm.statedir import private_dirs
 from aimterm.states import LIVE_STATES, TRANSITIONS, State
 from aimterm.term.loop import IOLoop
 from aimterm.term.matcher import TextTail
@@ -132,6 +138,11 @@ class Session:
         self.exit_code: int | None = None
         self.exit_signal: int | None = None
         self._numbers = itertools.count(1)
+        # The tool's own record of the conversation (reply.record): a follower per run, and
+        # a private folder of this instance's own for the files a reader asks the tool to write.
+        self._follower: RecordFollower | None = None
+        self._record_dir: Path | None = None
+        self._record_dir_temp = False
 
     # -- state machine ----------------------------------------------------------------------------
 
@@ -214,12 +225,15 @@ class Session:
         if self._state in LIVE_STATES:
             raise self._error(NotReady, "already running")
         launch = self._launch()
+        follower = (follower_for(launch, self._private_dir(), resume=self.resume)
+                    if self.spec.reply.record is not None else None)
+        launch = with_recorder(launch, follower)
         terminal = Terminal(launch.argv(resume=self.resume), env=launch.environ(),
                             cwd=launch.workdir(), rows=self.rows,
                             cols=self.cols, scrollback=self.spec.terminal.scrollback,
                             transcript=self._transcript, lazy_screen=self._stream,
                             transcript_max_bytes=self._transcript_max, loop=self._ioloop)
-        self._ioloop.run_sync(self._prepare_start, terminal)
+        self._ioloop.run_sync(self._prepare_start, terminal, follower)
         try:
             terminal.start()
         except BaseException as exc:
@@ -227,6 +241,8 @@ class Session:
             # the pool's FATAL reason and the cluster's status carry.
             self._ioloop.run_sync(self._set_state, State.EXITED, f"spawn failed: {exc}")
             raise
+        if follower is not None and terminal.pid is not None:
+            follower.recorder.started(terminal.pid)
         self.starts += 1
         if not wait:
             return self._state
@@ -249,8 +265,21 @@ class Session:
                else f"exit code {self.exit_code}")
         return self._error(SessionExited, f"{os.path.basename(self.command()[0])} {what} ({how})")
 
-    def _prepare_start(self, terminal: Terminal) -> None:
+    def _private_dir(self) -> Path:
+        """This instance's own private folder for its record (made on first use): beside its
+        transcript when it has one, else a temporary one, removed by :meth:`stop`."""
+        if self._record_dir is None:
+            if self._transcript is not None:
+                self._record_dir = private_dirs(
+                    Path(self._transcript).with_name(f"{self.id}.record"))
+            else:
+                self._record_dir = Path(tempfile.mkdtemp(prefix="aimterm-record-"))
+                self._record_dir_temp = True
+        return self._record_dir
+
+    def _prepare_start(self, terminal: Terminal, follower: RecordFollower | None) -> None:
         self.terminal = terminal
+        self._follower = follower
         self._text = TextTail(self.spec.terminal.scrollback or 2000)
         self._marks.clear()
         self.question = None
@@ -467,8 +496,10 @@ class Session:
         if turn.busy_at is None:
             turn.busy_at = turn.submitted_at
         lines = self._turn_lines(run)
+        screen = self.spec.reply.from_ != "none"
         turn.reply = (clean_reply(self.spec, lines, turn.prompt, self.detector.idle_patterns)
-                      if self.spec.reply.from_ != "none" else "")
+                      if screen else "")
+        turn.reply_source = "screen" if screen else "none"
         turn.metrics = read_metrics(self.spec, "\n".join(lines)) if self.spec.metrics else {}
         turn.status = TurnStatus.INTERRUPTED if ended is Phase.INTERRUPTED else TurnStatus.DONE
         self._run = None
@@ -476,6 +507,25 @@ class Session:
         self._emit(TurnFinished(self.id, turn=turn.number, status=turn.status.value,
                                 submit_to_busy_ms=turn.submit_to_busy_ms,
                                 busy_to_idle_ms=turn.busy_to_idle_ms))
+        follower, query = self._follower, run.record_query
+        if follower is None or query is None or turn.status is not TurnStatus.DONE:
+            run.end_phase("idle")
+            run.resolve()
+            return
+        # The exact reply from the tool's record, read off the loop; the turn is handed over
+        # once it is in (or the screen's stays).
+        fetched = follower.fetch(query)
+        fetched.add_done_callback(
+            lambda done: self._loop.call_soon_threadsafe(self._recorded, run, done))
+
+    def _recorded(self, run: TurnRun,
+                  done: concurrent.futures.Future[RecordedReply | None]) -> None:
+        got = done.result()
+        if got is not None:
+            turn = run.turn
+            turn.reply, turn.reply_source = got.text, "record"
+            turn.tokens, turn.cost_usd = dict(got.tokens), got.cost_usd
+            turn.reply_lines_dropped = 0  # the record holds all of it
         run.end_phase("idle")
         run.resolve()
 
@@ -595,6 +645,8 @@ class Session:
                                    paste_ok=wants_paste and terminal.bracketed_paste)
         if self._stream:
             self._text.clear()
+        if self._follower is not None:
+            run.record_query = self._follower.next_query(run.turn.prompt)
         if all(w.pause_s == 0 for w in body + keys):  # the fast path for line tools
             try:
                 terminal.write(b"".join(w.data for w in body + keys))
@@ -822,6 +874,7 @@ class Session:
         if terminal is None or not terminal.alive:
             if terminal is not None and terminal.child is not None:
                 terminal.child.wait_group(2.0)
+            self._drop_temp_record_dir()
             return "exited"
 
         def mark() -> None:
@@ -846,7 +899,13 @@ class Session:
                             grace=recipe.signal_grace_s,
                             key_gap=self.spec.terminal.key_gap_ms / 1000)
         self.wait_state(State.EXITED, State.BACKOFF, State.FATAL, timeout=5.0)
+        self._drop_temp_record_dir()
         return how
+
+    def _drop_temp_record_dir(self) -> None:
+        if self._record_dir_temp and self._record_dir is not None:
+            shutil.rmtree(self._record_dir, ignore_errors=True)
+            self._record_dir, self._record_dir_temp = None, False
 
     def restart(self, *, wait: bool = True) -> State:
         if self._state in LIVE_STATES:

@@ -17,6 +17,7 @@ from typing import Any
 
 from aimterm.adapter.tracker import TurnTracker
 from aimterm.events import QuestionAnswered
+from aimterm.records.base import TurnQuery
 from aimterm.term.screen import Snapshot
 
 __all__ = ["Turn", "TurnRun", "TurnStatus"]
@@ -60,6 +61,13 @@ class Turn:
     #: Lines of the reply that the scrollback bound (``terminal.scrollback``) dropped before
     #: the turn ended: the reply is its last part only.
     reply_lines_dropped: int = 0
+    #: Where the reply came from: ``record`` (the tool's own record of the conversation, as
+    #: the model wrote it), ``screen`` (cut from the terminal), or ``none``.
+    reply_source: str = "screen"
+    #: The turn's tokens by kind (``input``, ``output``, ...), where the record gives them.
+    tokens: dict[str, int] = field(default_factory=dict)
+    #: The turn's cost in US dollars, where the record gives it.
+    cost_usd: float | None = None
 
     @property
     def reply_truncated(self) -> bool:
@@ -97,6 +105,7 @@ class Turn:
             "metrics": self.metrics, "retries": self.retries, "error": self.error,
             "reply_truncated": self.reply_truncated,
             "reply_lines_dropped": self.reply_lines_dropped,
+            "reply_source": self.reply_source, "tokens": self.tokens, "cost_usd": self.cost_usd,
             "timings_ms": {"queued": self.queued_ms, "submit_to_busy": self.submit_to_busy_ms,
                            "busy_to_idle": self.busy_to_idle_ms, "total": self.total_ms},
         }
@@ -106,7 +115,7 @@ class TurnRun:
     """Loop-side bookkeeping of the turn in flight."""
 
     __slots__ = ("turn", "loop", "tracker", "_phase", "_outcome", "_final", "on_done",
-                 "resolved", "error", "verify_timer", "before", "at_submit")
+                 "resolved", "error", "verify_timer", "before", "at_submit", "record_query")
 
     def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop,
                  tracker: TurnTracker) -> None:
@@ -126,6 +135,7 @@ class TurnRun:
         self.verify_timer: asyncio.TimerHandle | None = None
         self.before: Snapshot | None = None  # the screen before typing
         self.at_submit: Snapshot | None = None  # the screen when the submit keys went out
+        self.record_query: TurnQuery | None = None  # the turn, as asked of the tool's record
 
     def sync(self) -> None:
         """Mirror onto the turn and its timer what the tracker decided."""

@@ -66,7 +66,8 @@ ERRORS = [
         "2: comand: unknown key 'comand' (expected one of: answer_delay_ms, answers, command, "
         "cwd, description, "
         "detect, env, env_remove, exit, extends, interrupt, metrics, name, reply, resume, "
-        "settle_ms, startup, states, submit, terminal, turn_timeout_s)", id="unknown-top-key"),
+        "settle_ms, startup, states, submit, terminal, turn_timeout_s, verified)",
+        id="unknown-top-key"),
     pytest.param(
         """\
         command: x

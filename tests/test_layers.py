@@ -24,7 +24,7 @@ LAYERS = {
     "aimterm.states": 0, "aimterm.events": 0, "aimterm.paths": 0, "aimterm.statedir": 0,
     "aimterm.__main__": 5,
     "aimterm.term": 1,
-    "aimterm.adapter": 2,
+    "aimterm.adapter": 2, "aimterm.records": 2,
     "aimterm.session": 3, "aimterm.pool": 3, "aimterm.cluster": 3, "aimterm.router": 3, "aimterm.config": 3,
     "aimterm.transcripts": 3,
     # The pool's parts: the dispatcher, the instance record, the session handle, the turn.

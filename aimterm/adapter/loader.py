@@ -531,6 +531,8 @@ class _Converter:
             chrome=self.regexes(raw.get("chrome"), ("reply", "chrome")),
             region=self.region(raw.get("region"), ("reply", "region")),
             trim=self.regexes(raw.get("trim"), ("reply", "trim")),
+            record=raw.get("record"),
+            record_wait_ms=int(raw.get("record_wait_ms", default.record_wait_ms)),
         )
 
     def metrics(self) -> tuple[tuple[str, re.Pattern[str]], ...]:
@@ -602,6 +604,7 @@ class _Converter:
                        if "keys" in interrupt else AdapterSpec.interrupt),
             resume=self.argv(data["resume"], ("resume",)) if "resume" in data else (),
             turn_timeout_s=float(data.get("turn_timeout_s", 600.0)),
+            verified=tuple(data.get("verified", ())),
         )
         if self.issues:
             raise _first_error(self.doc, self.issues)
@@ -719,6 +722,9 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
         reply["region"] = str(r.region)
     if r.trim:
         reply["trim"] = _patterns(r.trim)
+    if r.record is not None:
+        reply["record"] = r.record
+        reply["record_wait_ms"] = r.record_wait_ms
     out["reply"] = reply
     if spec.metrics:
         out["metrics"] = {name: pattern.pattern for name, pattern in spec.metrics}
@@ -728,4 +734,6 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
     out["interrupt"] = {"keys": _keys_to_data(spec.interrupt)}
     if spec.resume:
         out["resume"] = list(spec.resume)
+    if spec.verified:
+        out["verified"] = list(spec.verified)
     return out

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aimterm.records import RECORDERS
+
 #: Pattern an adapter name must match.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 
@@ -270,6 +272,13 @@ _PROPERTIES: dict[str, Any] = {
             "region": _ref("region", "Part of the screen the reply is taken from."),
             "trim": _ref("patterns", "Cut from the start of each reply line where they match "
                                      "(a bullet or indent the tool puts before its text)."),
+            "record": {"type": "string", "enum": sorted(RECORDERS),
+                       "description": "Take the reply, its tokens and its cost from the tool's "
+                                      "own record of the conversation (its session or history "
+                                      "file, this instance's own), read by this reader; the "
+                                      "screen is the fallback."},
+            "record_wait_ms": _int("How long after the screen settles the record may take "
+                                   "to hold the turn's reply (default 2000).", 0, 60_000),
         },
     ),
     "metrics": {
@@ -294,6 +303,10 @@ _PROPERTIES: dict[str, Any] = {
         {"keys": _ref("keys", "Keys that interrupt the tool (default [ctrl-c]).")},
     ),
     "resume": _ref("command", "Extra arguments that resume the previous conversation."),
+    "verified": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                 "maxItems": 64,
+                 "description": "Versions of the tool this adapter was checked against "
+                                "(`aimterm adapter doctor` warns about another one)."},
 }
 
 SCHEMA: dict[str, Any] = {

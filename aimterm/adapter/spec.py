@@ -172,6 +172,12 @@ class ReplySpec:
     #: Removed from the start of every reply line where it matches (a tool's bullet or
     #: indent, e.g. ``'^(✦ |  )'``), after the lines are chosen.
     trim: tuple[re.Pattern[str], ...] = ()
+    #: The tool's own record of the conversation to take the reply (and its tokens and cost)
+    #: from, by the name of its reader (:data:`aimterm.records.RECORDERS`); the screen is the
+    #: fallback. None: the screen only.
+    record: str | None = None
+    #: How long after the screen settles the record may take to hold the turn's reply.
+    record_wait_ms: int = 2000
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,9 @@ class AdapterSpec:
     answers: tuple[AnswerRule, ...] = ()
     reply: ReplySpec = field(default_factory=ReplySpec)
     metrics: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    #: Versions of the tool this adapter was checked against (``adapter doctor`` says when the
+    #: installed one is not among them).
+    verified: tuple[str, ...] = ()
     exit: ExitRecipe = field(default_factory=ExitRecipe)
     interrupt: KeySeq = (KeyItem("key", "ctrl-c"),)
     resume: tuple[str, ...] = ()
