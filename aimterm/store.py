@@ -79,6 +79,13 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX turns_instance ON turns (instance, id)",
         "CREATE INDEX turns_inflight ON turns (id) WHERE finished IS NULL",
     ),
+    (
+        # Where the reply came from (the tool's record, or the screen), and what the record
+        # said the turn used: tokens by kind (JSON), cost in US dollars.
+        "ALTER TABLE turns ADD COLUMN reply_source TEXT",
+        "ALTER TABLE turns ADD COLUMN tokens TEXT",
+        "ALTER TABLE turns ADD COLUMN cost_usd REAL",
+    ),
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -295,18 +302,23 @@ class Store:
         return turn_id
 
     def turn_finished(self, turn_id: int, status: str, reply: str | None = None,
-                      error: str | None = None) -> None:
+                      error: str | None = None, *, reply_source: str | None = None,
+                      tokens: Mapping[str, int] | None = None,
+                      cost_usd: float | None = None) -> None:
         with self._lock:
             cur = self._conn.execute(
-                "UPDATE turns SET status = ?, reply = ?, error = ?, finished = ? WHERE id = ?",
-                (status, reply, error, time.time(), turn_id))
+                "UPDATE turns SET status = ?, reply = ?, error = ?, finished = ?,"
+                " reply_source = COALESCE(?, reply_source), tokens = COALESCE(?, tokens),"
+                " cost_usd = COALESCE(?, cost_usd) WHERE id = ?",
+                (status, reply, error, time.time(), reply_source,
+                 json.dumps(dict(tokens)) if tokens else None, cost_usd, turn_id))
         if cur.rowcount == 0:
             raise KeyError(f"no turn {turn_id} in the store")
 
     def turn(self, turn_id: int) -> dict[str, Any] | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
-        return dict(row) if row is not None else None
+        return _turn_row(row) if row is not None else None
 
     def turns(self, instance: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Turns, newest first (of one instance if given)."""
@@ -320,14 +332,14 @@ class Store:
             sql += " LIMIT ?"
             params.append(limit)
         with self._lock:
-            return [dict(row) for row in self._conn.execute(sql, params).fetchall()]
+            return [_turn_row(row) for row in self._conn.execute(sql, params).fetchall()]
 
     def inflight_turns(self) -> list[dict[str, Any]]:
         """Turns started and not finished, oldest first."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT * FROM turns WHERE finished IS NULL ORDER BY id").fetchall()
-        return [dict(row) for row in rows]
+        return [_turn_row(row) for row in rows]
 
     def fail_inflight(self, reason: str) -> list[dict[str, Any]]:
         """Mark every unfinished turn ``failed`` with ``reason`` (after a crash); return them."""
@@ -341,3 +353,9 @@ class Store:
             rows = [dict(conn.execute("SELECT * FROM turns WHERE id = ?", (i,)).fetchone())
                     for i in ids]
         return rows
+
+
+def _turn_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["tokens"] = json.loads(out["tokens"]) if out.get("tokens") else {}
+    return out

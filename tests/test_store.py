@@ -192,3 +192,38 @@ def test_writes_survive_sigkill(tmp_path: Path) -> None:
         inflight = db.inflight_turns()
         assert [t["prompt"] for t in inflight] == ["in flight when killed"]
         assert db.fail_inflight("daemon was killed")[0]["status"] == "failed"
+
+
+def test_a_turn_keeps_its_reply_source_tokens_and_cost(tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db") as db:
+        tid = db.turn_started("claude-1", "hi")
+        db.turn_finished(tid, "done", reply="hello", reply_source="record",
+                         tokens={"input": 12, "output": 3}, cost_usd=0.0021)
+        row = db.turn(tid)
+        assert row is not None
+        assert (row["reply_source"], row["tokens"], row["cost_usd"]) == (
+            "record", {"input": 12, "output": 3}, 0.0021)
+        plain = db.turn_started("echo-1", "x")
+        db.turn_finished(plain, "done", reply="x")
+        assert db.turns("echo-1")[0]["tokens"] == {}
+
+
+def test_a_store_of_the_first_schema_is_migrated_with_its_turns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aimterm.store import _MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO turns (instance, prompt, status, reply, started) "
+                 "VALUES ('echo-1', 'p', 'done', 'r', 1.0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+    with Store(path) as db:
+        assert db.schema_version == SCHEMA_VERSION
+        (row,) = db.turns()
+        assert (row["reply"], row["reply_source"], row["tokens"]) == ("r", None, {})
