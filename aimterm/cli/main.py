@@ -146,6 +146,29 @@ def adapter_test(name: str, prompts: tuple[str, ...], cwd: str | None, timeout: 
                               as_json=as_json))
 
 
+@adapter.command("doctor")
+@click.argument("name")
+@click.option("--timeout", type=float, default=90.0, show_default=True,
+              help="Seconds the start-up and the turn may take each.")
+@click.option("--strict", is_flag=True, help="Exit 1 on a warning too (not only on a failure).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def adapter_doctor(name: str, timeout: float, strict: bool, as_json: bool) -> None:
+    """Check that adapter NAME still drives the installed tool.
+
+    Finds the tool, reads its version (and whether the adapter was verified with it), then
+    runs one live turn against a fake model started on 127.0.0.1, in a throwaway HOME and
+    folder: start-up dialogs, ready, busy, idle, whether the reply is the model's text
+    exactly, and a clean quit. Exit 0 when it works (warnings included, unless --strict),
+    1 when it does not.
+
+    Example: aimterm adapter doctor claude
+    """
+    from aimterm.cli.doctor import run_doctor
+
+    sys.exit(run_doctor(name, as_json=as_json, timeout=timeout, strict=strict))
+
+
 @adapter.command("record")
 @click.argument("name")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
