@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from aimterm.errors import AimtermError, NotReady, ProtocolError, UnknownInstanc
 from aimterm.events import PromptFinished, PromptQueued, Scaled
 from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
 from aimterm.ipc.attach import Attach
+from aimterm.ipc.protocol import MAX_LINE
 from aimterm.ipc.server import Op, Stream, StreamOp
 from aimterm.pool import Pool
 from aimterm.router import NoSuchTool
@@ -40,19 +42,22 @@ from aimterm.version import __version__
 if TYPE_CHECKING:
     from aimterm.daemon import Daemon
 
-__all__ = ["DaemonOps", "MAX_ID", "MAX_KEYS", "MAX_SCREEN_LINES", "MAX_TEXT"]
+__all__ = ["DaemonOps", "MAX_ID", "MAX_KEYS", "MAX_PROMPT", "MAX_SCREEN_LINES", "MAX_TEXT"]
 
 log = logging.getLogger(__name__)
 
-#: Bounds of the arguments (the line limit of the protocol bounds the prompt itself).
+#: Bounds of the arguments.
 MAX_ID = 256          # an instance id, a tool, a key, a tag
 MAX_TAGS = 64
 MAX_KEYS = 64         # items of an answer
 MAX_TEXT = 64 * 1024  # one item of an answer
 MAX_SCREEN_LINES = 10_000
 MAX_COUNT = 256       # instances of one group (what `cluster scale` allows)
+MAX_PROMPT = MAX_LINE // 4  # bytes of a prompt as JSON text (escapes included)
 #: Events read from the store at a time by a stream.
 _BATCH = 500
+#: The largest ``seq`` there can be: SQLite's integers are 64-bit.
+_MAX_SEQ = 2**63 - 1
 
 
 def _opt_str(args: Mapping[str, Any], name: str, most: int = MAX_ID) -> str | None:
@@ -77,7 +82,10 @@ def _opt_number(args: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ProtocolError(f"{name!r} must be a number > 0")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: no float holds it
+        raise ProtocolError(f"{name!r} must be a number > 0 that a float can hold") from None
 
 
 def _opt_int(args: Mapping[str, Any], name: str, default: int, most: int) -> int:
@@ -104,6 +112,7 @@ class DaemonOps:
         self.daemon = daemon
         self.followers: set[asyncio.Queue[None]] = set()  # wake-ups of `events --follow`
         self._down_waiters: list[asyncio.Future[None]] = []
+        self._restarts: dict[str, asyncio.Future[State]] = {}  # instance -> its restart
         self._attach = Attach(daemon)
 
     def plain(self) -> dict[str, Op]:
@@ -188,8 +197,9 @@ class DaemonOps:
         kinds and this instance, oldest first; with ``follow``, then live ones until the
         daemon stops."""
         since = args.get("since", 0)
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-            raise ProtocolError("'since' must be an integer >= 0")
+        if (isinstance(since, bool) or not isinstance(since, int)
+                or not 0 <= since <= _MAX_SEQ):
+            raise ProtocolError(f"'since' must be an integer from 0 to {_MAX_SEQ}")
         kinds = check_kinds(args.get("kinds") or [])
         instance = _opt_str(args, "instance")
         if instance is not None:
@@ -225,6 +235,12 @@ class DaemonOps:
         prompt = args.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise ProtocolError("'prompt' must be a non-empty string")
+        size = len(json.dumps(prompt, ensure_ascii=False).encode("utf-8"))
+        if size > MAX_PROMPT:
+            # The line limit alone is not enough: the prompt's event, and a reply or a turn
+            # that quotes it, must each still fit in one line.
+            raise ProtocolError(f"'prompt' may have at most {MAX_PROMPT} bytes as JSON, "
+                                f"got {size}")
         tool, to, key = _opt_str(args, "tool"), _opt_str(args, "to"), _opt_str(args, "key")
         timeout = _opt_number(args, "timeout")
         tags = args.get("tags") or []
@@ -279,7 +295,8 @@ class DaemonOps:
         if turn_id is not None:
             # The turn row was closed on turn_finished; the reply comes with the Turn.
             daemon.store.turn_finished(turn_id, turn.status.value, reply=turn.reply,
-                                       error=turn.error)
+                                       error=turn.error, reply_source=turn.reply_source,
+                                       tokens=turn.tokens, cost_usd=turn.cost_usd)
         daemon.record(PromptFinished(turn.instance, request=request, status=turn.status.value,
                                      turn_id=turn_id))
 
@@ -334,8 +351,22 @@ class DaemonOps:
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         iid = _req_str(args, "id", "restart")
         self.pool.instance(iid)  # UnknownInstance before any work
-        state = await asyncio.to_thread(self.pool.restart_instance, iid, wait=True)
+        # One restart of an instance at a time: a cancelled one goes on in its thread, and a
+        # second beside it would fight it over the process (both stop it, both spawn it).
+        running = self._restarts.get(iid)
+        if running is None:
+            running = asyncio.ensure_future(
+                asyncio.to_thread(self.pool.restart_instance, iid, wait=True))
+            self._restarts[iid] = running
+            running.add_done_callback(lambda done: self._restart_over(iid, done))
+        state = await asyncio.shield(running)
         return {"id": iid, "state": state.value}
+
+    def _restart_over(self, iid: str, done: asyncio.Future[State]) -> None:
+        if self._restarts.get(iid) is done:
+            del self._restarts[iid]
+        if not done.cancelled():
+            done.exception()  # retrieved: its callers may all have been cancelled
 
     async def down(self, args: dict[str, Any]) -> dict[str, Any]:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

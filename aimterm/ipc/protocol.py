@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from aimterm.version import __version__
 
 __all__ = [
     "CANCEL_OP",
+    "MAX_ERROR_TEXT",
     "MAX_LINE",
     "PROTOCOL_VERSION",
     "Request",
@@ -57,6 +59,10 @@ MAX_LINE = 16 * 1024 * 1024
 MAX_DEPTH = 32
 #: The one op every server handles itself: ``{"id": <request to cancel>}``.
 CANCEL_OP = "cancel"
+#: Most characters of an error's message and of each value of its context on the wire. An
+#: error may echo what it was given (an op name or a prompt of megabytes): bounded, its reply
+#: always fits a line.
+MAX_ERROR_TEXT = 64 * 1024
 #: Fields of an error object that are not the error's own context.
 _ERROR_KEYS = frozenset({"code", "message", "expected", "exit_code"})
 #: Modules whose error classes are loaded before the registry is built, so their codes map
@@ -91,7 +97,9 @@ def decode(line: bytes | str) -> dict[str, Any]:
     if size > MAX_LINE:
         raise ProtocolError(f"line of {size} bytes exceeds the {MAX_LINE}-byte limit")
     try:
-        msg = json.loads(line)
+        # Decoded here: json.loads would also take UTF-16 and UTF-32, and the wire is UTF-8.
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        msg = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"not valid JSON: {exc}") from None
     except RecursionError:  # (the parser recurses per level: thousands of '[' exhaust it)
@@ -104,6 +112,18 @@ def decode(line: bytes | str) -> dict[str, Any]:
     if msg["v"] not in SUPPORTED_VERSIONS or isinstance(msg["v"], bool):
         raise UnsupportedVersion(msg["v"], SUPPORTED_VERSIONS)
     return msg
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and the encoders of both ends refuse them.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # (1e400: valid JSON, but no double holds it)
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
 
 
 def _check_value(value: Any, depth: int) -> None:
@@ -184,7 +204,7 @@ def parse_request(msg: Mapping[str, Any]) -> Request:
     """Check the fields of a decoded client message. Raises :class:`ProtocolError`."""
     req_id = msg.get("id")
     if not _is_id(req_id):
-        raise ProtocolError(f"a request needs an integer 'id', got {req_id!r}")
+        raise ProtocolError(f"a request needs an integer 'id', got {_short(req_id)}")
     assert isinstance(req_id, int)
     if "input" in msg:
         payload = msg["input"]
@@ -204,14 +224,28 @@ def parse_request(msg: Mapping[str, Any]) -> Request:
     return Request(req_id, op, args)
 
 
+def _short(value: Any, most: int = 80) -> str:
+    """``repr(value)`` cut to ``most`` characters, for an error message that names it."""
+    text = repr(value)
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 # -- errors ------------------------------------------------------------------------------------
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 1] + "…"
+
+
 def _jsonable(value: Any) -> Any:
+    """``value`` for the context of an error object: as it is if it is JSON within
+    MAX_ERROR_TEXT characters, else as (cut) text."""
+    if isinstance(value, str):
+        return _cut(value)
     try:
-        json.dumps(value, allow_nan=False)
+        data = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        return str(value)
-    return value
+        return _cut(str(value))
+    return value if len(data) <= MAX_ERROR_TEXT else _cut(data)
 
 
 def error_to_wire(exc: BaseException) -> dict[str, Any]:
@@ -228,7 +262,7 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
             pass
         data = {key: _jsonable(value) for key, value in context.items()}
         data["code"] = exc.code
-        data["message"] = exc.message
+        data["message"] = _cut(exc.message)
         data["exit_code"] = exc.exit_code
         data["expected"] = bool(getattr(exc, "expected", True))
         return data

@@ -163,8 +163,19 @@ class _Connection:
         stream = self.streams.get(req_id)
         if stream is not None:
             stream.cancelled.set()
-        task.cancel()
+        # On the next pass, not now: a request read in the same pass as its cancel has not
+        # taken its first step yet, and a task cancelled before it starts never runs the code
+        # that answers it. Its first step was scheduled first, so it will have begun.
+        asyncio.get_running_loop().call_soon(task.cancel)
         return True
+
+    def done(self, req_id: int) -> None:
+        """The request's outcome is decided: too late to cancel it (its reply is on its way,
+        and a cancel now must not cut the write of it short)."""
+        if self.tasks.get(req_id) is asyncio.current_task():
+            del self.tasks[req_id]
+            self.streams.pop(req_id, None)
+            self.wake()
 
     def close(self) -> None:
         self.closing = True
@@ -332,7 +343,13 @@ class ControlServer:
         try:
             req = parse_request(decode(line))
         except ProtocolError as exc:
-            self._reply(conn, error_reply(_guess_id(line), exc))
+            rid, is_input = _guess_id(line)
+            if is_input and rid in conn.streams:
+                # Bad input for a stream that goes on: an item, not an error reply the client
+                # would take for the stream's end.
+                self._reply(conn, item(rid, {"error": {"code": exc.code, "message": str(exc)}}))
+            else:
+                self._reply(conn, error_reply(rid, exc))
             return
         if req.op is None:
             self._feed_input(conn, req)
@@ -411,6 +428,7 @@ class ControlServer:
             line = encode(error_reply(req.id, Cancelled(f"{req.op} was cancelled")))
         except Exception as exc:
             line = self._failure(req, exc)
+        conn.done(req.id)
         try:
             await conn.send_line(line)
         except ConnectionLost:
@@ -429,6 +447,7 @@ class ControlServer:
             return
         except Exception as exc:
             line = self._failure(req, exc)
+        conn.done(req.id)
         try:
             await conn.send_line(line)
         except ConnectionLost:
@@ -505,11 +524,15 @@ def _bind(path: Path) -> socket.socket:
     return sock
 
 
-def _guess_id(line: bytes) -> int | None:
-    """The ``id`` of a message that failed validation, when it has a usable one."""
+def _guess_id(line: bytes) -> tuple[int | None, bool]:
+    """The ``id`` of a message that failed validation, when it has a usable one, and whether
+    the message is a stream's input."""
     try:
         raw = json.loads(line)
     except (ValueError, RecursionError):  # (not JSON, or nested past the parser's stack)
-        return None
-    value = raw.get("id") if isinstance(raw, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return None, False
+    if not isinstance(raw, dict):
+        return None, False
+    value = raw.get("id")
+    usable = isinstance(value, int) and not isinstance(value, bool)
+    return (value if usable else None), "input" in raw and "op" not in raw
