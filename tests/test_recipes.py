@@ -50,3 +50,32 @@ def test_key_writes_are_separate_with_gaps_and_waits() -> None:
                          KeyItem("key", "enter"), KeyItem("key", "down")), gap_ms=25)
     assert [(w.data, w.pause_s) for w in writes] == [(b"/exit", 0.0), (b"\r", 0.04),
                                                      (b"\x1b[B", 0.025)]
+
+
+LONG = ('Quote test: "double", \'single\', `backticks`, and non-Latin scripts — Ελληνικά, '
+        'русский, 日本語, العربية — plus an emoji 🚀, long enough to wrap on any terminal.')
+
+
+def test_the_echo_of_a_wrapped_prompt_goes_however_it_wraps() -> None:
+    import textwrap
+
+    reply = ["FAKE-REPLY 1234: the answer", "second line"]
+    for width in (30, 46, 80):
+        at_words = textwrap.wrap(LONG, width)
+        shown = [f"> {at_words[0]}", *(f"  {w}" for w in at_words[1:])]  # a marker, an indent
+        assert clean_reply(SPEC, shown + reply, LONG) == "\n".join(reply), width
+        mid_word = [LONG[i:i + width] for i in range(0, len(LONG), width)]  # cut anywhere
+        assert clean_reply(SPEC, ["› " + mid_word[0], *mid_word[1:], *reply], LONG) == \
+            "\n".join(reply), width
+        boxed = [f"│ > {w:<{width}} │" for w in at_words]  # inside an input box
+        assert clean_reply(SPEC, boxed + reply, LONG) == "\n".join(reply), width
+
+
+def test_a_multi_line_prompt_and_lines_that_only_look_like_it() -> None:
+    prompt = "first line of it\nsecond line\n\nthird"
+    lines = ["❯ first line of it", "  second line", "  third", "the reply"]
+    assert clean_reply(SPEC, lines, prompt) == "the reply"
+    # A reply that starts like the prompt but does not show all of it keeps its lines.
+    assert clean_reply(SPEC, ["first line of it", "is what you said"], prompt) == \
+        "first line of it\nis what you said"
+    assert clean_reply(SPEC, ["no echo here", "at all"], prompt) == "no echo here\nat all"

@@ -101,16 +101,50 @@ def submit_writes(spec: AdapterSpec, prompt: str, *, paste_ok: bool) -> tuple[li
 # -- replies ------------------------------------------------------------------------------------
 
 
-def _is_echo(line: str, prompt_line: str) -> bool:
-    """Whether ``line`` shows ``prompt_line`` back, maybe behind a marker such as "> ", "❯ "
-    or "│ > " (a few non-word characters). Plain string work: this runs on every turn."""
-    text, want = line.strip(), prompt_line.strip()
-    if not text.endswith(want):
-        return False
-    if len(text) == len(want):
-        return True  # the usual case: the line is the prompt itself
-    marker = text[: len(text) - len(want)]
-    return len(marker) <= 8 and not any(c.isalnum() or c == "_" for c in marker)
+#: The echo of the prompt is looked for among the first lines of a reply only.
+_ECHO_WITHIN = 60
+#: A marker a tool puts before the echoed prompt ("> ", "❯ ", "│ > "): this many characters
+#: at most, none of them a word character.
+_MARKER_MAX = 8
+_BOX_SIDES = "│┃|"
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _echo_piece(line: str, want: str, got: str) -> str | None:
+    """The part of ``line`` that continues the echo ``got`` of the prompt ``want`` (both
+    without whitespace): the line less a leading marker and a trailing box side; None when
+    it does not continue it."""
+    text = _squash(line)
+    for cut in range(min(len(text), _MARKER_MAX) + 1):
+        if cut and (text[cut - 1].isalnum() or text[cut - 1] == "_"):
+            break
+        body = text[cut:]
+        for piece in (body, body.rstrip(_BOX_SIDES)):
+            if piece and want.startswith(got + piece, 0):
+                return piece
+    return None
+
+
+def echo_span(lines: Sequence[str], prompt: str) -> tuple[int, int] | None:
+    """Where the echo of ``prompt`` is in ``lines``: ``(first, end)`` of the run of lines
+    that shows it back, however the tool wrapped it (at words, mid-word, with an indent or a
+    marker on each line, inside a box), or None. Whitespace is not compared: a TUI rewraps."""
+    want = _squash(prompt)
+    if not want:
+        return None
+    for first in range(min(len(lines), _ECHO_WITHIN)):
+        got = ""
+        for end in range(first, len(lines)):
+            piece = _echo_piece(lines[end], want, got)
+            if piece is None:
+                break
+            got += piece
+            if got == want:
+                return first, end + 1
+    return None
 
 
 def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
@@ -118,18 +152,10 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
     """Apply the adapter's ``reply.strip`` to the lines a turn produced."""
     out = [line.rstrip() for line in lines]
     strip = spec.reply.strip
-    if "echo" in strip and prompt.strip():
-        prompt_lines = ([prompt] if "\n" not in prompt
-                        else [p for p in prompt.splitlines() if p.strip()])
-        first = prompt_lines[0]
-        for i, line in enumerate(out):
-            if _is_echo(line, first):
-                j = i + 1
-                for rest in prompt_lines[1:]:
-                    if j < len(out) and _is_echo(out[j], rest):
-                        j += 1
-                del out[i:j]
-                break
+    if "echo" in strip:
+        span = echo_span(out, prompt)
+        if span is not None:
+            del out[span[0]:span[1]]
     if "prompt" in strip and idle_patterns:
         while out and (not out[-1].strip() or _any_search(idle_patterns, out[-1])):
             out.pop()
