@@ -105,7 +105,9 @@ class _History:
             record_id = self._by_number.get((turn.instance, turn.number))
             entry = self._turns.get(record_id) if record_id is not None else None
             if entry is not None:
-                entry[1].update(status=turn.status.value, reply=turn.reply, error=turn.error)
+                entry[1].update(status=turn.status.value, reply=turn.reply, error=turn.error,
+                                reply_source=turn.reply_source, tokens=dict(turn.tokens),
+                                cost_usd=turn.cost_usd)
 
     def turns(self, instance_id: str | None, limit: int) -> list[TurnRecord]:
         with self._cond:

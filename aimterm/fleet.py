@@ -18,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from aimterm.errors import ProtocolError
@@ -52,6 +52,11 @@ class TurnRecord:
     error: str | None
     started: float
     finished: float | None
+    #: ``record`` (the tool's own record of the conversation), ``screen``, or None when the
+    #: turn has not finished (or was kept before the store knew).
+    reply_source: str | None = None
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
 
 
 @runtime_checkable
@@ -146,7 +151,10 @@ def turn_from_dict(data: Mapping[str, Any]) -> Turn:
                           for a in data.get("answered") or ()],
                 metrics=dict(data.get("metrics") or {}), retries=int(data.get("retries") or 0),
                 error=data.get("error"), queued_ms=timings.get("queued"),
-                reply_lines_dropped=int(data.get("reply_lines_dropped") or 0))
+                reply_lines_dropped=int(data.get("reply_lines_dropped") or 0),
+                reply_source=str(data.get("reply_source") or "screen"),
+                tokens={str(k): int(v) for k, v in (data.get("tokens") or {}).items()},
+                cost_usd=data.get("cost_usd"))
     total, to_busy, to_idle = (timings.get(k) for k in ("total", "submit_to_busy",
                                                          "busy_to_idle"))
     now = time.monotonic()

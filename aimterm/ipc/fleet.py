@@ -11,6 +11,8 @@ their futures are resolved by the client's reader thread.
 
 from __future__ import annotations
 
+import dataclasses
+
 import concurrent.futures
 import os
 from collections.abc import Generator, Iterable, Sequence
@@ -150,7 +152,9 @@ class RemoteFleet:
         args: dict[str, Any] = {"limit": limit}
         if instance_id is not None:
             args["id"] = instance_id
-        return [TurnRecord(**row) for row in self.client.request("turns", args)["turns"]]
+        known = {f.name for f in dataclasses.fields(TurnRecord)}  # a newer daemon may add some
+        return [TurnRecord(**{k: v for k, v in row.items() if k in known})
+                for row in self.client.request("turns", args)["turns"]]
 
     def events(self, *, kinds: Sequence[str] = (), instance_id: str | None = None,
                since: int = 0, follow: bool = False) -> Generator[dict[str, Any], None, None]:
