@@ -104,6 +104,8 @@ class Daemon:
         self.store: Store | None = None
         self.server: ControlServer | None = None
         self.recovered: dict[str, Any] = {}
+        #: Set once the fleet has been started: until then it is not ready, however it looks.
+        self.started = False
 
     def group_spec(self, adapter: str, count: int, *, cwd: str | None = None,
                    env: Mapping[str, str] | None = None, tags: Sequence[str] = (),
@@ -137,19 +139,22 @@ class Daemon:
         server = ControlServer(cfg.socket_path, self.ops.plain(),
                                streaming=self.ops.streaming(), loop=self.io)
         store = Store(cfg.db_path)
+        # In place before the socket serves: a request may come the moment it is bound.
+        self.pool, self.store, self.server = pool, store, server
         try:
             # The socket first: with a live daemon on this state dir, its in-flight turns are
             # not ours to fail.
             server.start()
         except BaseException:
+            self.pool = self.store = self.server = None
             store.close()
             pool.shutdown()
             raise
-        self.pool, self.store, self.server = pool, store, server
         self.started_at = time.monotonic()
         self._recover()
         self._unsubscribe = pool.bus.subscribe(self._on_event)
         pool.start(wait=False)
+        self.started = True
         self.io.call_soon(self._flush_transcripts)
         log.info("aimterm daemon %d serving %s", os.getpid(), cfg.socket_path)
 

@@ -172,7 +172,7 @@ class DaemonOps:
                        "recovered": daemon.recovered},
             "instances": instances,
             "queued": self.pool.queue_length(),
-            "ready": not any(r["state"] in settling for r in instances),
+            "ready": daemon.started and not any(r["state"] in settling for r in instances),
         }
 
     async def screen(self, args: dict[str, Any]) -> dict[str, Any]:
