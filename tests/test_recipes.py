@@ -79,3 +79,16 @@ def test_a_multi_line_prompt_and_lines_that_only_look_like_it() -> None:
     assert clean_reply(SPEC, ["first line of it", "is what you said"], prompt) == \
         "first line of it\nis what you said"
     assert clean_reply(SPEC, ["no echo here", "at all"], prompt) == "no echo here\nat all"
+
+
+def test_end_cuts_at_the_last_rule_after_the_reply_and_redraws_drop_half_frames() -> None:
+    import dataclasses
+    import re
+
+    spec = dataclasses.replace(SPEC, reply=dataclasses.replace(
+        SPEC.reply, strip=("echo", "chrome", "redraws"), end=(re.compile("^─{5,}$"),),
+        chrome=(re.compile("^─{5,}$"),)))
+    lines = ["─────", "> what now", "The answ", "The answer is here", "─────", "notes.txt", "❯"]
+    assert clean_reply(spec, lines, "what now") == "The answer is here"
+    # A rule only at the top (before any of the reply) is not an end.
+    assert clean_reply(spec, ["─────", "> what now", "Just this"], "what now") == "Just this"

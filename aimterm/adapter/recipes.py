@@ -156,6 +156,18 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
         span = echo_span(out, prompt)
         if span is not None:
             del out[span[0]:span[1]]
+    if spec.reply.end:
+        # The last such line after some of the reply (the same line drawn above the echo, at
+        # the top of the turn, is not an end).
+        ends = [_any_search(spec.reply.end, line) for line in out]
+        first_text = next((i for i, line in enumerate(out) if line.strip() and not ends[i]),
+                          len(out))
+        last = max((i for i in range(first_text, len(out)) if ends[i]), default=None)
+        if last is not None:
+            del out[last:]
+    if "redraws" in strip and out:
+        out = [line for line, after in zip(out, [*out[1:], ""], strict=True)
+               if not (line.strip() and after.startswith(line) and after != line)]
     if "prompt" in strip and idle_patterns:
         while out and (not out[-1].strip() or _any_search(idle_patterns, out[-1])):
             out.pop()

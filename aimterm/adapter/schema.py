@@ -264,11 +264,15 @@ _PROPERTIES: dict[str, Any] = {
                                     "screen, stream for stream)."},
             "strip": {
                 "type": "array",
-                "items": {"type": "string", "enum": ["prompt", "echo", "chrome"],
+                "items": {"type": "string", "enum": ["prompt", "echo", "chrome", "redraws"],
                           "description": "What to remove."},
-                "description": "What to remove from the reply (default all three).",
+                "description": "What to remove from the reply (default prompt, echo and "
+                               "chrome).",
             },
             "chrome": _ref("patterns", "Lines matching any of these are removed as chrome."),
+            "end": _ref("patterns", "The reply ends before the last line matching one of "
+                                    "these (what the tool draws between its answer and its "
+                                    "input area)."),
             "region": _ref("region", "Part of the screen the reply is taken from."),
             "trim": _ref("patterns", "Cut from the start of each reply line where they match "
                                      "(a bullet or indent the tool puts before its text)."),

@@ -160,14 +160,20 @@ class ReplySpec:
 
     ``from``: ``screen-delta`` (lines that are new on the screen and in its scrollback since
     the turn began), ``stream`` (text printed since the turn began) or ``none``. ``strip``
-    removes the ``echo`` of the prompt, the idle ``prompt`` line, and ``chrome`` — every line
-    matching a pattern in ``chrome``. ``region`` limits screen-delta to part of the screen.
+    removes the ``echo`` of the prompt, the idle ``prompt`` line, ``chrome`` — every line
+    matching a pattern in ``chrome`` — and ``redraws``: a line the next one starts with (a
+    half-drawn frame of a streamed answer left above the finished one). ``end`` ends the reply
+    before the last line matching it. ``region`` limits screen-delta to part of the screen.
     ``trim`` patterns are cut from the start of each remaining line.
     """
 
     from_: Literal["screen-delta", "stream", "none"] = "screen-delta"
-    strip: tuple[Literal["prompt", "echo", "chrome"], ...] = ("prompt", "echo", "chrome")
+    strip: tuple[Literal["prompt", "echo", "chrome", "redraws"], ...] = ("prompt", "echo",
+                                                                          "chrome")
     chrome: tuple[re.Pattern[str], ...] = ()
+    #: The reply ends before the last line matching one of these (what the tool draws
+    #: between its answer and its input area: a rule, the files in the chat).
+    end: tuple[re.Pattern[str], ...] = ()
     region: Region = ALL
     #: Removed from the start of every reply line where it matches (a tool's bullet or
     #: indent, e.g. ``'^(✦ |  )'``), after the lines are chosen.

@@ -11,9 +11,8 @@ their futures are resolved by the client's reader thread.
 
 from __future__ import annotations
 
-import dataclasses
-
 import concurrent.futures
+import dataclasses
 import os
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path

@@ -29,11 +29,15 @@ class FileTail:
     """The lines appended to ``path`` since the last :meth:`read`."""
 
     def __init__(self, path: str | os.PathLike[str], offset: int = 0, *,
-                 chunk: int = READ_CHUNK, max_line: int = MAX_LINE) -> None:
+                 chunk: int | None = None, max_line: int | None = None,
+                 keep_blank: bool = False) -> None:
         self.path = Path(path)
         self.offset = offset
-        self.chunk = chunk
-        self.max_line = max_line
+        # (The module's bounds, looked up now: a test may lower them.)
+        self.chunk = chunk or READ_CHUNK
+        self.max_line = max_line or MAX_LINE
+        #: Hand out blank lines too (a markdown record: they part paragraphs).
+        self.keep_blank = keep_blank
         #: Whether more was there than the last call read (call again to catch up).
         self.behind = False
         self._partial = b""
@@ -51,7 +55,8 @@ class FileTail:
 
     def read(self) -> tuple[list[bytes], bool] | None:
         """``(new complete lines, whether the file restarted and was read from its start)``,
-        blank lines left out; None when the file cannot be read (yet)."""
+        blank lines left out unless ``keep_blank``; None when the file cannot be read
+        (yet)."""
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -72,7 +77,13 @@ class FileTail:
             self._skipping = False
         if len(self._partial) > self.max_line:
             self._partial, self._skipping = b"", True
-        return [c for c in chunks if c.strip() and len(c) <= self.max_line], restarted
+        return [c for c in chunks if (self.keep_blank or c.strip())
+                and len(c) <= self.max_line], restarted
+
+    @property
+    def at_line_end(self) -> bool:
+        """Whether the last read ended at the end of a line (no partial line held)."""
+        return not self._partial and not self._skipping
 
 
 def iso_timestamp(value: Any) -> float | None:

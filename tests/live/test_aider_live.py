@@ -15,6 +15,7 @@ Run with ``-s`` to see the time to IDLE per instance and the turn overhead.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -26,7 +27,8 @@ import pytest
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.events import Event, ProcessExited, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
-from aimterm.session import TurnStatus
+from aimterm.records.aider import parse_count
+from aimterm.session import Session, Turn, TurnStatus
 from aimterm.states import State
 from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, default_reply
@@ -208,3 +210,152 @@ def test_aider_fleet(aimterm_fake_model: FakeModel, aimterm_offline_env: Offline
         assert e.returncode == 0 and e.signal is None, e
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+# -- replies from aider's own record (reply.record: aider) -------------------------------------
+#
+# The adapter reads each turn's reply, tokens and cost from the instance's own chat history
+# (and LLM log) in its private dir: the model's text exactly, markdown unrendered and lines
+# unwrapped. Each size runs two instances side by side: one with its record, one whose record
+# is hidden (its chat history path is a folder, so aider cannot write it and the reader finds
+# nothing): that one falls back to the screen, whose cut must hold no echo and no chrome.
+
+SIZES = [(24, 80), (40, 120), (50, 200)]
+SHORT = "Record check for the aider adapter"
+LONG = ('Quote test: "double quotes", \'single quotes\', `inline code` and ``double ticks``; '
+        'Ελληνικά κείμενα, русский текст, 日本語のテキスト, العربية, हिन्दी; emoji 🚀🎉👍 '
+        'and a path like /usr/local/bin/aider --flag=value, plus more words to make this '
+        'prompt longer than three hundred characters in all, ok?')
+MULTI = "First line of a multi-line prompt\nsecond line with `code`\nthird line"
+MD_PROMPT = "Show me some markdown"
+MD = ("Here is a **bold** answer with `inline code` and a long line that goes well beyond the "
+      "width of an eighty column terminal, so the TUI has to wrap it when it renders it.\n\n"
+      "> a quoted line\n\n- item one with `x = 1`\n- item two\n\nLast paragraph: call `main()`.")
+NOTES_PROMPT = "Write the notes file and explain it"
+NOTES = ("I will write the notes file.\n\nnotes.txt\n```\nRemember the `milk`\n```\n\n"
+         "The notes file now holds one reminder.")
+RECORD_PROMPTS = [SHORT, LONG, MULTI, MD_PROMPT, NOTES_PROMPT]
+
+
+def record_reply(prompt: str) -> str:
+    return {MD_PROMPT: MD, NOTES_PROMPT: NOTES}.get(prompt) or default_reply(prompt)
+
+
+def sized_adapter(rows: int, cols: int, folder: Path) -> AdapterSpec:
+    # The fleet's edit rule (notes.txt is a new file in the tree) at the given size.
+    text = FLEET_YAML.replace("name: aider-fleet", "name: aider-sized") + \
+        f"terminal: {{rows: {rows}, cols: {cols}}}\n"
+    return extended_adapter(text, folder / "aider-sized.yaml")
+
+
+def hidden_record_session(spec: AdapterSpec, setup: InstanceSetup, folder: Path) -> Session:
+    """A session whose record aider cannot write: its chat history path is a folder."""
+    transcript = folder / "aider-hidden.cast"
+    (folder / "aider-hidden.record" / "aider.chat.history.md").mkdir(parents=True)
+    return Session(spec, instance_id="aider-hidden", cwd=setup.cwd, env=setup.env,
+                   transcript=str(transcript))
+
+
+def start_all(*sessions: Session) -> None:
+    for s in sessions:
+        s.start(wait=False)
+    for s in sessions:
+        assert s.wait_state(State.IDLE, timeout=90) is State.IDLE, s.screen_text()
+
+
+def screen_tokens(turn: Turn) -> dict[str, int]:
+    got = turn.metrics.get("tokens", {})
+    return {"input": parse_count(got["sent"]), "output": parse_count(got["received"])}
+
+
+@pytest.mark.aimterm_fake_model(think_s=0.1, model=MODEL, reply=record_reply,
+                                prompts=RECORD_PROMPTS)
+@pytest.mark.parametrize(("rows", "cols"), SIZES, ids=[f"{r}x{c}" for r, c in SIZES])
+def test_aider_replies_from_its_record_and_the_screen(
+        rows: int, cols: int, aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv,
+        tmp_path: Path) -> None:
+    fake = aimterm_fake_model
+    spec = sized_adapter(rows, cols, tmp_path)
+    assert spec.reply.record == "aider"
+    rec_setup = make_instance_dir(tmp_path / "rec", aimterm_offline_env)
+    rec = Session(spec, instance_id="aider-rec", cwd=rec_setup.cwd, env=rec_setup.env)
+    scr = hidden_record_session(spec, make_instance_dir(tmp_path / "scr", aimterm_offline_env),
+                                tmp_path)
+    try:
+        t0 = time.monotonic()
+        start_all(rec, scr)
+        for prompt in RECORD_PROMPTS:
+            want = fake.expected_reply(prompt)
+            futures = [rec.submit(prompt), scr.submit(prompt)]
+            got, fallback = (f.result(60) for f in futures)
+            for turn in (got, fallback):
+                assert turn.status is TurnStatus.DONE, (prompt, turn.error)
+            # The record: the model's text exactly, and aider's own tokens and cost.
+            assert got.reply_source == "record", (prompt, got.reply)
+            assert got.reply == want, prompt
+            assert got.tokens == screen_tokens(got) and got.tokens["output"] > 0
+            assert got.cost_usd is not None and got.cost_usd > 0
+            # The screen: the text as rich drew it, with no echo of the prompt and no chrome.
+            assert fallback.reply_source == "screen"
+            lines = fallback.reply.splitlines()
+            assert fallback.reply.split()[:3] == want.replace("**", "").split()[:3], lines
+            assert not any(line.startswith(("> ", "Tokens:", "─")) or "(Y)es/(N)o" in line
+                           for line in lines), lines
+            if prompt in (SHORT, LONG):
+                assert lines == [want.replace("`", "").strip()], lines
+            assert not fallback.tokens and fallback.cost_usd is None
+        assert (Path(rec_setup.cwd) / "notes.txt").read_text().strip() == "Remember the `milk`"
+        assert not (Path(rec_setup.cwd) / ".aider.chat.history.md").exists()
+        print(f"\n{rows}x{cols}: {len(RECORD_PROMPTS)} turns on two instances in "
+              f"{time.monotonic() - t0:.1f} s")
+    finally:
+        rec.stop()
+        scr.stop()
+
+
+ISOLATION = {iid: [f"Isolation check {n} for instance {iid}" for n in (1, 2)]
+             for iid in ("aider-a", "aider-b")}
+AFTER_RESUME = "Isolation check after the resume of instance aider-a"
+
+
+@pytest.mark.aimterm_fake_model(think_s=0.1, model=MODEL,
+                                prompts=[*ISOLATION["aider-a"], *ISOLATION["aider-b"],
+                                         AFTER_RESUME])
+def test_aider_instances_in_one_folder_read_only_their_own_record(
+        aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv, tmp_path: Path) -> None:
+    """Two instances sharing one folder and one HOME, turns interleaved: each reply is the
+    instance's own; then one resumes its own conversation, not the other's."""
+    fake = aimterm_fake_model
+    setup = make_instance_dir(tmp_path, aimterm_offline_env)
+    sessions = {iid: Session(fleet_adapter(), instance_id=iid, cwd=setup.cwd, env=setup.env,
+                             transcript=str(tmp_path / "t" / f"{iid}.cast"))
+                for iid in ISOLATION}
+    a, b = sessions["aider-a"], sessions["aider-b"]
+    try:
+        start_all(a, b)
+        for n in range(2):
+            futures = {iid: s.submit(ISOLATION[iid][n]) for iid, s in sessions.items()}
+            for iid, future in futures.items():
+                turn = future.result(60)
+                assert turn.status is TurnStatus.DONE, turn.error
+                assert turn.reply_source == "record"
+                assert turn.reply == fake.expected_reply(ISOLATION[iid][n])
+        for iid in ISOLATION:
+            own = (tmp_path / "t" / f"{iid}.record" / "aider.chat.history.md").read_text()
+            assert all(f"#### {p}" in own for p in ISOLATION[iid])
+            assert not any(p in own for other in ISOLATION if other != iid
+                           for p in ISOLATION[other])
+        assert not (Path(setup.cwd) / ".aider.chat.history.md").exists()
+        # Resume: aider reads back the instance's own chat history.
+        a.stop()
+        a.resume = True
+        a.start(timeout=90)
+        turn = a.send(AFTER_RESUME, timeout=60)
+        assert turn.reply_source == "record"
+        assert turn.reply == fake.expected_reply(AFTER_RESUME)
+        sent = json.dumps(fake.model_requests()[-1].body["messages"])
+        assert all(p in sent for p in ISOLATION["aider-a"])
+        assert not any(p in sent for p in ISOLATION["aider-b"])
+    finally:
+        for s in sessions.values():
+            s.stop()
