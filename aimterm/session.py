@@ -228,7 +228,8 @@ class Session:
         follower = (follower_for(launch, self._private_dir(), resume=self.resume)
                     if self.spec.reply.record is not None else None)
         launch = with_recorder(launch, follower)
-        terminal = Terminal(launch.argv(resume=self.resume), env=launch.environ(),
+        own = follower is not None and follower.recorder.replaces_resume
+        terminal = Terminal(launch.argv(resume=self.resume and not own), env=launch.environ(),
                             cwd=launch.workdir(), rows=self.rows,
                             cols=self.cols, scrollback=self.spec.terminal.scrollback,
                             transcript=self._transcript, lazy_screen=self._stream,

@@ -92,3 +92,22 @@ def test_end_cuts_at_the_last_rule_after_the_reply_and_redraws_drop_half_frames(
     assert clean_reply(spec, lines, "what now") == "The answer is here"
     # A rule only at the top (before any of the reply) is not an end.
     assert clean_reply(spec, ["─────", "> what now", "Just this"], "what now") == "Just this"
+
+
+def test_screen_delta_keeps_the_blank_lines_between_new_paragraphs() -> None:
+    before = ["", "", "", "", "❯"]
+    after = ["❯ give me two", "", "● Here is one.", "", "  And two.", "", "✻ Worked", "❯"]
+    assert screen_delta(before, after) == after[:-1]
+
+
+def test_start_begins_the_reply_at_the_tools_answer_marker() -> None:
+    import dataclasses
+    import re
+
+    spec = dataclasses.replace(SPEC, reply=dataclasses.replace(
+        SPEC.reply, start=(re.compile("^● "),)))
+    # The echo as the screen drew it (markdown rendered, a character dropped): not the prompt.
+    lines = ["❯ Please read `this`: हिन्दी", "  and more", "● The answer", "  goes on"]
+    assert clean_reply(spec, lines, "Please read `this`: हिन्दी and more") == \
+        "The answer\ngoes on"
+    assert clean_reply(spec, ["no marker", "here"], "x") == "no marker\nhere"

@@ -87,3 +87,23 @@ def test_builtin_claude_adapter_approves_nothing(aimterm_adapters: AdapterDir) -
     assert waiting.text.endswith("   3. No\n\n Esc to cancel · Tab to amend")
     assert [rule for _t, rule, _q in result.answered] == STARTUP
     assert [f.kind for f in result.flags] == ["mismatch"]
+
+
+CAST_197 = Path(__file__).parent / "fixtures" / "claude-2.1.197.cast"
+
+
+def test_claude_2_1_197_first_run_dialogs(aimterm_adapters: AdapterDir) -> None:
+    """``claude-2.1.197.cast``: Claude Code 2.1.197 (``aimterm adapter record claude`` with it
+    first on PATH, a fresh HOME, the fake model) and two prompts, a short one and a ~300
+    character one with quotes, backticks, non-Latin scripts and emoji. Its trust dialog
+    numbers the options and comes up on "❯ 1. Yes, I trust this folder": confirmed at once,
+    with no move, and the session gets to idle."""
+    spec = load_adapter("claude")
+    assert "2.1.197" in spec.verified
+    result = explain_file(spec, str(CAST_197))
+    assert result.flags == []
+    assert [rule for _t, rule, _q in result.answered] == ["theme", "security-notes",
+                                                         "trust-yes"]
+    assert result.answered[-1][2] == "❯ 1. Yes, I trust this folder"
+    assert result.turns == 2
+    assert result.states() == ["idle", "busy", "idle", "busy", "idle"]

@@ -529,6 +529,7 @@ class _Converter:
             from_=raw.get("from", "screen-delta" if detect == "screen" else "stream"),
             strip=tuple(raw["strip"]) if "strip" in raw else default.strip,
             chrome=self.regexes(raw.get("chrome"), ("reply", "chrome")),
+            start=self.regexes(raw.get("start"), ("reply", "start")),
             end=self.regexes(raw.get("end"), ("reply", "end")),
             region=self.region(raw.get("region"), ("reply", "region")),
             trim=self.regexes(raw.get("trim"), ("reply", "trim")),
@@ -719,6 +720,8 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
     reply: dict[str, Any] = {"from": r.from_, "strip": list(r.strip)}
     if r.chrome:
         reply["chrome"] = _patterns(r.chrome)
+    if r.start:
+        reply["start"] = _patterns(r.start)
     if r.end:
         reply["end"] = _patterns(r.end)
     if r.region != ALL:

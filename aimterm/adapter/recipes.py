@@ -156,6 +156,11 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
         span = echo_span(out, prompt)
         if span is not None:
             del out[span[0]:span[1]]
+    if spec.reply.start:
+        first = next((i for i, line in enumerate(out) if _any_search(spec.reply.start, line)),
+                     None)
+        if first is not None:
+            del out[:first]
     if spec.reply.end:
         # The last such line after some of the reply (the same line drawn above the echo, at
         # the top of the turn, is not an end).
@@ -174,6 +179,9 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
     if "chrome" in strip and spec.reply.chrome:
         chrome = spec.reply.chrome
         out = [line for line in out if not _any_search(chrome, line)]
+        # Chrome between paragraphs leaves its blank lines behind: one is enough.
+        out = [line for i, line in enumerate(out)
+               if line.strip() or i == 0 or out[i - 1].strip()]
     for pattern in spec.reply.trim:
         out = [_cut_start(pattern, line) for line in out]
     while out and not out[0].strip():
@@ -223,9 +231,17 @@ def _is_rule(line: str) -> bool:
 def screen_delta(before: Sequence[str], after: Sequence[str]) -> list[str]:
     """Lines of ``after`` that are new relative to ``before``, in order."""
     matcher = difflib.SequenceMatcher(None, list(before), list(after), autojunk=False)
+    ops = matcher.get_opcodes()
     new: list[str] = []
-    for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
+    for k, (tag, _i1, _i2, j1, j2) in enumerate(ops):
         if tag in ("insert", "replace"):
+            new.extend(after[j1:j2])
+        elif (tag == "equal" and 0 < k < len(ops) - 1
+              and not any(line.strip() for line in after[j1:j2])
+              and ops[k - 1][0] in ("insert", "replace")
+              and ops[k + 1][0] in ("insert", "replace")):
+            # Blank lines between two new runs matched blank rows of the old screen: they
+            # are the new text's own paragraph breaks.
             new.extend(after[j1:j2])
     return new
 

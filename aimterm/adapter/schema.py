@@ -270,6 +270,9 @@ _PROPERTIES: dict[str, Any] = {
                                "chrome).",
             },
             "chrome": _ref("patterns", "Lines matching any of these are removed as chrome."),
+            "start": _ref("patterns", "The reply starts at the first line (after the echo) "
+                                      "matching one of these, where the tool marks its answer "
+                                      "(for an echo the screen cannot show as typed)."),
             "end": _ref("patterns", "The reply ends before the last line matching one of "
                                     "these (what the tool draws between its answer and its "
                                     "input area)."),

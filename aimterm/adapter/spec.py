@@ -162,8 +162,8 @@ class ReplySpec:
     the turn began), ``stream`` (text printed since the turn began) or ``none``. ``strip``
     removes the ``echo`` of the prompt, the idle ``prompt`` line, ``chrome`` — every line
     matching a pattern in ``chrome`` — and ``redraws``: a line the next one starts with (a
-    half-drawn frame of a streamed answer left above the finished one). ``end`` ends the reply
-    before the last line matching it. ``region`` limits screen-delta to part of the screen.
+    half-drawn frame of a streamed answer left above the finished one). ``start`` and ``end``
+    begin it at the first line matching one and end it before the last line matching one. ``region`` limits screen-delta to part of the screen.
     ``trim`` patterns are cut from the start of each remaining line.
     """
 
@@ -171,6 +171,9 @@ class ReplySpec:
     strip: tuple[Literal["prompt", "echo", "chrome", "redraws"], ...] = ("prompt", "echo",
                                                                           "chrome")
     chrome: tuple[re.Pattern[str], ...] = ()
+    #: The reply starts at the first line (after the echo) matching one of these: where a
+    #: tool marks its answer (``'^● '``), for an echo the screen cannot show as typed.
+    start: tuple[re.Pattern[str], ...] = ()
     #: The reply ends before the last line matching one of these (what the tool draws
     #: between its answer and its input area: a rule, the files in the chat).
     end: tuple[re.Pattern[str], ...] = ()

@@ -14,6 +14,7 @@ CLI) get the checks that need no model: found, version, start-up and quit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -35,7 +36,7 @@ from aimterm.events import Event, QuestionAnswered
 from aimterm.session import Session, TurnStatus
 from aimterm.testing.clis import path_with_clis
 from aimterm.testing.fakemodel import FakeModel
-from aimterm.testing.offline import CLIS, git_workdir, offline_env
+from aimterm.testing.offline import CLAUDE_FOREIGN_ENV, CLIS, git_workdir, offline_env
 
 __all__ = ["PROMPT", "REPLY", "run_doctor"]
 
@@ -131,6 +132,10 @@ def examine(spec: AdapterSpec, report: Report, *, timeout: float) -> None:
             work.mkdir()
             _live(spec, None, env, work, report, timeout)
             return
+        if cli == "claude":
+            # The caller's own Claude Code settings (another config folder, a key that brings
+            # up its own dialog, a nested-session marker) must not reach the throwaway HOME.
+            spec = dataclasses.replace(spec, env_remove=(*spec.env_remove, *CLAUDE_FOREIGN_ENV))
         with FakeModel(reply=lambda _prompt: REPLY, prompts=[PROMPT]) as model:
             env = offline_env(cli, home, model.url)
             _version(spec, exe, env, report)

@@ -87,6 +87,10 @@ class Recorder(abc.ABC):
     def __init__(self, ctx: RecordContext) -> None:
         self.ctx = ctx
         self.pid: int | None = None
+        #: :meth:`launch_args` already resume this instance's own conversation (by its
+        #: session id): the adapter's ``resume`` arguments are left out of this start, since
+        #: they continue the folder's latest conversation, which may be another instance's.
+        self.replaces_resume = False
 
     def launch_args(self) -> list[str]:
         """Arguments added to the tool's command line for this run (default none)."""

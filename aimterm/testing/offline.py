@@ -81,6 +81,11 @@ def claude_env(home: str | os.PathLike[str], url: str, *,
     (home / ".claude").mkdir(parents=True, exist_ok=True)
     if settings is not None:
         (home / ".claude" / "settings.json").write_text(json.dumps(settings))
+    # From about 150 columns, after an edit in a git repository, 2.1.330 opens a diff panel
+    # beside the transcript, and every screen row then carries its text too.
+    state = home / ".claude.json"
+    if not state.exists():
+        state.write_text(json.dumps({"diffSidebarOpen": False}))
     return {"HOME": str(home), "PATH": path_with_clis(),
             "ANTHROPIC_BASE_URL": url, "ANTHROPIC_AUTH_TOKEN": "fake-token",
             "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",

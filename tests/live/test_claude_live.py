@@ -27,10 +27,10 @@ import pytest
 
 from aimterm.events import Event, ProcessExited, QuestionAnswered, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
-from aimterm.session import TurnStatus
+from aimterm.session import Session, TurnStatus
 from aimterm.states import State
 from aimterm.testing.clis import find_cli
-from aimterm.testing.fakemodel import FakeModel, ToolCall
+from aimterm.testing.fakemodel import FakeModel, ToolCall, default_reply
 from aimterm.testing.offline import git_workdir
 from aimterm.testing.plugin import OfflineEnv
 from tests.helpers import extended_adapter
@@ -220,3 +220,134 @@ def test_pool_of_three_claude_instances(aimterm_fake_model: FakeModel,
         collections.Counter(r.endpoint for r in fake.requests)
     assert not fake.errors
     assert re.fullmatch(r"\d+\.\d+\.\d+ \(Claude Code\)", version.strip()), version
+
+
+# -- replies from Claude Code's own record (reply.record: claude) -----------------------------
+#
+# The session file this instance's Claude Code writes (pinned with --session-id) gives the
+# model's text as it wrote it; the screen gives it wrapped, with its markdown rendered. Each
+# size runs one session on the record, and one whose record is hidden (the reader looks in a
+# config folder that does not exist) to check the screen fallback.
+
+SHORT = "say something short about the number 7"
+LONG = ('Please read this carefully: "double quotes", \'single quotes\', `inline code`, '
+        'Ελληνικά γράμματα, русский текст, 日本語のテキスト, العربية, हिन्दी, 한국어 and emoji '
+        '🎉🚀👍🏽 — then answer with one short sentence that mentions "quotes" and `backticks` '
+        'again, please, without any further commentary at all, thanks a lot!')
+MULTI = "first line of a multi-line prompt\nsecond line with `code` in it\nthird and last line"
+MD = "give me the markdown answer"
+MDTEXT = ("Here is a **summary** with `inline_code()` and a [link](http://example.invalid).\n\n"
+          "This second paragraph is deliberately long so that any terminal narrower than two "
+          "hundred columns has to wrap it: it keeps going with words, `more_code`, and then some "
+          "more words until it finally ends here.\n\n"
+          "- first item with `x = 1`\n- second item\n\n"
+          "```python\ndef f():\n    return 42\n```\n\n"
+          "Last line.")
+#: What the screen can give back word for word: inline markdown, and paragraphs long enough
+#: to wrap at every size (Claude Code renders the markdown and wraps the lines).
+PLAIN = "give me two plain paragraphs"
+PLAINTEXT = ("Here is `inline_code()` and a **bold** word.\n\n"
+             "This second paragraph is deliberately long so that a terminal of eighty or of a "
+             "hundred and twenty columns has to wrap it, and it keeps going with `more_code` and "
+             "then some more words until it finally ends here, well past two hundred characters "
+             "in all, which is what it takes.")
+TOOL = "please write the record notes"
+TOOL_AFTER = "Done: `record-notes.txt` holds the greeting."
+SIZES = [(24, 80), (40, 120), (50, 200)]
+
+
+def record_reply(prompt: str) -> str:
+    return {MD: MDTEXT, PLAIN: PLAINTEXT, TOOL: TOOL_AFTER}.get(prompt) or default_reply(prompt)
+
+
+def sized_adapter(root: Path, rows: int, cols: int, extra: str = ""):  # type: ignore[no-untyped-def]
+    text = (f"name: claude-{rows}x{cols}\nextends: claude\n"
+            f"terminal: {{rows: {rows}, cols: {cols}}}\n{extra}")
+    return extended_adapter(text, root / f"claude-{rows}x{cols}.yaml")
+
+
+def words(text: str) -> list[str]:
+    """The words of a reply with the inline markdown that Claude Code renders away."""
+    return text.replace("`", "").replace("**", "").split()
+
+
+RECORD_MARK = pytest.mark.aimterm_fake_model(
+    think_s=0.2, prompts=[SHORT, LONG, MULTI, MD, PLAIN, TOOL], reply=record_reply,
+    tool_calls={TOOL: ToolCall(kind="edit", path="record-notes.txt", content="hello")})
+
+
+@RECORD_MARK
+@pytest.mark.parametrize(("rows", "cols"), SIZES, ids=[f"{r}x{c}" for r, c in SIZES])
+def test_claude_replies_come_from_its_record(aimterm_fake_model: FakeModel,
+                                             aimterm_offline_env: OfflineEnv, tmp_path: Path,
+                                             rows: int, cols: int) -> None:
+    fake = aimterm_fake_model
+    spec = sized_adapter(tmp_path, rows, cols)
+    assert spec.reply.record == "claude" and (spec.terminal.rows, spec.terminal.cols) == (rows, cols)
+    env = aimterm_offline_env("claude", tmp_path / "home")
+    prompts = [SHORT, LONG, MULTI, MD] + ([TOOL] if cols == 120 else [])
+    t0 = time.monotonic()
+    with Session(spec, cwd=str(git_workdir(tmp_path / "work")), env=env) as session:
+        for prompt in prompts:
+            turn = session.send(prompt, timeout=60)
+            assert turn.status is TurnStatus.DONE, turn.to_dict()
+            assert turn.reply_source == "record", turn.to_dict()
+            assert turn.reply == fake.expected_reply(prompt), turn.to_dict()
+            assert turn.tokens["input"] > 0 and turn.tokens["output"] > 0, turn.tokens
+            assert set(turn.tokens) >= {"input", "output", "cache_read", "cache_write"}
+            assert turn.cost_usd is None  # Claude Code records no cost per turn
+        if TOOL in prompts:
+            # Two API calls (the tool call, then the text after the tool result): both counted.
+            asked = [r for r in fake.model_requests() if r.prompt == TOOL]
+            assert len(asked) == 2 and turn.tokens["output"] > 6
+            assert (tmp_path / "work" / "record-notes.txt").read_text().strip() == "hello"
+    # One session file, named by the id the reader gave Claude Code.
+    assert len(list((tmp_path / "home" / ".claude" / "projects").glob("*/*.jsonl"))) == 1
+    print(f"\n{rows}x{cols}: {len(prompts)} turns from the record in "
+          f"{time.monotonic() - t0:.1f} s")
+
+
+def hidden_record(monkeypatch: pytest.MonkeyPatch, where: Path) -> None:
+    """Make the reader look for the session in a config folder that does not exist."""
+    import aimterm.records.claude as claude_record
+
+    monkeypatch.setattr(claude_record, "config_dir", lambda env: where)
+
+
+@RECORD_MARK
+@pytest.mark.parametrize(("rows", "cols"), SIZES, ids=[f"{r}x{c}" for r, c in SIZES])
+def test_claude_screen_fallback_without_its_record(aimterm_fake_model: FakeModel,
+                                                   aimterm_offline_env: OfflineEnv,
+                                                   tmp_path: Path, rows: int, cols: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = aimterm_fake_model
+    hidden_record(monkeypatch, tmp_path / "no-such-config")
+    spec = sized_adapter(tmp_path, rows, cols, "reply: {record_wait_ms: 500}\n")
+    env = aimterm_offline_env("claude", tmp_path / "home")
+    with Session(spec, cwd=str(git_workdir(tmp_path / "work")), env=env) as session:
+        short = session.send(SHORT, timeout=60)
+        assert short.reply_source == "screen", short.to_dict()
+        assert short.reply == fake.expected_reply(SHORT)
+        assert short.tokens == {} and short.cost_usd is None
+        plain = session.send(PLAIN, timeout=60)
+        assert plain.reply_source == "screen", plain.to_dict()
+        # No border, input box, footer, spinner or status line: the words of the text, its
+        # inline markdown rendered, its paragraphs wrapped.
+        assert words(plain.reply) == words(PLAINTEXT), plain.reply
+
+
+@RECORD_MARK
+@pytest.mark.parametrize(("rows", "cols"), [(24, 80)], ids=["24x80"])
+def test_claude_screen_fallback_drops_a_wrapped_echo(aimterm_fake_model: FakeModel,
+                                                     aimterm_offline_env: OfflineEnv,
+                                                     tmp_path: Path, rows: int, cols: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = aimterm_fake_model
+    hidden_record(monkeypatch, tmp_path / "no-such-config")
+    spec = sized_adapter(tmp_path, rows, cols, "reply: {record_wait_ms: 500}\n")
+    env = aimterm_offline_env("claude", tmp_path / "home")
+    with Session(spec, cwd=str(git_workdir(tmp_path / "work")), env=env) as session:
+        for prompt in (LONG, MULTI):
+            turn = session.send(prompt, timeout=60)
+            assert turn.reply_source == "screen", turn.to_dict()
+            assert words(turn.reply) == words(fake.expected_reply(prompt)), turn.reply
