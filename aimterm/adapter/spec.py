@@ -163,8 +163,9 @@ class ReplySpec:
     removes the ``echo`` of the prompt, the idle ``prompt`` line, ``chrome`` — every line
     matching a pattern in ``chrome`` — and ``redraws``: a line the next one starts with (a
     half-drawn frame of a streamed answer left above the finished one). ``start`` and ``end``
-    begin it at the first line matching one and end it before the last line matching one. ``region`` limits screen-delta to part of the screen.
-    ``trim`` patterns are cut from the start of each remaining line.
+    begin it at the first line matching one and end it before the last line matching one.
+    ``region`` limits screen-delta to part of the screen. ``trim`` patterns are cut from the
+    start of each remaining line.
     """
 
     from_: Literal["screen-delta", "stream", "none"] = "screen-delta"
