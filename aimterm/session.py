@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from aimterm.adapter.launch import Launch, expand_template
 from aimterm.adapter.recipes import (
     Write,
     clean_reply,
+    join_scrollback,
     join_wrapped,
     key_writes,
     parse_keys,
@@ -142,7 +144,6 @@ class Session:
         # a private folder of this instance's own for the files a reader asks the tool to write.
         self._follower: RecordFollower | None = None
         self._record_dir: Path | None = None
-        self._record_dir_temp = False
 
     # -- state machine ----------------------------------------------------------------------------
 
@@ -228,8 +229,7 @@ class Session:
         follower = (follower_for(launch, self._private_dir(), resume=self.resume)
                     if self.spec.reply.record is not None else None)
         launch = with_recorder(launch, follower)
-        own = follower is not None and follower.recorder.replaces_resume
-        terminal = Terminal(launch.argv(resume=self.resume and not own), env=launch.environ(),
+        terminal = Terminal(launch.argv(resume=self.resume), env=launch.environ(),
                             cwd=launch.workdir(), rows=self.rows,
                             cols=self.cols, scrollback=self.spec.terminal.scrollback,
                             transcript=self._transcript, lazy_screen=self._stream,
@@ -268,14 +268,16 @@ class Session:
 
     def _private_dir(self) -> Path:
         """This instance's own private folder for its record (made on first use): beside its
-        transcript when it has one, else a temporary one, removed by :meth:`stop`."""
+        transcript when it has one, else a temporary one, removed with the session."""
         if self._record_dir is None:
             if self._transcript is not None:
                 self._record_dir = private_dirs(
                     Path(self._transcript).with_name(f"{self.id}.record"))
             else:
+                # Lives as long as this session (a restart resumes from what is in it), and
+                # goes with it, or at exit.
                 self._record_dir = Path(tempfile.mkdtemp(prefix="aimterm-record-"))
-                self._record_dir_temp = True
+                weakref.finalize(self, shutil.rmtree, self._record_dir, True)
         return self._record_dir
 
     def _prepare_start(self, terminal: Terminal, follower: RecordFollower | None) -> None:
@@ -540,7 +542,8 @@ class Session:
         before_lines = region.select(run.before.lines, run.before.cursor[0])
         after_lines = region.select(after.lines, after.cursor[0])
         if region == ALL:
-            after_lines = self.terminal.scrollback_since(run.before.pushed) + after_lines
+            after_lines = join_scrollback(self.terminal.scrollback_since(run.before.pushed),
+                                          after_lines)
             run.turn.reply_lines_dropped = self.terminal.scrollback_lost_since(run.before.pushed)
         cols = self.terminal.screen.cols
         return screen_delta(join_wrapped(before_lines, cols), join_wrapped(after_lines, cols))
@@ -875,7 +878,6 @@ class Session:
         if terminal is None or not terminal.alive:
             if terminal is not None and terminal.child is not None:
                 terminal.child.wait_group(2.0)
-            self._drop_temp_record_dir()
             return "exited"
 
         def mark() -> None:
@@ -900,13 +902,7 @@ class Session:
                             grace=recipe.signal_grace_s,
                             key_gap=self.spec.terminal.key_gap_ms / 1000)
         self.wait_state(State.EXITED, State.BACKOFF, State.FATAL, timeout=5.0)
-        self._drop_temp_record_dir()
         return how
-
-    def _drop_temp_record_dir(self) -> None:
-        if self._record_dir_temp and self._record_dir is not None:
-            shutil.rmtree(self._record_dir, ignore_errors=True)
-            self._record_dir, self._record_dir_temp = None, False
 
     def restart(self, *, wait: bool = True) -> State:
         if self._state in LIVE_STATES:

@@ -111,3 +111,30 @@ def test_start_begins_the_reply_at_the_tools_answer_marker() -> None:
     assert clean_reply(spec, lines, "Please read `this`: हिन्दी and more") == \
         "The answer\ngoes on"
     assert clean_reply(spec, ["no marker", "here"], "x") == "no marker\nhere"
+
+
+def test_an_echo_drawn_as_markdown_and_the_last_turns_row_above_it_go() -> None:
+    prompt = ("please run `make test` and then tell me, in one short line, whether every one "
+              "of the tests passed")
+    lines = ["  Done before.", "", "› please run make test and then tell me,",
+             "  in one short line, whether every one of", "  the tests passed", "", "• Done."]
+    assert clean_reply(SPEC, lines, prompt) == "• Done."
+
+
+def test_screen_delta_keeps_blank_rows_between_new_runs_past_old_ones() -> None:
+    before = ["› earlier prompt", "", "• Earlier reply.", "", "", "", "", "", ""]
+    after = ["› earlier prompt", "", "• Earlier reply.", "", "› next prompt", "",
+             "• First paragraph.", "", "  Second paragraph."]
+    assert screen_delta(before, after) == ["› next prompt", "", "• First paragraph.", "",
+                                           "  Second paragraph."]
+
+
+def test_join_scrollback_drops_a_redrawn_repeat_only() -> None:
+    from aimterm.adapter.recipes import join_scrollback
+
+    scrolled = ["> prompt", "✦ Echo: one", "  two", "  three"]
+    screen = ["✦ Echo: one", "  two", "  three", "", "> "]
+    assert join_scrollback(scrolled[:1], screen) == ["> prompt", *screen]
+    assert join_scrollback(scrolled, screen) == [*scrolled, "", "> "]
+    # One repeated line is not a redraw (a reply may say the same thing twice).
+    assert join_scrollback(["a", "same"], ["same", "b"]) == ["a", "same", "same", "b"]

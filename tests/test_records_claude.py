@@ -106,7 +106,7 @@ def test_registered_and_pins_a_fresh_session_each_start(tmp_path: Path) -> None:
     one, two = home.recorder(), home.recorder()
     assert one.launch_args() == ["--session-id", one.session_id]
     assert two.session_id != one.session_id
-    assert not one.replaces_resume
+    assert one.resume_args() is None
     assert one.launch_env() == {}
     # Nothing written yet (Claude Code makes the file with the first prompt): no reply.
     assert one.reply(query(SHORT, 0.0)) is None
@@ -274,8 +274,8 @@ def test_resume_continues_this_instances_own_session(tmp_path: Path) -> None:
 
     again = home.recorder(resume=True)
     assert again.session_id == first.session_id
-    assert again.launch_args() == ["--resume", first.session_id]
-    assert again.replaces_resume
+    assert again.launch_args() == []
+    assert again.resume_args() == ["--resume", first.session_id]
     home.write(again, lines[first_run + 1:], "ab")
     _, prompt, at = prompt_lines(lines)[5]
     got = again.reply(query(prompt, at))
@@ -288,13 +288,13 @@ def test_resume_continues_this_instances_own_session(tmp_path: Path) -> None:
 def test_resume_without_a_session_of_its_own_pins_nothing(tmp_path: Path) -> None:
     home = Home(tmp_path)
     rec = home.recorder(resume=True)  # no id kept
-    assert rec.launch_args() == [] and rec.session_id is None and not rec.replaces_resume
+    assert rec.launch_args() == [] and rec.session_id is None and rec.resume_args() is None
     assert rec.reply(query(SHORT, 0.0)) is None
     # An id kept whose session has no file (a run without turns): Claude Code would refuse
     # "--resume" with it ("No conversation found"), so it is not used.
     (home.private / rc.ID_FILE).write_text("0b0d2a4e-1111-4222-8333-944455556666\n")
     rec = home.recorder(resume=True)
-    assert rec.launch_args() == [] and not rec.replaces_resume
+    assert rec.launch_args() == [] and rec.resume_args() is None
     (home.private / rc.ID_FILE).write_text("../../not-a-uuid\n")
     assert home.recorder(resume=True).launch_args() == []
 

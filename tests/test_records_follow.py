@@ -92,6 +92,11 @@ def test_the_reply_is_the_record_exactly_with_tokens_and_cost(
             assert turn.to_dict()["reply_source"] == "record"
         private = recorder.made[0].ctx.private_dir
         assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert private.exists()  # kept across a stop: a restart may resume from it
+    del s
+    import gc
+
+    gc.collect()
     assert not private.exists()  # a temporary folder: gone with the session
 
 

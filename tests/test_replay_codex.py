@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from aimterm.adapter.recipes import clean_reply, join_wrapped, screen_delta
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.replay import explain_file
+from aimterm.adapter.spec import AdapterSpec
+from aimterm.term.responder import Responder
+from aimterm.term.screen import Screen, Snapshot
+from aimterm.term.transcript import read_recording
 from aimterm.testing.plugin import AdapterDir
 
 CAST = Path(__file__).parent / "fixtures" / "codex.cast"
@@ -71,3 +76,53 @@ def test_builtin_codex_adapter_approves_nothing(aimterm_adapters: AdapterDir) ->
     assert waiting.rule == "edit-approval"
     assert "Destination: /var/tmp/aimterm-codex-rec/work/notes.txt" in waiting.text
     assert [f.kind for f in result.flags] == ["mismatch"]
+
+
+# -- 24×80, a folder long enough to wrap the status row ------------------------------------------
+
+#: Recorded with ``aimterm adapter record codex`` (the adapter extended with ``terminal: {rows:
+#: 24, cols: 80}``, codex 0.169.0, the fake model) in a folder whose path wraps codex's status
+#: row onto a second row, with a short prompt and a ~250-character one that wraps in its echo.
+CAST_24X80 = Path(__file__).parent / "fixtures" / "codex-24x80.cast"
+PLAIN = ("Plain test: \"double\" and 'single' quotes, $dollar and \\backslash; Ελληνικά κείμενο, "
+         "русский текст, 日本語のテキスト, العربية, עברית; emoji 🎉🚀✨ — a prompt long enough to "
+         "wrap over several rows of the composer at 80 columns, twice over.")
+REPLIES_24X80 = {"say hello in a few words": "Hello there, in a few words.", PLAIN: "Noted, all of it."}
+
+
+def screen_replies(spec: AdapterSpec, path: Path) -> list[tuple[str, str]]:
+    """(prompt, reply cut from the screen) of each turn of a recording, cut as a session cuts
+    it: the reply region of the screen when the prompt was typed and when the turn was idle."""
+    rec = read_recording(path)
+    screen = Screen(rec.rows, rec.cols, spec.terminal.scrollback)
+    responder = Responder()
+    out: list[tuple[str, str]] = []
+    before: Snapshot | None = None
+    prompt = ""
+    for _t, code, data in rec.events:
+        if code == "o":
+            for item in responder.split(data.encode("utf-8")):
+                if isinstance(item, bytes):
+                    screen.feed(item)
+        elif code == "i" and data.startswith("\x1b[200~"):
+            before, prompt = screen.snapshot(), data[6:].removesuffix("\x1b[201~")
+        elif code == "m" and data.startswith("state busy->idle") and before is not None:
+            after, region = screen.snapshot(), spec.reply.region
+            lines = screen_delta(
+                join_wrapped(region.select(before.lines, before.cursor[0]), rec.cols),
+                join_wrapped(region.select(after.lines, after.cursor[0]), rec.cols))
+            out.append((prompt, clean_reply(spec, lines, prompt)))
+            before = None
+    return out
+
+
+def test_codex_at_24x80_with_a_wrapped_status_row(aimterm_adapters: AdapterDir) -> None:
+    spec = load_adapter("codex")
+    result = explain_file(spec, str(CAST_24X80))
+    assert result.flags == []
+    # The idle rule allows the status row to wrap: without that, never idle at all.
+    assert result.states() == ["idle", "busy", "idle", "busy", "idle"]
+    assert "a-folder-with-a-name-long-\n  enough-to-wrap" in result.changes[0].text
+    # The screen's replies: no composer, status or footer rows ("⚠ 1 warning · f2 to view"),
+    # no wrapped echo of the long prompt.
+    assert screen_replies(spec, CAST_24X80) == list(REPLIES_24X80.items())

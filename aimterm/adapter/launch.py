@@ -30,6 +30,8 @@ class Launch:
     cwd: str | None = None  # None: the adapter's cwd, else the current directory
     env: Mapping[str, str] | None = None  # added over the adapter's env
     args: Sequence[str] = ()
+    #: What a resumed start passes instead of the adapter's ``resume`` (None: those).
+    resume_args: Sequence[str] | None = None
 
     def variables(self) -> dict[str, str]:
         cwd = self.cwd or os.getcwd()
@@ -41,7 +43,7 @@ class Launch:
         variables = self.variables()
         argv = [expand_template(a, variables) for a in self.spec.command]
         if resume:
-            argv += list(self.spec.resume)
+            argv += list(self.resume_args if self.resume_args is not None else self.spec.resume)
         return argv + list(self.args)
 
     def environ(self) -> dict[str, str]:

@@ -109,8 +109,13 @@ _MARKER_MAX = 8
 _BOX_SIDES = "│┃|"
 
 
+#: Marks a TUI renders away when it echoes a prompt as markdown (inline code, emphasis):
+#: not compared either.
+_RENDERED = frozenset("`*")
+
+
 def _squash(text: str) -> str:
-    return "".join(text.split())
+    return "".join(c for c in text if not c.isspace() and c not in _RENDERED)
 
 
 def _echo_piece(line: str, want: str, got: str) -> str | None:
@@ -131,7 +136,8 @@ def _echo_piece(line: str, want: str, got: str) -> str | None:
 def echo_span(lines: Sequence[str], prompt: str) -> tuple[int, int] | None:
     """Where the echo of ``prompt`` is in ``lines``: ``(first, end)`` of the run of lines
     that shows it back, however the tool wrapped it (at words, mid-word, with an indent or a
-    marker on each line, inside a box), or None. Whitespace is not compared: a TUI rewraps."""
+    marker on each line, inside a box), or None. Whitespace and the marks of rendered markdown
+    are not compared: a TUI rewraps, and may render the prompt it echoes."""
     want = _squash(prompt)
     if not want:
         return None
@@ -155,7 +161,8 @@ def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
     if "echo" in strip:
         span = echo_span(out, prompt)
         if span is not None:
-            del out[span[0]:span[1]]
+            # What is above this turn's echo is the end of the turn before, laid out again.
+            del out[:span[1]]
     if spec.reply.start:
         first = next((i for i, line in enumerate(out) if _any_search(spec.reply.start, line)),
                      None)
@@ -216,6 +223,18 @@ def join_wrapped(lines: Sequence[str], cols: int) -> list[str]:
     if carry:
         out.append(carry)
     return out
+
+
+def join_scrollback(scrolled: Sequence[str], screen: Sequence[str]) -> list[str]:
+    """The lines that scrolled off the screen, then the screen, without drawing twice what a
+    tool redrew: a live area taller than the screen scrolls its top off, where it cannot be
+    erased, and the tool draws it again on screen. A screen that starts with the last two or
+    more non-blank lines of the scrollback repeats them."""
+    for k in range(min(len(scrolled), len(screen)), 1, -1):
+        head = list(screen[:k])
+        if head == list(scrolled[-k:]) and sum(1 for line in head if line.strip()) >= 2:
+            return [*scrolled, *screen[k:]]
+    return [*scrolled, *screen]
 
 
 def _cut_start(pattern: re.Pattern[str], line: str) -> str:

@@ -87,10 +87,6 @@ class Recorder(abc.ABC):
     def __init__(self, ctx: RecordContext) -> None:
         self.ctx = ctx
         self.pid: int | None = None
-        #: :meth:`launch_args` already resume this instance's own conversation (by its
-        #: session id): the adapter's ``resume`` arguments are left out of this start, since
-        #: they continue the folder's latest conversation, which may be another instance's.
-        self.replaces_resume = False
 
     def launch_args(self) -> list[str]:
         """Arguments added to the tool's command line for this run (default none)."""
@@ -99,6 +95,13 @@ class Recorder(abc.ABC):
     def launch_env(self) -> dict[str, str]:
         """Environment variables added for this run (default none)."""
         return {}
+
+    def resume_args(self) -> list[str] | None:
+        """On a resumed start: arguments that resume *this instance's own* conversation (by
+        its session id), put where the adapter's ``resume`` arguments go, instead of them —
+        those continue the folder's latest conversation, which may be another instance's.
+        None (the default, or nothing of this instance's to resume): the adapter's."""
+        return None
 
     def started(self, pid: int) -> None:
         """The tool runs, as process ``pid`` (the leader of its process group)."""

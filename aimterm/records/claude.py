@@ -41,7 +41,7 @@ entries; ``claude --help``, the strings of the installed binary):
   adapter's ``--continue`` takes the most recent session *of the folder* — with several
   instances in one folder, another instance's — and it wins over a ``--resume`` beside it.
   So the recorder keeps its session id in the private dir once the file exists, and on a
-  resume asks for ``--resume <that id>`` (:attr:`ClaudeRecorder.replaces_resume`): the
+  resume asks for ``--resume <that id>`` (:meth:`ClaudeRecorder.resume_args`): the
   adapter's own resume arguments must then be left out, or Claude Code continues the
   folder's latest session and this record gets nothing (the screen answers). A resume with
   no session of its own adds nothing and reads nothing.
@@ -341,12 +341,14 @@ class ClaudeRecorder(Recorder):
         self._remembered = False
         previous = self._stored_id() if ctx.resume else None
         found = self._locate(previous) if previous else None
-        #: Whether the tool is told to resume this instance's own session (``--resume``),
-        #: so the adapter's ``resume`` arguments must be left out of the launch.
-        self.replaces_resume = found is not None
+        #: ``--resume <its id>`` when this instance has a session of its own to resume: it
+        #: takes the place of the adapter's ``--continue`` (see resume_args).
+        self._resume: list[str] | None = None
+        self._args: list[str] = []
         self.session_id: str | None
         if found is not None:
-            self.session_id, self._args = previous, ["--resume", str(previous)]
+            self.session_id = previous
+            self._resume = ["--resume", str(previous)]
             self._path, self._tail = found, FileTail.at_end(found)  # this run's only
         elif ctx.resume:
             # Nothing of this instance's to resume: the adapter's resume arguments choose the
@@ -358,6 +360,9 @@ class ClaudeRecorder(Recorder):
 
     def launch_args(self) -> list[str]:
         return list(self._args)
+
+    def resume_args(self) -> list[str] | None:
+        return list(self._resume) if self._resume is not None else None
 
     def _stored_id(self) -> str | None:
         try:

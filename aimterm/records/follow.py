@@ -88,4 +88,6 @@ def with_recorder(launch: Launch, follower: RecordFollower | None) -> Launch:
         return launch
     recorder = follower.recorder
     env = {**(launch.env or {}), **recorder.launch_env()}
-    return dataclasses.replace(launch, env=env, args=[*launch.args, *recorder.launch_args()])
+    own = recorder.resume_args() if recorder.ctx.resume else None
+    return dataclasses.replace(launch, env=env, args=[*launch.args, *recorder.launch_args()],
+                               resume_args=own if own is not None else launch.resume_args)
