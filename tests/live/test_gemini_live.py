@@ -12,6 +12,7 @@ model's think delay).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import time
@@ -24,7 +25,8 @@ from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.events import Event, QuestionAnswered, QuestionPending, StateChanged
 from aimterm.pool import GroupSpec, InstanceSetup, Pool
-from aimterm.session import Session, TurnStatus
+from aimterm.records import gemini as gemini_records
+from aimterm.session import Session, Turn, TurnStatus
 from aimterm.testing import FakeModel, ToolCall
 from aimterm.testing.clis import find_cli
 from aimterm.testing.plugin import OfflineEnv
@@ -212,3 +214,185 @@ def test_first_run_dialogs(aimterm_fake_model: FakeModel, aimterm_offline_env: O
     assert session.exit_code == 0
     assert json.loads((conf / "trustedFolders.json").read_text()) == {str(cwd): "TRUST_FOLDER"}
     assert os.path.exists(conf / "settings.json")
+
+
+# -- replies from Gemini's own record (reply: {record: gemini}) --------------------------------
+#
+# The adapter reads each turn's reply, and its tokens, from the instance's own session file
+# (pinned with --session-id): the model's text exactly, markdown and all, at every size. The
+# screen stays the fallback. These tests have a fake model of their own (the closest marker
+# wins), whose replies use what Gemini's renderer would change: backticks, bold, a fenced
+# block, lines longer than any terminal, several scripts and emoji.
+
+REC_SHORT = "say hi in one short line"
+REC_LONG = ('Please review this: "quoted words" and \'single quotes\', the `inline code` bits, '
+            'Ελληνικά κείμενα εδώ, русский текст тоже, 日本語のテキストと中文字符, العربية أيضا, '
+            'emoji 🚀🎉😀 and more plain words to make the prompt long enough that it wraps over '
+            'several lines at every terminal width we try, ending here.')
+REC_MULTI = "first line of a multi-line prompt\nsecond line with `code`\nthird line, the end"
+REC_MD = "give me the markdown plan"
+REC_EDIT = "please create notes.txt with a greeting"
+REC_MD_TEXT = (
+    "Here is the plan:\n\n1. Run `make test` first — it takes a while, so be patient with it and "
+    "do not interrupt the run even when it seems stuck on the slowest of the integration "
+    "suites.\n2. Then read **the log** and `grep -n FAIL log.txt`.\n\n```python\n"
+    "print('hello')   # keep indentation\n```\n\nDone: *nothing* else to do.")
+
+
+def record_reply(prompt: str) -> str:
+    if prompt == REC_MD:
+        return REC_MD_TEXT
+    if prompt == REC_LONG:
+        return "Echo: " + REC_LONG
+    return f"FAKE-REPLY: {prompt}"
+
+
+RECORD_MODEL = pytest.mark.aimterm_fake_model(
+    think_s=0.2, reply=record_reply,
+    prompts=[REC_SHORT, REC_LONG, REC_MULTI, REC_MD, REC_EDIT],
+    tool_calls={"create notes.txt": ToolCall(kind="edit", path="notes.txt",
+                                             content=EDIT_CONTENT)})
+
+
+def sized_adapter(tmp_path: Path, rows: int, cols: int) -> AdapterSpec:
+    text = f"name: gemini-{rows}x{cols}\nextends: gemini\nterminal: {{rows: {rows}, cols: {cols}}}\n"
+    return extended_adapter(text, tmp_path / f"gemini-{rows}x{cols}.yaml")
+
+
+def record_session(spec: AdapterSpec | str, env: dict[str, str], cwd: Path, **kw: object) -> Session:
+    return Session(spec if isinstance(spec, AdapterSpec) else load_adapter(spec), cwd=cwd,
+                   env=env, **kw)  # type: ignore[arg-type]
+
+
+def run_turn(session: Session, prompt: str) -> Turn:
+    """One turn, bounded; an edit approval (the built-in adapter asks) is allowed once."""
+    turn = session.send(prompt, timeout=60)
+    if turn.status is TurnStatus.WAITING:
+        session.answer("1")
+        turn = session.wait_turn(60)
+    assert turn.status is TurnStatus.DONE, (prompt, turn.error)
+    return turn
+
+
+def assert_from_record(turn: Turn, fake: FakeModel) -> None:
+    assert turn.reply == fake.expected_reply(turn.prompt), turn.reply
+    assert turn.reply_source == "record"
+    assert turn.tokens["input"] > 0 and turn.tokens["output"] > 0
+    assert turn.tokens["total"] >= turn.tokens["input"] + turn.tokens["output"]
+    assert turn.cost_usd is None  # Gemini records no cost
+
+
+@RECORD_MODEL
+def test_record_replies_two_instances_one_folder(aimterm_fake_model: FakeModel,
+                                                  aimterm_offline_env: OfflineEnv,
+                                                  tmp_path: Path) -> None:
+    """40x120 (the adapter's size): a short prompt, a long one in several scripts, a
+    multi-line one, a markdown reply and an approved edit, in one session; meanwhile a second
+    instance in the same folder and HOME has turns of its own. Each reply is the model's text
+    from the instance's own record."""
+    fake = aimterm_fake_model
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = aimterm_offline_env("gemini", tmp_path / "home", trust=[cwd])
+    env["COLORTERM"] = ""  # plain 256 colours (the sized test below takes true colour)
+    a, b = (record_session("gemini", env, cwd, instance_id=f"gemini-{n}") for n in "ab")
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(s.start, timeout=90) for s in (a, b)]:
+            done.result()
+    print(f"\ntwo instances IDLE after {time.monotonic() - started:.2f} s")
+    try:
+        other = b.submit(REC_MD)
+        for prompt in (REC_SHORT, REC_LONG, REC_MULTI, REC_MD, REC_EDIT):
+            turn = run_turn(a, prompt)
+            assert_from_record(turn, fake)
+            print(f"a: {prompt[:30]!r}: {turn.total_ms:.0f} ms, tokens {turn.tokens}")
+        assert (cwd / "notes.txt").read_text() == EDIT_CONTENT
+        assert_from_record(other.result(60), fake)
+        assert_from_record(run_turn(b, REC_SHORT), fake)
+    finally:
+        a.stop()
+        b.stop()
+    files = sorted((tmp_path / "home" / ".gemini" / "tmp").glob("*/chats/session-*.jsonl"))
+    assert len(files) == 2  # one session, hence one file, per instance
+
+
+@RECORD_MODEL
+@pytest.mark.parametrize(("rows", "cols"), [(24, 80), (50, 200)])
+def test_record_replies_at_size(aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv,
+                                tmp_path: Path, rows: int, cols: int) -> None:
+    """The size given through the adapter; a true-colour terminal (the screen then draws ▄/▀
+    bands around the prompt): the record's replies do not depend on either."""
+    fake = aimterm_fake_model
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = aimterm_offline_env("gemini", tmp_path / "home", trust=[cwd])
+    env["COLORTERM"] = "truecolor"
+    session = record_session(sized_adapter(tmp_path, rows, cols), env, cwd)
+    session.start(timeout=90)
+    try:
+        assert (session.rows, session.cols) == (rows, cols)
+        for prompt in (REC_SHORT, REC_LONG, REC_MD):
+            assert_from_record(run_turn(session, prompt), fake)
+    finally:
+        session.stop()
+
+
+@RECORD_MODEL
+def test_screen_fallback_when_the_record_is_out_of_reach(
+        aimterm_fake_model: FakeModel, aimterm_offline_env: OfflineEnv, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder looks in a folder that does not exist: the replies come from the screen
+    (24x80, true colour: the case whose replies opened with the ▄/▀ bands), and say so."""
+    fake = aimterm_fake_model
+    monkeypatch.setattr(gemini_records, "gemini_homes", lambda env: [tmp_path / "nowhere"])
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = aimterm_offline_env("gemini", tmp_path / "home", trust=[cwd])
+    env["COLORTERM"] = "truecolor"
+    session = record_session(sized_adapter(tmp_path, 24, 80), env, cwd)
+    session.start(timeout=90)
+    try:
+        for prompt in (REC_SHORT, REC_EDIT):
+            turn = run_turn(session, prompt)
+            assert turn.reply_source == "screen" and turn.tokens == {}
+            assert turn.reply == fake.expected_reply(prompt), turn.reply
+        turn = run_turn(session, REC_LONG)
+        assert turn.reply_source == "screen"
+        # The echo is gone however it wrapped; the rest is as rendered (no backticks, wrapped).
+        assert turn.reply.startswith("Echo: Please review this"), turn.reply
+        assert not any(set(line) <= set("▄▀") for line in turn.reply.splitlines() if line)
+    finally:
+        session.stop()
+
+
+@RECORD_MODEL
+def test_resume_reads_the_same_record(aimterm_fake_model: FakeModel,
+                                      aimterm_offline_env: OfflineEnv, tmp_path: Path) -> None:
+    """A restart with the adapter's resume arguments (--resume latest; --session-id cannot go
+    with it): Gemini continues the session in the same file, which the instance's recorder
+    follows from the id it kept beside its transcript."""
+    fake = aimterm_fake_model
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = aimterm_offline_env("gemini", tmp_path / "home", trust=[cwd])
+    session = record_session("gemini", env, cwd, transcript=tmp_path / "gemini.cast")
+    session.start(timeout=90)
+    try:
+        assert session.terminal is not None and "--session-id" in session.terminal.argv
+        first = run_turn(session, REC_SHORT)
+        assert_from_record(first, fake)
+        assert session.stop() == "keys"
+        session.resume = True
+        session.start(timeout=90)
+        assert session.terminal.argv[1:] == ["--resume", "latest"]
+        turn = run_turn(session, REC_SHORT)  # the same prompt: this turn's, not the first's
+        assert_from_record(turn, fake)
+        assert turn.tokens["input"] > first.tokens["input"]  # the conversation went on
+    finally:
+        session.stop()
+    # Both turns went to the first file (a resumed start also leaves a new one with no turn).
+    files = (tmp_path / "home" / ".gemini" / "tmp").glob("*/chats/*.jsonl")
+    prompts = [[ln for ln in f.read_text().splitlines()
+                if ln.startswith('{"id"') and f'[{{"text":"{REC_SHORT}"}}]' in ln] for f in files]
+    assert sorted(len(p) for p in prompts)[-1] == 2
