@@ -26,13 +26,10 @@ Nothing listens on TCP.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
 import socket
-import stat
-import struct
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +37,6 @@ from typing import Any
 
 from aimterm.errors import (
     AimtermError,
-    AlreadyRunning,
     Cancelled,
     ConfigError,
     ConnectionLost,
@@ -63,6 +59,7 @@ from aimterm.ipc.protocol import (
     ok_reply,
     parse_request,
 )
+from aimterm.ipc.unixsock import bind_private, clear_stale, peer_cred
 from aimterm.statedir import ensure_private_dir
 from aimterm.term.loop import IOLoop
 
@@ -77,7 +74,6 @@ StreamOp = Callable[[dict[str, Any], "Stream"], Awaitable[None]]
 
 #: ``sun_path`` is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _STOP_GRACE_S = 2.0
 #: Requests running plus replies waiting, per connection. Past it the server reads no more
 #: from that connection until some finish, so a client that sends without reading its
@@ -260,8 +256,8 @@ class ControlServer:
         if self._sock is not None:
             raise RuntimeError(f"the control server on {self.path} is already started")
         ensure_private_dir(self.path.parent)
-        _clear_stale(self.path)
-        self._sock = _bind(self.path)
+        clear_stale(self.path)
+        self._sock = bind_private(self.path)
         st = os.stat(self.path)
         self._ident = (st.st_dev, st.st_ino)
         # The socket already listens, so connections queue in the backlog until the asyncio
@@ -302,7 +298,7 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         try:
-            pid, uid, _gid = _peer_cred(writer)
+            pid, uid, _gid = peer_cred(writer)
         except OSError:
             writer.close()  # gone before we could look at it
             return
@@ -462,66 +458,6 @@ class ControlServer:
         except (TypeError, ValueError, AimtermError):
             log.error("cannot encode the error of op %r", req.op, exc_info=True)
             return encode(error_reply(req.id, RuntimeError("unencodable error")))
-
-
-# -- socket hygiene ------------------------------------------------------------------------------
-
-def _peer_cred(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
-    sock = writer.get_extra_info("socket")
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    pid, uid, gid = _PEERCRED.unpack(raw)
-    return int(pid), int(uid), int(gid)
-
-
-def _clear_stale(path: Path) -> None:
-    """Remove a socket file nobody listens on; raise :class:`AlreadyRunning` for a live one."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError("exists and is not a socket; move it away", path=str(path))
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-    except ConnectionRefusedError:
-        log.info("removing the stale socket %s (nobody listens on it)", path)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    except FileNotFoundError:
-        return
-    except TimeoutError:
-        # Its backlog is full: very much alive.
-        raise AlreadyRunning(str(path)) from None
-    finally:
-        probe.close()
-    raise AlreadyRunning(str(path))
-
-
-def _bind(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        # bind() creates the file with 0777 & ~umask: narrow the umask so the socket is never
-        # reachable by others, even for the moment before the chmod. (The umask is
-        # process-wide; the window is a single syscall.)
-        old = os.umask(0o177)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            # Another server bound the path between our stale check and our bind.
-            raise AlreadyRunning(str(path)) from None
-        raise
-    return sock
 
 
 def _guess_id(line: bytes) -> tuple[int | None, bool]:
