@@ -36,8 +36,12 @@ def test_doctor_passes_on_the_installed_cli(tool: str, version_set: str) -> None
     checks = {c["check"]: c for c in data["checks"]}
     assert out.returncode == 0 and data["verdict"] in ("ok", "warn"), data
     assert data["command"].startswith(str(home)), data["command"]
-    for name in ("found", "version", "start-up", "idle", "quit"):
+    for name in ("found", "start-up", "idle", "quit"):
         assert checks[name]["status"] == "ok", checks[name]
+    # A version the adapter does not list (scripts/check-agent-drift tries the newest) is a
+    # warning, not a failure.
+    assert checks["version"]["status"] == "ok" or (
+        data["version"] not in data["verified"] and checks["version"]["status"] == "warn")
     assert data["turn"]["status"] == "done" and data["turn"]["reply"]
     if load_adapter(tool).reply.record is not None:
         assert checks["reply"]["status"] == "ok", checks["reply"]
