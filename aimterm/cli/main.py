@@ -201,6 +201,48 @@ def adapter_explain(recording: str, adapter_name: str, as_json: bool, strict: bo
     sys.exit(run_explain(recording, adapter_name, as_json=as_json, strict=strict))
 
 
+@cli.group("jobs", short_help="Check job files and print their JSON Schema.")
+def jobs() -> None:
+    """Check job files: a prompt for a tool, its files, the commands that decide success.
+
+    A job file (YAML or JSON) holds one job, a list of jobs, or {jobs: [...]}, in aimterm's
+    form or the original plan's (job_id, command, paths, metadata); docs/jobs.md describes
+    both. Also spelled `aimterm job`. Running jobs (`aimterm jobs run`) is the next step and
+    not there yet.
+    """
+
+
+@jobs.command("schema")
+@click.option("--result", is_flag=True, help="The schema of a job result instead.")
+def jobs_schema(result: bool) -> None:
+    """Print the JSON Schema of job files (for editor completion and other tools)."""
+    from aimterm.cli.jobs import run_schema
+
+    sys.exit(run_schema(result))
+
+
+@jobs.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--any-tool", is_flag=True,
+              help="Do not check that each job's tool is an adapter on the search path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as loaded (paths "
+                                                      "resolved, the plan's form mapped).")
+@handle_errors
+def jobs_validate(paths: tuple[str, ...], any_tool: bool, as_json: bool) -> None:
+    """Check job files: print "FILE: ok: N jobs", or the mistake as path:line: key: what was
+    expected (exit 2).
+
+    Example: aimterm jobs validate examples/jobs/refactor.yaml
+    """
+    from aimterm.cli.jobs import run_validate
+
+    sys.exit(run_validate(paths, check_tools=not any_tool, as_json=as_json))
+
+
+# The issue spells it `aimterm job`: the same commands, kept out of the command list.
+cli.add_command(click.Group("job", commands=jobs.commands, help=jobs.help, hidden=True))
+
+
 def _where_options(fn: F) -> F:
     """``-c FILE`` / ``--state-dir DIR``: which cluster (the daemon finds its socket the same way)."""
     fn = click.option("--state-dir", type=click.Path(file_okay=False), default=None,

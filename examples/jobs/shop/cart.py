@@ -1,0 +1,1 @@
+def fetch(items): return list(items)
