@@ -132,7 +132,8 @@ _RESTART = ("backoff_s", "backoff_max_s", "fast_failure_s", "max_fast_failures")
 _INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms", "resume")
 
 
-def _got(value: Any) -> str:
+def got(value: Any) -> str:
+    """How a wrong value reads in an error: ``boolean true``, ``a list``, ``string 'x'``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -147,7 +148,10 @@ def _got(value: Any) -> str:
     return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-class _Checker:
+class Checker:
+    """Typed reads of a YAML file's values, each mistake a ConfigError at its line (the
+    cluster file's, and the job file's through a subclass)."""
+
     def __init__(self, doc: YamlFile) -> None:
         self.doc = doc
 
@@ -157,7 +161,7 @@ class _Checker:
 
     def mapping(self, value: Any, key: KeyPath, allowed: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {_got(value)}")
+            raise self.fail(key, f"expected a mapping, got {got(value)}")
         for name in value:
             if name not in allowed:
                 raise self.fail(key + (name,), f"unknown key {name!r} "
@@ -166,12 +170,12 @@ class _Checker:
 
     def string(self, value: Any, key: KeyPath) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(key, f"expected a non-empty string, got {_got(value)}")
+            raise self.fail(key, f"expected a non-empty string, got {got(value)}")
         return value
 
     def integer(self, value: Any, key: KeyPath, minimum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {_got(value)}")
+            raise self.fail(key, f"expected an integer, got {got(value)}")
         if value < minimum:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value}")
         if value > MAX_INT:
@@ -180,7 +184,7 @@ class _Checker:
 
     def number(self, value: Any, key: KeyPath, *, positive: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"expected a number, got {_got(value)}")
+            raise self.fail(key, f"expected a number, got {got(value)}")
         if value < 0 or (positive and value == 0):
             raise self.fail(key, f"expected a number {'>' if positive else '>='} 0, "
                                  f"got {value}")
@@ -195,7 +199,7 @@ class _Checker:
 
 
 def _build(doc: YamlFile, base: Path) -> ClusterConfig:
-    c = _Checker(doc)
+    c = Checker(doc)
     data = doc.data if doc.data is not None else {}
     top = c.mapping(data, (), _TOP)
     kw: dict[str, Any] = {"source": doc.path}
@@ -207,7 +211,7 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
         choices = [s.value for s in RoutingStrategy]
         if top["routing"] not in choices:
             raise c.fail(("routing",), f"expected one of: {', '.join(choices)}; "
-                                       f"got {_got(top['routing'])}")
+                                       f"got {got(top['routing'])}")
         kw["routing"] = top["routing"]
     if "queue_size" in top:
         kw["queue_size"] = c.integer(top["queue_size"], ("queue_size",), 1)
@@ -235,7 +239,7 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
         items = top["instances"]
         if not isinstance(items, list) or not items:
             raise c.fail(("instances",), f"expected a non-empty list of instance groups, "
-                                         f"got {_got(items)}")
+                                         f"got {got(items)}")
         groups = []
         seen: set[str] = set()
         for index, item in enumerate(items):
@@ -254,7 +258,7 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
     return ClusterConfig(**kw)
 
 
-def _group(c: _Checker, item: Any, key: KeyPath, base: Path) -> InstanceGroup:
+def _group(c: Checker, item: Any, key: KeyPath, base: Path) -> InstanceGroup:
     raw = c.mapping(item, key, _INSTANCE)
     if "adapter" not in raw:
         raise c.fail(key, "missing key 'adapter' (the adapter to run)")
@@ -268,23 +272,23 @@ def _group(c: _Checker, item: Any, key: KeyPath, base: Path) -> InstanceGroup:
     if "resume" in raw:
         if raw["resume"] not in RESUME_MODES:
             raise c.fail(key + ("resume",), f"expected one of: {', '.join(RESUME_MODES)}; "
-                                            f"got {_got(raw['resume'])}")
+                                            f"got {got(raw['resume'])}")
         kw["resume"] = raw["resume"]
     if "env" in raw:
         env = raw["env"]
         if not isinstance(env, dict):
-            raise c.fail(key + ("env",), f"expected a mapping of names to values, got {_got(env)}")
+            raise c.fail(key + ("env",), f"expected a mapping of names to values, got {got(env)}")
         out = {}
         for name, value in env.items():
             if value is None or isinstance(value, (dict, list)):
                 raise c.fail(key + ("env", name),
-                             f"expected a string, a number, or true/false, got {_got(value)}")
+                             f"expected a string, a number, or true/false, got {got(value)}")
             out[name] = str(value).lower() if isinstance(value, bool) else str(value)
         kw["env"] = out
     if "tags" in raw:
         tags = raw["tags"]
         if not isinstance(tags, list):
-            raise c.fail(key + ("tags",), f"expected a list of strings, got {_got(tags)}")
+            raise c.fail(key + ("tags",), f"expected a list of strings, got {got(tags)}")
         kw["tags"] = tuple(c.string(t, key + ("tags", i)) for i, t in enumerate(tags))
     return InstanceGroup(**kw)
 

@@ -21,7 +21,7 @@ from aimterm.adapter.schema import NAME_PATTERN
 from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml, read_yaml_file
 
 # The cluster file's checker: every config file words its mistakes alike.
-from aimterm.config import _Checker, _got
+from aimterm.config import Checker, got
 from aimterm.errors import ConfigError
 from aimterm.jobs.schema import (
     JOB_KEYS,
@@ -59,7 +59,7 @@ _REQUIRED = {"id": "the job's id", "tool": "the adapter that runs it",
              "prompt": "what the tool is asked to do"}
 
 
-class _JobChecker(_Checker):
+class _JobChecker(Checker):
     def __init__(self, doc: YamlFile, *, lines: bool, tools: Collection[str] | None) -> None:
         super().__init__(doc)
         self.lines = lines  # False for data handed over in Python: no line is meaningful
@@ -78,7 +78,7 @@ class _JobChecker(_Checker):
 
     def bounded(self, value: Any, key: KeyPath, most: int, what: str) -> list[Any]:
         if not isinstance(value, list):
-            raise self.fail(key, f"expected a list of {what}, got {_got(value)}")
+            raise self.fail(key, f"expected a list of {what}, got {got(value)}")
         if len(value) > most:
             raise self.fail(key + (most,), f"expected at most {most} {what}, got {len(value)}")
         return value
@@ -89,12 +89,12 @@ class _JobChecker(_Checker):
 
     def ident(self, value: Any, key: KeyPath) -> str:
         if not isinstance(value, str) or not _ID_RE.match(value) or len(value) > MAX_ID_LENGTH:
-            raise self.fail(key, f"expected {_ID_HELP}, got {_got(value)}")
+            raise self.fail(key, f"expected {_ID_HELP}, got {got(value)}")
         return value
 
     def tool(self, value: Any, key: KeyPath) -> str:
         if not isinstance(value, str) or not _NAME_RE.match(value):
-            raise self.fail(key, f"expected {_NAME_HELP}, got {_got(value)}")
+            raise self.fail(key, f"expected {_NAME_HELP}, got {got(value)}")
         if self.tools is not None and value not in self.tools:
             raise self.fail(key, f"no adapter named {value!r} (expected one of: "
                                  f"{', '.join(sorted(self.tools))})")
@@ -135,7 +135,7 @@ class _JobChecker(_Checker):
 
     def env(self, value: Any, key: KeyPath) -> dict[str, str]:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping of names to values, got {_got(value)}")
+            raise self.fail(key, f"expected a mapping of names to values, got {got(value)}")
         if len(value) > MAX_ENV:
             raise self.fail(key, f"expected at most {MAX_ENV} variables, got {len(value)}")
         out = {}
@@ -146,7 +146,7 @@ class _JobChecker(_Checker):
             if item is None or isinstance(item, (dict, list)) or not isinstance(
                     item, (str, int, float)):
                 raise self.fail(at, f"expected a string, a number, or true/false, "
-                                    f"got {_got(item)}")
+                                    f"got {got(item)}")
             text = str(item).lower() if isinstance(item, bool) else str(item)
             if "\x00" in text:
                 raise self.fail(at, "expected text without NUL characters")
@@ -169,7 +169,7 @@ class _JobChecker(_Checker):
 
     def metadata(self, value: Any, key: KeyPath) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {_got(value)}")
+            raise self.fail(key, f"expected a mapping, got {got(value)}")
         out: dict[str, Any] = self.data(value, key)
         return out
 
@@ -190,7 +190,7 @@ def _clean(c: _JobChecker, value: Any, key: KeyPath) -> Any:
         for name, item in value.items():
             fixed = _clean(c, name, key) if isinstance(name, str) else name
             if not isinstance(fixed, str):
-                raise c.fail(key, f"expected text keys, got {_got(fixed)}")
+                raise c.fail(key, f"expected text keys, got {got(fixed)}")
             out[fixed] = _clean(c, item, key + (name,))
         return out
     if isinstance(value, (list, tuple)):
@@ -208,11 +208,11 @@ def _entries(c: _JobChecker, data: Any) -> list[tuple[KeyPath, Any]]:
         c.mapping(data, (), ("jobs",))
         data, prefix = data["jobs"], ("jobs",)
         if not isinstance(data, list):
-            raise c.fail(prefix, f"expected a list of jobs, got {_got(data)}")
+            raise c.fail(prefix, f"expected a list of jobs, got {got(data)}")
     elif isinstance(data, dict):
         return [((), data)]
     elif not isinstance(data, list):
-        raise c.fail((), f"expected {_SHAPE_HELP}, got {_got(data)}")
+        raise c.fail((), f"expected {_SHAPE_HELP}, got {got(data)}")
     if not data:
         raise c.fail(prefix, "expected at least one job, got an empty list")
     c.bounded(data, prefix, MAX_JOBS, "jobs")
@@ -322,7 +322,7 @@ def _plan_job(c: _JobChecker, raw: dict[str, Any], key: KeyPath, base: Path) -> 
         policy = meta["retry_policy"]
         if policy not in RETRY_POLICIES:
             raise c.fail(at + ("retry_policy",), f"expected one of: {', '.join(RETRY_POLICIES)}"
-                                                 f"; got {_got(policy)}")
+                                                 f"; got {got(policy)}")
         if policy == "none":
             if meta.get("max_retries", 0) > 0:
                 raise c.fail(at + ("max_retries",),
@@ -341,7 +341,7 @@ def _plan_job(c: _JobChecker, raw: dict[str, Any], key: KeyPath, base: Path) -> 
                                              1000, "arguments")}
         for i, arg in enumerate(kept["command"]["args"]):
             if not isinstance(arg, str):
-                raise c.fail(key + ("command", "args", i), f"expected a string, got {_got(arg)}")
+                raise c.fail(key + ("command", "args", i), f"expected a string, got {got(arg)}")
         prompt = _command_prompt(c, command, key + ("command",), workdir)
     if prompt is None and "message_file" in meta:
         prompt = _message_file(c, meta["message_file"], at + ("message_file",), workdir)
@@ -360,7 +360,7 @@ def _build(c: _JobChecker, base: Path) -> list[Job]:
     seen: dict[str, KeyPath] = {}
     for key, item in _entries(c, data):
         if not isinstance(item, dict):
-            raise c.fail(key, f"expected a job (a mapping), got {_got(item)}")
+            raise c.fail(key, f"expected a job (a mapping), got {got(item)}")
         if "job_id" in item and "id" in item:
             raise c.fail(key, "both 'id' and 'job_id': write a job in one form, aimterm's "
                               "(id) or the plan's (job_id)")
