@@ -200,9 +200,14 @@ def test_first_run_dialogs(aimterm_fake_model: FakeModel, aimterm_offline_env: O
         print(f"\nfirst run: IDLE {time.monotonic() - started:.2f} s after start "
               f"(dialogs {answered})")
         assert session.state.value == "idle"
-        # Each dialog is answered once: the trust dialog, answered by the process that then
-        # restarted, stays on screen above the new one's UI but no longer counts.
-        assert answered == ["trust-folder", "auth-method", "api-key"]
+        # Each dialog is answered in turn, never again once the next one came: the trust
+        # dialog, answered by the process that then restarted, stays on screen above the new
+        # one's UI but no longer counts. (A dialog still there ANSWER_RETRY_S after its answer
+        # is answered again, by design: on a loaded machine Gemini can drop keys that arrive
+        # before its input handler is up. So a rule may repeat, but only back to back.)
+        distinct = [rule for i, rule in enumerate(answered) if i == 0 or answered[i - 1] != rule]
+        assert distinct == ["trust-folder", "auth-method", "api-key"]
+        assert len(answered) <= len(distinct) + 2, answered
         turn = session.send(PROMPTS[0], timeout=30)
         assert turn.status is TurnStatus.DONE, turn.error
         assert turn.reply == fake.expected_reply(PROMPTS[0])
