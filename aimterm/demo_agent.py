@@ -7,6 +7,8 @@ position at start-up (and dies if nobody answers), redraws the whole screen with
 addressing in one write per frame, shows a spinner in the status line and window title while
 "thinking", asks for confirmation before editing a file, shows a first-run trust dialog, and
 treats a fast burst of typed text followed by Enter as a paste rather than a submit.
+``-p PROMPT`` (``--print``) answers one prompt without any of that, like ``claude -p``: the
+one-shot form jobs use.
 
 Everything is deterministic (replies are derived from the prompt) and runs in one select loop;
 there are no threads.
@@ -268,6 +270,62 @@ def _wrap(line: str, width: int) -> list[str]:
     return [line[k : k + width] for k in range(0, len(line), width)]
 
 
+def reply_for(prompt: str) -> list[str]:
+    """The reply to a prompt that is not an edit: the same text in either mode."""
+    if prompt.strip() == "fail":
+        return ["Error: simulated failure"]
+    m = _LINES.match(prompt.strip())
+    if m:
+        total = int(m.group(1))
+        return [f"line {k} of {total}" for k in range(1, total + 1)]
+    first, *rest = prompt.split("\n")
+    return [f"Echo: {first}", *rest]
+
+
+def write_edit(cwd: str, path: str, text: str) -> tuple[bool, list[str]]:
+    """Write ``text`` and a newline to ``path`` (relative to ``cwd``); whether it worked, and
+    the reply saying so."""
+    target = Path(cwd) / path
+    data = (text + "\n").encode("utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except OSError as exc:
+        return False, [f"Error: cannot write {path}: {exc.strerror}"]
+    return True, [f"Wrote {len(data)} bytes to {path}"]
+
+
+def _inside(cwd: str, path: str) -> bool:
+    """Whether ``path`` (relative to ``cwd``, links followed) names something inside ``cwd``."""
+    root = os.path.realpath(cwd)
+    full = os.path.realpath(os.path.join(root, path))
+    return full != root and os.path.commonpath([root, full]) == root
+
+
+def print_mode(prompt: str, think: float) -> int:
+    """``-p PROMPT``: one turn without the full-screen UI, like ``claude -p`` with edits
+    allowed. Thinks, applies an edit with no confirmation (but never outside the working
+    directory), prints the reply the interactive mode would show, and exits: 0, or 1 when
+    an edit was refused or failed. Needs no terminal and keeps no state."""
+    time.sleep(max(think, 0.0))
+    m = _EDIT.match(prompt)
+    if m is None:
+        reply = reply_for(prompt)
+        ok = True
+    else:
+        path, text = m.group(1), m.group(2)
+        cwd = os.getcwd()
+        if not _inside(cwd, path):
+            print(f"demo-agent: refusing to edit {path}: it is outside the working directory "
+                  f"{cwd}", file=sys.stderr)
+            return 1
+        ok, reply = write_edit(cwd, path, text)
+    for line in reply:
+        print(line)
+    sys.stdout.flush()
+    return 0 if ok else 1
+
+
 class DemoAgent:
     """The program state and its select loop."""
 
@@ -392,16 +450,6 @@ class DemoAgent:
 
     # -- turns --------------------------------------------------------------------------------
 
-    def _reply_for(self, prompt: str) -> list[str]:
-        if prompt.strip() == "fail":
-            return ["Error: simulated failure"]
-        m = _LINES.match(prompt.strip())
-        if m:
-            total = int(m.group(1))
-            return [f"line {k} of {total}" for k in range(1, total + 1)]
-        first, *rest = prompt.split("\n")
-        return [f"Echo: {first}", *rest]
-
     def _go_busy(self, now: float) -> None:
         self.mode = "busy"
         self.busy_start = now
@@ -429,7 +477,7 @@ class DemoAgent:
             self.pending_reply = None  # decided by the confirmation
         else:
             self.edit_path = ""
-            self.pending_reply = self._reply_for(prompt)
+            self.pending_reply = reply_for(prompt)
         self._go_busy(now)
 
     def _finish_turn(self) -> None:
@@ -457,14 +505,7 @@ class DemoAgent:
     def _answer_edit(self, yes: bool, now: float) -> None:
         path = self.edit_path
         if yes:
-            target = Path(self.cwd) / path
-            data = (self.edit_text + "\n").encode("utf-8")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-                self.pending_reply = [f"Wrote {len(data)} bytes to {path}"]
-            except OSError as exc:
-                self.pending_reply = [f"Error: cannot write {path}: {exc.strerror}"]
+            _, self.pending_reply = write_edit(self.cwd, path, self.edit_text)
         else:
             self.pending_reply = [f"Edit to {path} declined."]
         # Back to work for a moment before the reply, as a real agent would.
@@ -680,11 +721,33 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="show the previous session's turn count")
     p.add_argument("--no-burst-guard", action="store_true",
                    help="submit on an Enter that arrives with typed text in the same read")
-    return p.parse_args(argv)
+    p.add_argument("-p", "--print", default=None, metavar="PROMPT", dest="print_prompt",
+                   help="answer one prompt without the full-screen UI and exit (an edit is "
+                        "applied without asking)")
+    return p.parse_args(_glue_prompt(sys.argv[1:] if argv is None else argv))
+
+
+def _glue_prompt(argv: list[str]) -> list[str]:
+    """``-p TEXT`` as ``--print=TEXT``: argparse takes a prompt that starts with ``-`` for
+    an option, and a prompt may start with anything."""
+    out: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg in ("-p", "--print"):
+            value = next(items, None)
+            out.append(arg if value is None else "--print=" + value)
+        elif arg == "--":
+            out.append(arg)
+            out.extend(items)
+        else:
+            out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.print_prompt is not None:
+        return print_mode(args.print_prompt, args.think)
     if not (os.isatty(0) and os.isatty(1)):
         print("demo-agent: stdin and stdout must be a terminal", file=sys.stderr)
         return 2

@@ -65,7 +65,7 @@ ERRORS = [
         """,
         "2: comand: unknown key 'comand' (expected one of: answer_delay_ms, answers, command, "
         "cwd, description, "
-        "detect, env, env_remove, exit, extends, interrupt, metrics, name, reply, resume, "
+        "detect, env, env_remove, exit, extends, interrupt, jobs, metrics, name, reply, resume, "
         "settle_ms, startup, states, submit, terminal, turn_timeout_s, verified)",
         id="unknown-top-key"),
     pytest.param(

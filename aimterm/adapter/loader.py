@@ -22,10 +22,14 @@ from yaml.nodes import MappingNode, ScalarNode
 from aimterm.adapter.schema import MAX_INT, MAX_SECONDS, NAME_PATTERN, REGION_PATTERN, SCHEMA
 from aimterm.adapter.spec import (
     ALL,
+    FILE_PLACEHOLDER,
+    FILES_ARGS,
+    JOB_PLACEHOLDERS,
     AdapterSpec,
     AnswerRule,
     Dialog,
     ExitRecipe,
+    JobRecipe,
     KeyItem,
     KeySeq,
     Region,
@@ -34,6 +38,7 @@ from aimterm.adapter.spec import (
     StateRule,
     SubmitRecipe,
     TerminalSpec,
+    template_fields,
 )
 from aimterm.adapter.yamlfile import (
     build_yaml,
@@ -52,7 +57,7 @@ _Where = tuple[str, int]  # (file shown in messages, 1-based line)
 
 #: Top-level mappings that ``extends`` merges one level deep (the child wins per key).
 _NESTED = frozenset({"env", "terminal", "submit", "startup", "exit", "reply", "metrics",
-                     "interrupt"})
+                     "interrupt", "jobs"})
 
 _REGION_HELP = "a region: all, top:N, bottom:N, rows:A-B, cursor or cursor:N"
 _NAME_HELP = "a name of lowercase letters, digits, '.', '_' or '-'"
@@ -546,15 +551,84 @@ class _Converter:
             out.append((name, compiled))
         return tuple(out)
 
-    def env(self) -> tuple[tuple[str, str], ...]:
+    def env(self, raw: Mapping[str, Any] | None = None) -> tuple[tuple[str, str], ...]:
         out = []
-        for name, value in self.section("env").items():
+        for name, value in (self.section("env") if raw is None else raw).items():
             if isinstance(value, bool):
                 text = "1" if value else "0"
             else:
                 text = str(value)
             out.append((name, text))
         return tuple(out)
+
+    def template(self, text: str, key: _KeyPath, *, file: bool = False,
+                 whole_files: bool = False) -> set[str]:
+        """Check the placeholders of one job recipe text; return the names it uses.
+
+        ``file``: ``{file}`` is allowed (the ``files`` turn); ``whole_files``: the text is an
+        argument of ``oneshot``, which may be exactly ``{files...}``.
+        """
+        if whole_files and text == FILES_ARGS:
+            return {"files"}
+        try:
+            names = template_fields(text)
+        except ValueError as exc:
+            self.fail(key, str(exc))
+            return set()
+        allowed = ((FILE_PLACEHOLDER,) if file else ()) + JOB_PLACEHOLDERS
+        for name in names:
+            if name in allowed:
+                continue
+            if name == "files..." and whole_files:
+                self.fail(key, f"{FILES_ARGS} must be a whole argument (it becomes one "
+                               f"argument per file); got {_short(text)}")
+                continue
+            shown = ", ".join("{" + n + "}" for n in allowed[:-1]) + " or {" + allowed[-1] + "}"
+            hint = ""
+            if name == FILE_PLACEHOLDER:
+                hint = "; {file} is for jobs.files only"
+            elif name == "files...":
+                hint = f"; {FILES_ARGS} is for a whole argument of jobs.oneshot only"
+            self.fail(key, f"unknown placeholder {{{name}}} (expected {shown}{hint})")
+        return set(names)
+
+    def jobs(self) -> JobRecipe:
+        raw = self.section("jobs")
+        default = JobRecipe()
+        at: _KeyPath = ("jobs",)
+        files = raw.get("files")
+        if files is not None:
+            self.template(files, at + ("files",), file=True)
+        prompt = raw.get("prompt", default.prompt)
+        with_files = raw.get("prompt_with_files")
+        for name, text in (("prompt", prompt), ("prompt_with_files", with_files)):
+            if text is not None and "prompt" not in self.template(text, at + (name,)):
+                self.fail(at + (name,), "no {prompt} placeholder: the job's prompt would "
+                                        "never reach the tool")
+        after = tuple(raw.get("after", ()))
+        for index, text in enumerate(after):
+            self.template(text, at + ("after", index))
+        oneshot: tuple[str, ...] | None = None
+        env = self.env(raw.get("oneshot_env", {}))
+        used: set[str] = set()
+        for name, value in env:
+            used |= self.template(value, at + ("oneshot_env", name))
+        if raw.get("oneshot") is not None:
+            oneshot = self.argv(raw["oneshot"], at + ("oneshot",))
+            listed = isinstance(raw["oneshot"], list)
+            for index, arg in enumerate(oneshot):
+                key = at + ("oneshot", index) if listed else at + ("oneshot",)
+                used |= self.template(arg, key, whole_files=True)
+            if oneshot and "prompt" not in used:
+                self.fail(at + ("oneshot",), "no {prompt} placeholder in an argument or in "
+                                             "jobs.oneshot_env: the job's prompt would never "
+                                             "reach the tool")
+        pooled = bool(raw.get("pooled", default.pooled))
+        if not pooled and oneshot is None:
+            self.fail(at + ("pooled",), "false, but there is no jobs.oneshot: the tool "
+                                        "could not run a job at all")
+        return JobRecipe(pooled=pooled, files=files, prompt=prompt, prompt_with_files=with_files,
+                         after=after, oneshot=oneshot, oneshot_env=env)
 
     def spec(self, name: str, source: str, origin: str) -> AdapterSpec:
         data = self.data
@@ -607,6 +681,7 @@ class _Converter:
             resume=self.argv(data["resume"], ("resume",)) if "resume" in data else (),
             turn_timeout_s=float(data.get("turn_timeout_s", 600.0)),
             verified=tuple(data.get("verified", ())),
+            jobs=self.jobs(),
         )
         if self.issues:
             raise _first_error(self.doc, self.issues)
@@ -742,4 +817,17 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
         out["resume"] = list(spec.resume)
     if spec.verified:
         out["verified"] = list(spec.verified)
+    j = spec.jobs
+    jobs: dict[str, Any] = {"pooled": j.pooled, "prompt": j.prompt}
+    if j.files is not None:
+        jobs["files"] = j.files
+    if j.prompt_with_files is not None:
+        jobs["prompt_with_files"] = j.prompt_with_files
+    if j.after:
+        jobs["after"] = list(j.after)
+    if j.oneshot is not None:
+        jobs["oneshot"] = list(j.oneshot)
+    if j.oneshot_env:
+        jobs["oneshot_env"] = dict(j.oneshot_env)
+    out["jobs"] = jobs
     return out

@@ -310,6 +310,41 @@ _PROPERTIES: dict[str, Any] = {
         {"keys": _ref("keys", "Keys that interrupt the tool (default [ctrl-c]).")},
     ),
     "resume": _ref("command", "Extra arguments that resume the previous conversation."),
+    "jobs": _obj(
+        "How a job (aimterm jobs) is handed to this tool: as turns on a running instance "
+        "(pooled), or as one run of its non-interactive command (oneshot). Texts may use "
+        "{prompt}, {files} (space-separated, relative to the job's cwd), {cwd} and {python}; "
+        "{{ and }} are literal braces.",
+        {
+            "pooled": {"type": "boolean",
+                       "description": "Jobs may run as turns on pooled instances (default "
+                                      "true)."},
+            "files": {"type": ["string", "null"],
+                      "description": "A turn sent once per job file before the prompt, with "
+                                     "{file} the file (e.g. '/add {file}'); default none."},
+            "prompt": _str("The prompt turn (default '{prompt}')."),
+            "prompt_with_files": {"type": ["string", "null"],
+                                  "description": "The prompt turn when the job names files "
+                                                 "(default: prompt)."},
+            "after": {"type": "array",
+                      "items": _str("One turn."),
+                      "description": "Turns sent after each job on its instance, whatever "
+                                     "happened, to reset the tool for the next job (default "
+                                     "none)."},
+            "oneshot": {"type": ["string", "array", "null"],
+                        "items": _str("One argument; exactly '{files...}' becomes one "
+                                      "argument per job file."),
+                        "minItems": 1,
+                        "description": "The command of the tool's non-interactive form, run "
+                                       "once per job under a terminal (a list, or a string "
+                                       "split like a shell would); default none."},
+            "oneshot_env": {
+                "type": "object",
+                "description": "Environment variables added for the one-shot command only.",
+                "additionalProperties": _ref("env_value", "Value of this variable."),
+            },
+        },
+    ),
     "verified": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64},
                  "maxItems": 64,
                  "description": "Versions of the tool this adapter was checked against "

@@ -7,6 +7,7 @@ construct them from raw data. All regexes are compiled here once, at load time.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -209,6 +210,76 @@ class TerminalSpec:
     scrollback: int = 2000  # lines of scrollback kept as text
 
 
+#: What a job recipe's text may name (:class:`JobRecipe`): the job's prompt, its files
+#: (space-separated), its working directory, and the running interpreter (as in ``command``).
+JOB_PLACEHOLDERS = ("prompt", "files", "cwd", "python")
+#: One file, in the ``files`` turn only (it is sent once per file).
+FILE_PLACEHOLDER = "file"
+#: An argument of ``oneshot`` that is exactly this becomes one argument per job file.
+FILES_ARGS = "{files...}"
+
+_TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def template_fields(text: str) -> list[str]:
+    """The placeholder names in ``text``, in order; ``{{`` and ``}}`` are literal braces.
+
+    Raises ValueError on a brace that is neither doubled nor part of ``{name}``. The loader
+    checks the names against what each key allows; :func:`fill_template` fills them in.
+    """
+    names = []
+    for found in _TEMPLATE.finditer(text):
+        token = found.group(0)
+        if found.group(1) is not None:
+            names.append(found.group(1))
+        elif token in ("{", "}"):
+            raise ValueError(f"lone {token!r} at position {found.start()} (write "
+                             f"{token * 2!r} for a literal brace)")
+    return names
+
+
+def fill_template(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``{name}`` replaced by ``values[name]``, in one pass (a value that
+    holds braces is left as it is). Raises ValueError on a name not in ``values`` or a lone
+    brace, which a loaded adapter cannot have."""
+    def one(found: re.Match[str]) -> str:
+        token = found.group(0)
+        name = found.group(1)
+        if name is not None:
+            if name not in values:
+                raise ValueError(f"unknown placeholder {token} in {text!r} (expected "
+                                 f"{', '.join('{' + key + '}' for key in values)})")
+            return values[name]
+        if token in ("{{", "}}"):
+            return token[0]
+        raise ValueError(f"lone {token!r} in {text!r} (write {token * 2!r} for a literal "
+                         f"brace)")
+
+    return _TEMPLATE.sub(one, text)
+
+
+@dataclass(frozen=True)
+class JobRecipe:
+    """How a job (:class:`aimterm.jobs.spec.Job`) is handed to this tool.
+
+    Pooled (``pooled``: the tool can take jobs as turns on a running instance): one
+    ``files`` turn per job file (``{file}``), then the ``prompt`` turn — ``prompt_with_files``
+    instead when the job names files — then the ``after`` turns, whatever happened, so the
+    next job on the instance starts clean. One-shot: ``oneshot`` is the argv of the tool's
+    non-interactive form (None: it has none), run once per job with ``oneshot_env`` added to
+    the environment. Texts use :data:`JOB_PLACEHOLDERS`; :mod:`aimterm.jobs.recipe` fills
+    them in for one job.
+    """
+
+    pooled: bool = True
+    files: str | None = None
+    prompt: str = "{prompt}"
+    prompt_with_files: str | None = None
+    after: tuple[str, ...] = ()
+    oneshot: tuple[str, ...] | None = None
+    oneshot_env: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     name: str
@@ -239,6 +310,8 @@ class AdapterSpec:
     #: Questions take no keys until they have been on screen this long (some CLIs drop keys
     #: that arrive while a dialog is still being drawn). Applies to rules and to answer().
     answer_delay_ms: int = 0
+    #: How jobs are handed to the tool (pooled turns, a one-shot command).
+    jobs: JobRecipe = field(default_factory=JobRecipe)
 
     def rules_by_priority(self) -> tuple[StateRule, ...]:
         return tuple(sorted(self.states, key=lambda r: -r.priority))
