@@ -15,6 +15,10 @@ __all__ = [
     "Fleet",
     "GroupSpec",
     "InstanceSetup",
+    "Job",
+    "JobAdapter",
+    "JobResult",
+    "Orchestrator",
     "Pool",
     "RemoteFleet",
     "RoutingStrategy",
@@ -46,6 +50,10 @@ _LAZY = {
     "Fleet": ("aimterm.fleet", "Fleet"),
     "RemoteFleet": ("aimterm.ipc.fleet", "RemoteFleet"),
     "SessionHandle": ("aimterm.handle", "SessionHandle"),
+    "Orchestrator": ("aimterm.jobs.orchestrator", "Orchestrator"),
+    "Job": ("aimterm.jobs.spec", "Job"),
+    "JobResult": ("aimterm.jobs.result", "JobResult"),
+    "JobAdapter": ("aimterm.jobs.adapters", "JobAdapter"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +63,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from aimterm.fleet import Fleet
     from aimterm.handle import SessionHandle
     from aimterm.ipc.fleet import RemoteFleet
+    from aimterm.jobs.adapters import JobAdapter
+    from aimterm.jobs.orchestrator import Orchestrator
+    from aimterm.jobs.result import JobResult
+    from aimterm.jobs.spec import Job
     from aimterm.pool import GroupSpec, InstanceSetup, Pool
     from aimterm.router import RoutingStrategy
     from aimterm.session import Session, Turn, TurnStatus

@@ -194,7 +194,10 @@ class Checker:
         return float(value)
 
     def path(self, value: Any, key: KeyPath, base: Path) -> Path:
-        path = Path(os.path.expanduser(self.string(value, key)))
+        text = self.string(value, key)
+        if "\x00" in text:  # no file system takes one: refused here, not as a traceback later
+            raise self.fail(key, "expected text without NUL characters")
+        path = Path(os.path.expanduser(text))
         return path if path.is_absolute() else base / path
 
 

@@ -168,6 +168,7 @@ class Daemon:
             return
         self._stopped = True
         self.io.run_sync(self.record, DaemonStopping(None, pid=os.getpid()))
+        self.ops.jobs.shutdown(timeout)  # runs end (cancelled) while the fleet still answers
         self.pool.shutdown(timeout)
 
         def finish() -> int:

@@ -317,6 +317,69 @@ class Scaled(FleetEvent):
     count: int
 
 
+@dataclass(slots=True)
+class RunStarted(FleetEvent):
+    """A batch of jobs began: ``run_id`` names it in the store (``aimterm jobs show``)."""
+
+    kind: ClassVar[str] = "run_started"
+    run_id: str
+    jobs: int
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class RunFinished(FleetEvent):
+    """Every job of the run is over; ``status`` is ``succeeded`` only if every job did."""
+
+    kind: ClassVar[str] = "run_finished"
+    run_id: str
+    status: str
+    succeeded: int
+    failed: int
+    duration_s: float
+
+
+@dataclass(slots=True)
+class TaskStarted(FleetEvent):
+    """An attempt at a job began: on ``instance`` (pooled) or in a process of its own
+    (``mode`` ``oneshot``, ``instance`` null)."""
+
+    kind: ClassVar[str] = "task_started"
+    task_id: str
+    tool_id: str
+    run_id: str
+    attempt: int
+    mode: str
+
+
+@dataclass(slots=True)
+class TaskCompleted(FleetEvent):
+    """A job succeeded: its acceptance commands passed."""
+
+    kind: ClassVar[str] = "task_completed"
+    task_id: str
+    tool_id: str
+    run_id: str
+    attempts: int
+    duration_s: float
+    files_changed: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TaskFailed(FleetEvent):
+    """An attempt at a job failed; ``retrying`` says whether another attempt follows.
+    ``status`` is ``failed``, ``timed_out`` or ``cancelled``."""
+
+    kind: ClassVar[str] = "task_failed"
+    task_id: str
+    tool_id: str
+    run_id: str
+    attempt: int
+    status: str
+    error: str | None
+    retrying: bool
+
+
 def event_classes() -> dict[str, type[Event]]:
     """Every concrete event class by its wire ``kind`` (the abstract bases left out)."""
     found: dict[str, type[Event]] = {}

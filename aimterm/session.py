@@ -625,6 +625,9 @@ class Session:
             run.on_done = on_done
             self._run = run
             self._cancel_settle()
+            # A question asked again in this turn is a new one, not a redraw of the last
+            # turn's (the same "Apply edit to a.py?" in the next job must not wait a retry).
+            self._marks.clear()
             self._start_submit(run)
             return run
 

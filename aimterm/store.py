@@ -1,4 +1,5 @@
-"""The durable state of the daemon: an append-only event log, the instances, the turns.
+"""The durable state of the fleet: an append-only event log, the instances, the turns, the
+job runs.
 
 One SQLite file in WAL mode with ``synchronous=NORMAL``: every write is committed before the
 call returns, so it survives the process being killed (only a power loss can take back the
@@ -11,6 +12,8 @@ migrations in :data:`_MIGRATIONS`, never edited in place.
 - ``turns`` records every prompt handed to an instance; a turn without ``finished`` is in
   flight. After a crash :meth:`Store.fail_inflight` marks those failed, so no prompt is
   silently dropped.
+- ``runs``, ``jobs`` and ``attempts`` keep every batch of jobs, each job's spec and result,
+  and each attempt at it, so a result outlives the client that asked for it.
 
 One connection is shared by all threads behind a lock; SQLite's own busy timeout covers a
 second process (a CLI reading while the daemon writes).
@@ -85,6 +88,44 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE turns ADD COLUMN reply_source TEXT",
         "ALTER TABLE turns ADD COLUMN tokens TEXT",
         "ALTER TABLE turns ADD COLUMN cost_usd REAL",
+    ),
+    (
+        # Job runs: a batch of jobs (``runs``), each job with its spec and, once over, its
+        # result as JSON (``jobs``), and every attempt at it (``attempts``).
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            source TEXT,
+            pid INTEGER,
+            jobs INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            started REAL NOT NULL,
+            finished REAL
+        )""",
+        """CREATE TABLE jobs (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            tool TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT,
+            finished REAL,
+            PRIMARY KEY (run_id, id)
+        )""",
+        """CREATE TABLE attempts (
+            run_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            instance TEXT,
+            status TEXT NOT NULL,
+            error TEXT,
+            started REAL NOT NULL,
+            finished REAL,
+            PRIMARY KEY (run_id, job_id, number),
+            FOREIGN KEY (run_id, job_id) REFERENCES jobs (run_id, id)
+        )""",
+        "CREATE INDEX runs_started ON runs (started)",
     ),
 ]
 
@@ -353,6 +394,108 @@ class Store:
             rows = [dict(conn.execute("SELECT * FROM turns WHERE id = ?", (i,)).fetchone())
                     for i in ids]
         return rows
+
+
+    # -- job runs ----------------------------------------------------------------------------
+
+    def run_started(self, run_id: str, jobs: Sequence[Mapping[str, Any]], *,
+                    source: str | None = None) -> None:
+        """Record a run and its jobs (each a job's ``to_dict()``), all ``queued``, at once."""
+        now = time.time()
+        with self._lock, self._transaction() as conn:
+            conn.execute("INSERT INTO runs (id, source, pid, jobs, status, started)"
+                         " VALUES (?, ?, ?, ?, 'running', ?)",
+                         (run_id, source, os.getpid(), len(jobs), now))
+            conn.executemany(
+                "INSERT INTO jobs (run_id, id, position, tool, spec, status)"
+                " VALUES (?, ?, ?, ?, ?, 'queued')",
+                [(run_id, str(job["id"]), i, str(job["tool"]),
+                  json.dumps(dict(job), ensure_ascii=False)) for i, job in enumerate(jobs)])
+
+    def attempt_started(self, run_id: str, job_id: str, number: int, mode: str,
+                        instance: str | None) -> None:
+        with self._lock, self._transaction() as conn:
+            conn.execute("INSERT INTO attempts (run_id, job_id, number, mode, instance, status,"
+                         " started) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                         (run_id, job_id, number, mode, instance, time.time()))
+            conn.execute("UPDATE jobs SET status = 'running' WHERE run_id = ? AND id = ?",
+                         (run_id, job_id))
+
+    def attempt_finished(self, run_id: str, job_id: str, number: int, status: str,
+                         error: str | None = None, *, instance: str | None = None) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE attempts SET status = ?, error = ?, finished = ?,"
+                " instance = COALESCE(?, instance)"
+                " WHERE run_id = ? AND job_id = ? AND number = ?",
+                (status, error, time.time(), instance, run_id, job_id, number))
+
+    def job_finished(self, run_id: str, job_id: str, result: Mapping[str, Any]) -> None:
+        """Keep a job's result (a ``JobResult.to_dict()``); its status is the result's."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE jobs SET status = ?, result = ?, finished = ? WHERE run_id = ? AND id = ?",
+                (str(result["status"]), json.dumps(dict(result), ensure_ascii=False),
+                 time.time(), run_id, job_id))
+        if cur.rowcount == 0:
+            raise KeyError(f"no job {job_id!r} in run {run_id!r}")
+
+    def run_finished(self, run_id: str, status: str) -> None:
+        with self._lock:
+            self._conn.execute("UPDATE runs SET status = ?, finished = ? WHERE id = ?",
+                               (status, time.time(), run_id))
+
+    def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first, each with how many of its jobs ended in each status."""
+        sql = "SELECT * FROM runs ORDER BY started DESC, id DESC"
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = [dict(r) for r in self._conn.execute(sql, params).fetchall()]
+            for row in rows:
+                row["by_status"] = {r["status"]: r["n"] for r in self._conn.execute(
+                    "SELECT status, COUNT(*) AS n FROM jobs WHERE run_id = ? GROUP BY status",
+                    (row["id"],))}
+        return rows
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def run_jobs(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's jobs in their order: ``spec`` and ``result`` (None until over) decoded."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM jobs WHERE run_id = ? ORDER BY position",
+                                      (run_id,)).fetchall()
+        return [_job_row(row) for row in rows]
+
+    def job_runs(self, job_id: str) -> list[str]:
+        """The runs that hold a job with this id, newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT runs.id FROM jobs JOIN runs ON runs.id = jobs.run_id WHERE jobs.id = ?"
+                " ORDER BY runs.started DESC, runs.id DESC", (job_id,)).fetchall()
+        return [row[0] for row in rows]
+
+    def attempts(self, run_id: str, job_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM attempts WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params.append(job_id)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY started, number", params).fetchall()
+        return [dict(row) for row in rows]
+
+
+def _job_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["spec"] = json.loads(out["spec"])
+    out["result"] = json.loads(out["result"]) if out["result"] else None
+    return out
 
 
 def _turn_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -23,10 +23,10 @@ ADDED = {"turn_started": {"turn_id"}, "turn_finished": {"turn_id"}}
 #: Python annotation -> the page's JSON type.
 TYPES = {"str": "string", "int": "integer", "float": "number", "str | None": "string or null",
          "int | None": "integer or null", "float | None": "number or null",
-         "dict[str, Any]": "object", "list[str]": "list of strings"}
+         "dict[str, Any]": "object", "list[str]": "list of strings", "bool": "boolean"}
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "object": (dict,),
-    "list of strings": (list,)}
+    "list of strings": (list,), "boolean": (bool,)}
 
 _HEADING = re.compile(r"^### `([a-z_]+)` — (\w+)$")
 _ROW = re.compile(r"^\| `(\w+)` \| ([a-z ]+) \| (.+) \|$")
@@ -101,7 +101,8 @@ def test_the_example_is_a_line_of_the_history(kind: str) -> None:
         if value is None:
             assert null == "null", f"{kind}.{name} is not nullable"
             continue
-        assert isinstance(value, JSON_TYPES[base]) and not isinstance(value, bool), \
+        assert isinstance(value, JSON_TYPES[base]) and (
+            base == "boolean" or not isinstance(value, bool)), \
             f"{kind}.{name}: {value!r} is not {doc_type}"
     # The class takes the example's fields as they are: the page cannot drift from it.
     cls = CLASSES[kind]

@@ -26,6 +26,7 @@ LAYERS = {
     "aimterm.term": 1,
     "aimterm.adapter": 2, "aimterm.records": 2,
     "aimterm.session": 3, "aimterm.pool": 3, "aimterm.cluster": 3, "aimterm.router": 3, "aimterm.config": 3,
+    "aimterm.cluster_schema": 3,  # the cluster file's and the status's JSON Schemas: data
     "aimterm.transcripts": 3,
     # The pool's parts: the dispatcher, the instance record, the session handle, the turn.
     "aimterm.dispatch": 3, "aimterm.instance": 3, "aimterm.handle": 3, "aimterm.turn": 3,
@@ -72,6 +73,8 @@ FRONT_ENDS = {
 EXCEPTIONS = {
     ("aimterm.cli.cluster", "_up_foreground", "aimterm.daemon"):
         "`cluster up` in the foreground does not reach a daemon, it is one (in this process)",
+    ("aimterm.cli.cluster", "run_schema", "aimterm.cluster_schema"):
+        "`cluster schema` prints two schemas (plain data): it reaches no daemon at all",
 }
 
 

@@ -263,6 +263,22 @@ def test_demo_agent_turn_edit_and_waiting(tmp_path: Path) -> None:
         assert not (tmp_path / "outside.txt").exists()
 
 
+def test_the_same_question_in_the_next_turn_is_answered_at_once(tmp_path: Path) -> None:
+    """A question answered in one turn and asked again in the next (the same file edited
+    by two jobs on one instance) is a new question, answered right away — not held back as
+    a redraw of the old one until ANSWER_RETRY_S has passed."""
+    from aimterm.adapter.answers import ANSWER_RETRY_S
+
+    env = {"AIMTERM_DEMO_THINK": "0.05", "AIMTERM_DEMO_HOME": str(tmp_path / "home")}
+    with Session("demo", cwd=tmp_path, env=env) as s:
+        first = s.send("edit a.txt: one")
+        second = s.send("edit a.txt: two")
+        assert [a.rule for a in first.answered] == [a.rule for a in second.answered] == [
+            "edit-in-tree"]
+        assert (tmp_path / "a.txt").read_text() == "two\n"
+        assert second.total_ms is not None and second.total_ms < ANSWER_RETRY_S * 1000 * 0.8
+
+
 def test_transcript_is_written(tmp_path: Path) -> None:
     cast = tmp_path / "s.cast"
     with Session(fake_adapter(ECHO), transcript=cast) as s:

@@ -147,6 +147,17 @@ def _up_foreground(cfg: ClusterConfig) -> int:
     return code
 
 
+# -- schema --------------------------------------------------------------------------------------
+
+def run_schema(status: bool) -> int:
+    """Print the cluster file's JSON Schema, or (``status``) that of ``cluster status --json``.
+    Plain data: no daemon is needed, and none is reached."""
+    from aimterm.cluster_schema import schema_json
+
+    click.echo(schema_json(status=status))
+    return 0
+
+
 # -- status, down, scale, restart ----------------------------------------------------------------
 
 def run_status(config: str | None, state_dir: str | None, as_json: bool) -> int:

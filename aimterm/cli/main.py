@@ -201,15 +201,100 @@ def adapter_explain(recording: str, adapter_name: str, as_json: bool, strict: bo
     sys.exit(run_explain(recording, adapter_name, as_json=as_json, strict=strict))
 
 
-@cli.group("jobs", short_help="Check job files and print their JSON Schema.")
+def _where_options(fn: F) -> F:
+    """``-c FILE`` / ``--state-dir DIR``: which cluster (the daemon finds its socket the same way)."""
+    fn = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                      help="State dir of the cluster (overrides the file's state_dir).")(fn)
+    fn = click.option("-c", "--config", type=click.Path(dir_okay=False), default=None,
+                      help="Cluster file (default: the embedded one, three demo instances).")(fn)
+    return fn
+
+
+@cli.group("jobs", short_help="Run job files on the fleet; check them; see past runs.")
 def jobs() -> None:
-    """Check job files: a prompt for a tool, its files, the commands that decide success.
+    """Jobs: a prompt for a tool, the files it works on, the commands that decide success.
 
     A job file (YAML or JSON) holds one job, a list of jobs, or {jobs: [...]}, in aimterm's
     form or the original plan's (job_id, command, paths, metadata); docs/jobs.md describes
-    both. Also spelled `aimterm job`. Running jobs (`aimterm jobs run`) is the next step and
-    not there yet.
+    both. `jobs run` runs every job of a file in parallel (pooled instances, or the tool's
+    one-shot command) and keeps the results in the store; `jobs list` and `jobs show` read
+    them back. Also spelled `aimterm job`.
+
+    Example: aimterm jobs run examples/jobs/refactor.yaml
     """
+
+
+@jobs.command("run")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--mode", type=click.Choice(["auto", "pooled", "oneshot"]), default="auto",
+              show_default=True,
+              help="auto: pooled instances for a tool with several jobs whose adapter supports "
+                   "pool mode, one-shot otherwise; pooled or oneshot force one form.")
+@click.option("-n", "--instances", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="Instances started per tool (and folder) for pooled jobs.")
+@click.option("--local", is_flag=True,
+              help="Run the jobs in this process even when a daemon is up (by default the "
+                   "daemon runs them, on its instances of a job's tool in the job's folder).")
+@click.option("--detach", is_flag=True,
+              help="Hand the run to the daemon and return at once with its id "
+                   "(aimterm jobs show RUN later).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run and every result as JSON on stdout (progress on stderr, "
+                   "when it is a terminal).")
+@_where_options
+@handle_errors
+def jobs_run(path: str, mode: str, instances: int, local: bool, detach: bool, as_json: bool,
+             config: str | None, state_dir: str | None) -> None:
+    """Run every job of PATH (a job file, or - for stdin) in parallel; exit 0 only if every
+    job succeeded (its acceptance commands passed), 1 if any did not, 130 on Ctrl-C.
+
+    With a daemon up the daemon runs them (they go on if this command goes away); else they
+    run here. Results, attempts and events go to the store of the state dir: aimterm jobs
+    show RUN.
+    """
+    from aimterm.cli.jobs_run import run_jobs
+
+    sys.exit(run_jobs(path, config=config, state_dir=state_dir, mode=mode,
+                      instances=instances, as_json=as_json, local=local, detach=detach))
+
+
+@jobs.command("cancel")
+@click.argument("run_id", metavar="RUN")
+@_where_options
+@handle_errors
+def jobs_cancel(run_id: str, config: str | None, state_dir: str | None) -> None:
+    """Stop a run the daemon is running: no job gets another attempt, the turns in flight
+    are interrupted, the jobs not done end cancelled."""
+    from aimterm.cli.jobs import run_cancel
+
+    sys.exit(run_cancel(config, state_dir, run_id))
+
+
+@jobs.command("list")
+@click.option("-n", "--limit", type=click.IntRange(1, 10000), default=20, show_default=True,
+              help="How many runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="The runs as JSON.")
+@_where_options
+@handle_errors
+def jobs_list(limit: int, as_json: bool, config: str | None, state_dir: str | None) -> None:
+    """The job runs the store keeps, newest first."""
+    from aimterm.cli.jobs import run_list
+
+    sys.exit(run_list(config, state_dir, limit=limit, as_json=as_json))
+
+
+@jobs.command("show")
+@click.argument("ident", metavar="RUN|RUN/JOB|JOB")
+@click.option("--json", "as_json", is_flag=True,
+              help="The run, its jobs (spec and result), attempts and events as JSON.")
+@_where_options
+@handle_errors
+def jobs_show(ident: str, as_json: bool, config: str | None, state_dir: str | None) -> None:
+    """One run: each job's status, error, changed files, acceptance and attempts. A job id
+    alone means its newest run."""
+    from aimterm.cli.jobs import run_show
+
+    sys.exit(run_show(config, state_dir, ident, as_json=as_json))
 
 
 @jobs.command("schema")
@@ -243,18 +328,10 @@ def jobs_validate(paths: tuple[str, ...], any_tool: bool, as_json: bool) -> None
 cli.add_command(click.Group("job", commands=jobs.commands, help=jobs.help, hidden=True))
 
 
-def _where_options(fn: F) -> F:
-    """``-c FILE`` / ``--state-dir DIR``: which cluster (the daemon finds its socket the same way)."""
-    fn = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-                      help="State dir of the cluster (overrides the file's state_dir).")(fn)
-    fn = click.option("-c", "--config", type=click.Path(dir_okay=False), default=None,
-                      help="Cluster file (default: the embedded one, three demo instances).")(fn)
-    return fn
-
-
 @cli.group()
 def cluster() -> None:
-    """Run a cluster daemon and manage it (up, status, scale, restart, down)."""
+    """Run a cluster daemon and manage it (up, status, scale, restart, down), and print the
+    JSON Schemas of its file and of its status (schema)."""
 
 
 @cluster.command("up")
@@ -277,6 +354,25 @@ def cluster_status(config: str | None, state_dir: str | None, as_json: bool) -> 
     from aimterm.cli.cluster import run_status
 
     sys.exit(run_status(config, state_dir, as_json))
+
+
+@cluster.command("schema")
+@click.option("--status", "status", is_flag=True,
+              help="The schema of what `aimterm cluster status --json` prints instead.")
+def cluster_schema(status: bool) -> None:
+    """Print the JSON Schema of the cluster file (for editors and other tools).
+
+    The file is what `aimterm cluster up -c FILE` reads; the loader checks the same rules,
+    each mistake as path:line: key: what was expected, plus two no schema can state (one
+    group per adapter, all counts together at most max_instances). With --status: the
+    schema of `aimterm cluster status --json` (the daemon, each instance, the queue).
+    docs/cluster.md describes both.
+
+    Example: aimterm cluster schema > cluster.schema.json
+    """
+    from aimterm.cli.cluster import run_schema
+
+    sys.exit(run_schema(status))
 
 
 @cluster.command("down")

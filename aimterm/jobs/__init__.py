@@ -1,15 +1,20 @@
 """Jobs: a prompt for one tool, the files it works on, and the commands that say it worked.
 
 ``spec`` is the :class:`Job`, ``schema`` the job file's JSON Schema (and the plan's job form),
-``loader`` reads job files, ``result`` is the :class:`JobResult` a run gives back. Running
-jobs on a fleet comes next; see ``docs/jobs.md``.
+``loader`` reads job files, ``result`` is the :class:`JobResult` a run gives back. The
+:class:`Orchestrator` (``orchestrator``) runs batches of them on the fleet, through lanes of
+pooled instances (``lanes``) or one-shot (``oneshot``), each job's turns rendered by its
+adapter's recipe (``recipe``), each attempt (``attempt``) judged by ground truth (``checks``)
+and booked (``run``); :class:`JobAdapter` (``adapters``) runs one job. See ``docs/jobs.md``.
 """
 
 from __future__ import annotations
 
+from aimterm.jobs.adapters import JobAdapter, job_adapter
 from aimterm.jobs.loader import jobs_from_data, load_jobs, load_jobs_text
+from aimterm.jobs.orchestrator import Orchestrator
 from aimterm.jobs.result import AcceptanceResult, Durations, JobResult, JobStatus
 from aimterm.jobs.spec import Job
 
-__all__ = ["AcceptanceResult", "Durations", "Job", "JobResult", "JobStatus", "jobs_from_data",
-           "load_jobs", "load_jobs_text"]
+__all__ = ["AcceptanceResult", "Durations", "Job", "JobAdapter", "JobResult", "JobStatus",
+           "Orchestrator", "job_adapter", "jobs_from_data", "load_jobs", "load_jobs_text"]

@@ -1,0 +1,124 @@
+"""Lanes: the instances that can take the pooled jobs of one (tool, folder, environment), and
+the queue they take them from.
+
+Each instance of a lane has a worker that takes one job at a time and gives the instance to
+no one else meanwhile, so a job's turns (aider's ``/add`` for each file, then the prompt)
+arrive together, never interleaved with another job's. Jobs with a ``key`` stay with the
+instance that took the first of them; a job whose instance died goes to another one.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aimterm.adapter.spec import AdapterSpec
+from aimterm.jobs.attempt import JobFleet
+from aimterm.jobs.spec import Job
+
+__all__ = ["Lane", "LaneKey", "Task", "lane_key"]
+
+LaneKey = tuple[str, str | None, tuple[tuple[str, str], ...], tuple[str, ...]]
+
+
+def lane_key(job: Job) -> LaneKey:
+    """Jobs share instances when they need the same tool, in the same folder, with the same
+    environment (an instance's folder and environment are fixed when it starts) and tags."""
+    return job.tool, job.cwd, tuple(sorted(job.env.items())), tuple(sorted(set(job.tags)))
+
+
+@dataclass(eq=False)
+class Task:
+    """A job waiting in a lane. ``avoid``: instances it must not go back to (it died there)."""
+
+    job: Job
+    run: Any  # the orchestrator's JobRun: this module only queues it
+    avoid: set[str] = field(default_factory=set)
+
+
+class Lane:
+    """A queue of tasks and the instance ids that take them."""
+
+    def __init__(self, key: LaneKey, adapter: AdapterSpec, fleet: JobFleet,
+                 owner: Hashable | None = None) -> None:
+        self.key = key
+        self.adapter = adapter
+        self.fleet = fleet
+        #: The fleet this lane started itself (None: instances of a fleet it was given).
+        self.owner = owner
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Task] = collections.deque()
+        self._sticky: dict[str, str] = {}  # job key -> instance id
+        self._workers: set[str] = set()
+        self._open = 0  # tasks put and not yet finished
+
+    @property
+    def tool(self) -> str:
+        return self.key[0]
+
+    def put(self, task: Task, *, again: bool = False) -> None:
+        """Queue a task (``again``: one coming back for another attempt, already counted)."""
+        with self._cond:
+            if not again:
+                self._open += 1
+            if again and task.job.key is not None and self._sticky.get(task.job.key) in task.avoid:
+                del self._sticky[task.job.key]  # its instance died: the key moves on
+            self._queue.append(task)
+            self._cond.notify_all()
+
+    def done(self, task: Task) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify_all()
+
+    def join_worker(self, iid: str) -> bool:
+        """Register a worker for ``iid``; False if one already runs for it."""
+        with self._cond:
+            if iid in self._workers:
+                return False
+            self._workers.add(iid)
+            return True
+
+    def leave(self, iid: str, on_orphans: Callable[[list[Task]], None]) -> None:
+        """The worker of ``iid`` stops. If it was the last one, the tasks still queued can
+        never run here: ``on_orphans`` gets them (to be failed)."""
+        with self._cond:
+            self._workers.discard(iid)
+            orphans: list[Task] = []
+            if not self._workers:
+                orphans = list(self._queue)
+                self._queue.clear()
+            self._cond.notify_all()
+        if orphans:
+            on_orphans(orphans)
+
+    def take(self, iid: str, stop: threading.Event, poll_s: float = 0.5) -> Task | None:
+        """The next task for instance ``iid``; None once the lane has no open task (or the
+        run stops)."""
+        with self._cond:
+            while not stop.is_set():
+                task = self._pick(iid)
+                if task is not None:
+                    return task
+                if self._open <= 0:
+                    return None
+                self._cond.wait(poll_s)
+            return None
+
+    def _pick(self, iid: str) -> Task | None:
+        for task in self._queue:
+            key = task.job.key
+            owner = self._sticky.get(key) if key is not None else None
+            if owner is not None and owner != iid and owner in self._workers:
+                continue
+            # A task avoids the instance it died on, unless no other worker is left.
+            if iid in task.avoid and self._workers - task.avoid:
+                continue
+            self._queue.remove(task)
+            if key is not None:
+                self._sticky[key] = iid
+            return task
+        return None
