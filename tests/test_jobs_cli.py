@@ -111,8 +111,7 @@ def test_a_bad_job_file_is_one_line_and_exit_2(root: Path) -> None:
     assert not (root / "st").exists()  # nothing ran, nothing was recorded
 
 
-def test_jobs_run_on_a_daemons_instances(root: Path) -> None:
-    repo = git_repo(root / "repo", {"a.py": "def fetch(x): pass\n", "b.py": "def fetch(x): pass\n"})
+def _cluster(root: Path, repo: Path, think: str = "0.05") -> Path:
     config = root / "cluster.yaml"
     config.write_text(f"""\
 state_dir: state
@@ -120,10 +119,16 @@ instances:
   - adapter: demo
     count: 2
     cwd: {repo}
-    env: {{AIMTERM_DEMO_THINK: "0.05"}}
+    env: {{AIMTERM_DEMO_THINK: "{think}"}}
 """)
     up = aimterm(root, "cluster", "up", "--detach", "-c", str(config))
     assert up.returncode == 0, up.stderr
+    return config
+
+
+def test_jobs_run_on_a_daemons_instances(root: Path) -> None:
+    repo = git_repo(root / "repo", {"a.py": "def fetch(x): pass\n", "b.py": "def fetch(x): pass\n"})
+    config = _cluster(root, repo)
     try:
         daemon_pids = {r["id"]: r["pid"] for r in json.loads(aimterm(
             root, "cluster", "status", "--json", "-c", str(config)).stdout)["instances"]}
@@ -146,21 +151,6 @@ instances:
     finally:
         down = aimterm(root, "cluster", "down", "-c", str(config))
         assert down.returncode == 0, down.stderr
-
-
-def _cluster(root: Path, repo: Path, think: str = "0.05") -> Path:
-    config = root / "cluster.yaml"
-    config.write_text(f"""\
-state_dir: state
-instances:
-  - adapter: demo
-    count: 2
-    cwd: {repo}
-    env: {{AIMTERM_DEMO_THINK: "{think}"}}
-""")
-    up = aimterm(root, "cluster", "up", "--detach", "-c", str(config))
-    assert up.returncode == 0, up.stderr
-    return config
 
 
 def _wait_run(root: Path, config: Path, run_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -231,11 +231,34 @@ def test_mixed_tools_pooled_and_oneshot_in_one_batch(orch: Orchestrator, repo: P
     assert all(r.success for r in results), [(r.job_id, r.error) for r in results]
     modes = {e.task_id: e.mode for e in orch.events  # type: ignore[attr-defined]
              if e.kind == "task_started"}
-    # demo has three jobs (pooled; c's env gets it instances of its own); bash and python
-    # one job each (one-shot).
-    assert modes == {"a": "pooled", "b": "pooled", "c": "pooled", "sh": "oneshot",
+    # a and b share a lane (pooled); c's env puts it in a lane of its own, alone, like the
+    # bash and python jobs: one-shot.
+    assert modes == {"a": "pooled", "b": "pooled", "c": "oneshot", "sh": "oneshot",
                      "py": "oneshot"}
     assert results[2].files_changed == (str(repo / "sh.txt"),)
+
+
+def test_a_lone_job_takes_a_warm_instance_but_starts_none(orch: Orchestrator,
+                                                          repo: Path) -> None:
+    [alone] = orch.execute_jobs([rename_job("a", repo)])
+    assert alone.success and alone.instance is None  # one-shot: no instance for one job
+    assert not orch.pools()
+    orch.execute_jobs([rename_job(n, repo) for n in ("b", "c")])
+    [warm] = orch.execute_jobs([rename_job("d", repo)])
+    assert warm.success and warm.instance is not None  # the lane's instances are up: used
+
+
+def test_the_instances_started_in_all_are_bounded(tmp_path: Path) -> None:
+    repos = [git_repo(tmp_path / f"r{i}", {"a.py": "def fetch(x): pass\n",
+                                           "b.py": "def fetch(x): pass\n"}) for i in range(3)]
+    with Orchestrator(state_dir=tmp_path / "state", fleet=None, max_instances=3) as o:
+        results = o.execute_jobs([rename_job(n, r, id=f"{n}{i}") for i, r in enumerate(repos)
+                                  for n in ("a", "b")])
+        assert all(r.success for r in results), [r.error for r in results]
+        started = sum(len(pool.status()) for pool in o.pools().values())
+        assert started <= 3
+        # The lane that found no room ran one-shot.
+        assert any(r.instance is None for r in results)
 
 
 def test_oneshot_demo_jobs(orch: Orchestrator, repo: Path) -> None:

@@ -44,6 +44,10 @@ __all__ = ["MODES", "Orchestrator", "new_run_id"]
 MODES = ("auto", "pooled", "oneshot")
 Mode = Literal["auto", "pooled", "oneshot"]
 
+#: Instances an orchestrator starts in all, over every lane (past it, a lane runs one-shot, or
+#: with one instance when its tool has no one-shot form): a batch of jobs in a hundred folders
+#: must not start a hundred agents at once.
+MAX_OWN_INSTANCES = 16
 #: How long a lane waits for the instances it asked for to be listed by the fleet.
 _LIST_TIMEOUT_S = 30.0
 #: How long a restart of a timed-out instance may take before the lane gives it up.
@@ -61,7 +65,8 @@ class Orchestrator:
     ``fleet``: where pooled jobs may run — ``"auto"`` (the daemon's fleet when a daemon of
     ``state_dir`` is up), a :class:`~aimterm.fleet.Fleet` (any :class:`JobFleet`), or None
     (only instances this orchestrator starts). ``instances_per_tool`` bounds the instances it starts per lane;
-    ``max_oneshot`` the one-shot processes at once. ``record``: keep runs, jobs, attempts and
+    ``max_oneshot`` the one-shot processes at once, ``max_instances`` the instances it
+    starts in all. ``record``: keep runs, jobs, attempts and
     events in the store of ``state_dir`` and failed jobs' reports beside it.
     """
 
@@ -69,12 +74,14 @@ class Orchestrator:
                  state_dir: str | os.PathLike[str] | None = None, record: bool = True,
                  max_oneshot: int = 8, acceptance_timeout_s: float = ACCEPTANCE_TIMEOUT_S,
                  store: Store | None = None,
-                 record_event: Callable[[Event], object] | None = None) -> None:
+                 record_event: Callable[[Event], object] | None = None,
+                 max_instances: int = MAX_OWN_INSTANCES) -> None:
         if instances_per_tool < 1 or max_oneshot < 1:
             raise ValueError("instances_per_tool and max_oneshot must be at least 1")
         if isinstance(fleet, str) and fleet != "auto":
             raise ValueError(f"fleet: expected a Fleet, 'auto' or None, got {fleet!r}")
         self.instances_per_tool = instances_per_tool
+        self.max_instances = max_instances
         self.acceptance_timeout_s = acceptance_timeout_s
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.bus = EventBus()
@@ -198,21 +205,18 @@ class Orchestrator:
 
     def _dispatch(self, runs: Sequence[JobRun],
                   futures: dict[int, concurrent.futures.Future[JobResult]], mode: Mode) -> None:
-        per_tool: dict[str, int] = {}
+        groups: dict[LaneKey, list[JobRun]] = {}
         for run in runs:
-            per_tool[run.job.tool] = per_tool.get(run.job.tool, 0) + 1
-        lanes: dict[LaneKey, tuple[Lane, list[JobRun]]] = {}
-        for run in runs:
-            adapter = self._adapter(run.job.tool)
-            if self._pooled(adapter, per_tool[run.job.tool], mode):
-                key = lane_key(run.job)
-                if key not in lanes:
-                    lanes[key] = (self._lane(run.job, adapter), [])
-                lanes[key][1].append(run)
+            groups.setdefault(lane_key(run.job), []).append(run)
+        for key, members in groups.items():
+            adapter = self._adapter(key[0])
+            lane = self._lane(members[0].job, adapter, len(members), mode)
+            if lane is None:
+                for run in members:
+                    self._oneshots.submit(self._run_oneshot, run, adapter, futures[id(run)])
             else:
-                self._oneshots.submit(self._run_oneshot, run, adapter, futures[id(run)])
-        for lane, members in lanes.values():
-            self._start_lane(lane, members, self._instances_for(lane, len(members)), futures)
+                self._start_lane(lane, members, self._instances_for(lane, len(members)),
+                                 futures)
 
     def _start_lane(self, lane: Lane, members: Sequence[JobRun], ids: Sequence[str],
                     futures: dict[int, concurrent.futures.Future[JobResult]]) -> None:
@@ -228,22 +232,30 @@ class Orchestrator:
             threading.Thread(target=self._work, args=(lane, iid, futures), daemon=True,
                              name=f"aimterm-job-{iid}").start()
 
-    def _pooled(self, adapter: AdapterSpec, count: int, mode: Mode) -> bool:
-        if mode == "oneshot":
-            return False
-        if mode == "pooled" or adapter.jobs.oneshot is None:
-            return True  # (no one-shot form: a pooled instance of its own is the only way)
-        return adapter.jobs.pooled and count > 1
-
-    def _lane(self, job: Job, adapter: AdapterSpec) -> Lane:
-        """The lane of the given fleet that fits the job, else one of our own."""
-        fleet = self._given_fleet()
+    def _lane(self, job: Job, adapter: AdapterSpec, jobs: int, mode: Mode) -> Lane | None:
+        """Where the lane of ``job`` runs: instances of the given fleet that fit it, a pool of
+        our own, or None for one-shot. ``auto`` pools when the adapter supports pool mode and
+        instances are up already (the given fleet's, or ours from an earlier batch) or the
+        lane has more than one job; a lone job would start an instance only to use it once."""
+        oneshot = adapter.jobs.oneshot is not None
+        if mode == "oneshot" and oneshot:
+            return None
         key = lane_key(job)
+        fleet = self._given_fleet()
         # (A daemon's instance has the environment it was started with, which a job that sets
         # variables cannot check: such jobs get instances of their own.)
-        if fleet is not None and not job.env and _fitting_ids(fleet, key):
+        if fleet is not None and not job.env and _fitting_ids(fleet, key) and (
+                mode == "pooled" or adapter.jobs.pooled or not oneshot):
             return Lane(key, adapter, fleet)
+        warm = key in self._pools
+        if mode == "auto" and oneshot and not (adapter.jobs.pooled and (warm or jobs > 1)):
+            return None
+        if not warm and oneshot and self._own_instances() >= self.max_instances:
+            return None  # no room for more instances: the lane's jobs run one-shot
         return Lane(key, adapter, self._own_pool(key, adapter, job), owner=key)
+
+    def _own_instances(self) -> int:
+        return sum(len(pool.status()) for pool in list(self._pools.values()))
 
     def _own_pool(self, key: LaneKey, adapter: AdapterSpec, job: Job) -> ClusterManager:
         with self._lock:
@@ -262,7 +274,8 @@ class Orchestrator:
         our own pool grown to ``min(jobs, instances_per_tool)``."""
         if lane.owner is None:
             return _fitting_ids(lane.fleet, lane.key)
-        want = min(jobs, self.instances_per_tool)
+        others = self._own_instances() - len(lane.fleet.status())
+        want = max(1, min(jobs, self.instances_per_tool, self.max_instances - others))
         rows = [r for r in lane.fleet.status() if r["lifecycle"] == "active"]
         if len(rows) < want:
             lane.fleet.scale(lane.adapter.name, want)

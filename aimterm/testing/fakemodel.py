@@ -86,7 +86,9 @@ result message:
   (``input_text`` parts). Tool results are ``*_call_output`` items.
 * Anthropic: the last ``messages[]`` item with role ``user`` whose content (a string or a list
   of blocks) has text; ``text`` blocks are joined, ``tool_result`` blocks are ignored and a
-  message holding one counts as a tool result, not as a prompt.
+  message holding one counts as a tool result, not as a prompt — unless text blocks follow the
+  last result: those are a new prompt (a prompt typed after a refused tool call), and the
+  result before them does not count as one for it.
 * Gemini: the last ``contents[]`` item with role ``user`` with ``text`` parts (joined);
   ``functionResponse`` parts are tool results.
 
@@ -319,6 +321,7 @@ def _text_of(content: Any) -> tuple[list[str], bool]:
             ptype = part.get("type", "")
             if ptype in ("tool_result", "function_call_output") or "functionResponse" in part:
                 tool_result = True
+                texts = []  # only text after the last result can be the user's next words
                 continue
             if part.get("thought") is True:
                 continue
@@ -386,6 +389,11 @@ def _conversation(api: str, body: Any) -> _Conversation:
     seen_tool_result = False
     for turn in reversed(turns):
         if turn.tool_result:
+            text = "\n".join(t for t in (_strip_wrappers(x) for x in turn.texts) if t).strip()
+            if turn.role == "user" and text:
+                # Words after a tool result in the same message are a new prompt: Claude Code
+                # sends a prompt typed after a refused tool call that way.
+                return _Conversation(text, turn.raw, seen_tool_result)
             seen_tool_result = True
             continue
         if turn.role != "user":
