@@ -502,6 +502,29 @@ def test_anthropic_tool_result_message_is_not_the_prompt(fm: FakeModel) -> None:
     assert data["content"][0]["text"] == default_reply("run the tests")
 
 
+def test_anthropic_text_after_a_tool_result_is_a_new_prompt(fm: FakeModel) -> None:
+    # Claude Code, after a refused tool call, sends the next prompt in the tool result's message.
+    fm.tool_calls["edit a"] = ToolCall(kind="edit", path="/w/a.txt", content="x")
+    body = anthropic_body("run the tests")
+    body["messages"] += [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "rejected", "is_error": True},
+                {"type": "text", "text": "<system-reminder>todo list empty</system-reminder>"},
+                {"type": "text", "text": "please edit a now"},
+            ],
+        },
+    ]
+    body["tools"] = [{"name": "Write", "input_schema": {"type": "object", "properties": {
+        "file_path": {"type": "string"}, "content": {"type": "string"}}}}]
+    call(fm, "/v1/messages", body)
+    rec = fm.requests[-1]
+    assert rec.prompt == "please edit a now" and rec.tool_result is False
+    assert rec.answer_kind == "tool_call" and rec.tool_args == {"file_path": "/w/a.txt", "content": "x"}
+
+
 def test_gemini_last_user_content_and_function_response(fm: FakeModel) -> None:
     body = gemini_body("first question")
     body["contents"] += [

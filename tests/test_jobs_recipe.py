@@ -122,13 +122,13 @@ ERRORS = [
                  "one argument per file); got '--files={files...}'", id="files-args-part"),
     pytest.param('jobs:\n  oneshot: [tool, "{prompt}", "{x}"]\n',
                  "a.yaml:5: jobs.oneshot[2]: unknown placeholder {x} (expected {prompt}, "
-                 "{files}, {cwd} or {python})", id="oneshot-flow-list"),
+                 "{files}, {cwd}, {python} or {message})", id="oneshot-flow-list"),
     pytest.param('jobs:\n  oneshot: "tool {prompt} {x}"\n',
                  "a.yaml:5: jobs.oneshot: unknown placeholder {x} (expected {prompt}, "
-                 "{files}, {cwd} or {python})", id="oneshot-string"),
+                 "{files}, {cwd}, {python} or {message})", id="oneshot-string"),
     pytest.param('jobs:\n  oneshot: [tool, "{prompt}"]\n  oneshot_env:\n    A: "{home}"\n',
                  "a.yaml:7: jobs.oneshot_env.A: unknown placeholder {home} (expected {prompt}, "
-                 "{files}, {cwd} or {python})", id="oneshot-env"),
+                 "{files}, {cwd}, {python} or {message})", id="oneshot-env"),
     pytest.param('jobs:\n  prompt: "say {prompt} in {json}"\n',
                  "a.yaml:5: jobs.prompt: unknown placeholder {json} (expected {prompt}, "
                  "{files}, {cwd} or {python})", id="brace-text-needs-doubling"),
@@ -145,8 +145,8 @@ ERRORS = [
                  "a.yaml:5: jobs.prompt_with_files: no {prompt} placeholder: the job's prompt "
                  "would never reach the tool", id="with-files-without-prompt"),
     pytest.param('jobs:\n  oneshot: [tool, "{files...}"]\n',
-                 "a.yaml:5: jobs.oneshot: no {prompt} placeholder in an argument or in "
-                 "jobs.oneshot_env: the job's prompt would never reach the tool",
+                 "a.yaml:5: jobs.oneshot: no {prompt} or {message} placeholder in an argument "
+                 "or in jobs.oneshot_env: the job's prompt would never reach the tool",
                  id="oneshot-without-prompt"),
     pytest.param('jobs:\n  pooled: false\n',
                  "a.yaml:5: jobs.pooled: false, but there is no jobs.oneshot: the tool could "
@@ -168,7 +168,8 @@ ERRORS = [
                  "got list", id="env-type"),
     pytest.param('jobs:\n  promt: "{prompt}"\n',
                  "a.yaml:5: jobs.promt: unknown key 'promt' (expected one of: after, files, "
-                 "oneshot, oneshot_env, pooled, prompt, prompt_with_files)", id="unknown-key"),
+                 "ignore, oneshot, oneshot_env, pooled, prompt, prompt_with_files)",
+                 id="unknown-key"),
 ]
 
 
@@ -356,3 +357,23 @@ def test_template_helpers() -> None:
     with pytest.raises(ValueError, match=r"lone '\}'"):
         fill_template("}", {})
     assert fill_template("{a}{b}", {"a": "{b}", "b": "1"}) == "{b}1"
+
+
+
+def test_message_is_the_prompt_turn_in_the_oneshot_form() -> None:
+    recipe = load_text(adapter("""\
+        jobs:
+          prompt_with_files: "{prompt} (files: {files})"
+          oneshot: [tool, -p, "{message}"]
+          ignore: [".tool*"]
+        """)).jobs
+    assert oneshot_argv(recipe, job(cwd="/x", files=("/x/a.py",))) == [
+        "tool", "-p", "fix it (files: a.py)"]
+    assert oneshot_argv(recipe, job(cwd="/x")) == ["tool", "-p", "fix it"]
+    assert recipe.ignore == (".tool*",)
+
+
+def test_message_is_for_the_oneshot_form_only() -> None:
+    message = error_of(adapter('jobs:\n  prompt: "{message}"\n'))
+    assert "jobs.prompt: unknown placeholder {message}" in message
+    assert "{message} is for jobs.oneshot and jobs.oneshot_env only" in message

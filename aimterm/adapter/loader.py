@@ -25,6 +25,7 @@ from aimterm.adapter.spec import (
     FILE_PLACEHOLDER,
     FILES_ARGS,
     JOB_PLACEHOLDERS,
+    MESSAGE_PLACEHOLDER,
     AdapterSpec,
     AnswerRule,
     Dialog,
@@ -562,11 +563,12 @@ class _Converter:
         return tuple(out)
 
     def template(self, text: str, key: _KeyPath, *, file: bool = False,
-                 whole_files: bool = False) -> set[str]:
+                 whole_files: bool = False, message: bool = False) -> set[str]:
         """Check the placeholders of one job recipe text; return the names it uses.
 
         ``file``: ``{file}`` is allowed (the ``files`` turn); ``whole_files``: the text is an
-        argument of ``oneshot``, which may be exactly ``{files...}``.
+        argument of ``oneshot``, which may be exactly ``{files...}``; ``message``: ``{message}``
+        is allowed (the one-shot form).
         """
         if whole_files and text == FILES_ARGS:
             return {"files"}
@@ -575,7 +577,8 @@ class _Converter:
         except ValueError as exc:
             self.fail(key, str(exc))
             return set()
-        allowed = ((FILE_PLACEHOLDER,) if file else ()) + JOB_PLACEHOLDERS
+        allowed = (((FILE_PLACEHOLDER,) if file else ()) + JOB_PLACEHOLDERS
+                   + ((MESSAGE_PLACEHOLDER,) if message else ()))
         for name in names:
             if name in allowed:
                 continue
@@ -587,6 +590,8 @@ class _Converter:
             hint = ""
             if name == FILE_PLACEHOLDER:
                 hint = "; {file} is for jobs.files only"
+            elif name == MESSAGE_PLACEHOLDER:
+                hint = "; {message} is for jobs.oneshot and jobs.oneshot_env only"
             elif name == "files...":
                 hint = f"; {FILES_ARGS} is for a whole argument of jobs.oneshot only"
             self.fail(key, f"unknown placeholder {{{name}}} (expected {shown}{hint})")
@@ -612,15 +617,16 @@ class _Converter:
         env = self.env(raw.get("oneshot_env", {}))
         used: set[str] = set()
         for name, value in env:
-            used |= self.template(value, at + ("oneshot_env", name))
+            used |= self.template(value, at + ("oneshot_env", name), message=True)
         if raw.get("oneshot") is not None:
             oneshot = self.argv(raw["oneshot"], at + ("oneshot",))
             listed = isinstance(raw["oneshot"], list)
             for index, arg in enumerate(oneshot):
                 key = at + ("oneshot", index) if listed else at + ("oneshot",)
-                used |= self.template(arg, key, whole_files=True)
-            if oneshot and "prompt" not in used:
-                self.fail(at + ("oneshot",), "no {prompt} placeholder in an argument or in "
+                used |= self.template(arg, key, whole_files=True, message=True)
+            if oneshot and not used & {"prompt", MESSAGE_PLACEHOLDER}:
+                self.fail(at + ("oneshot",), "no {prompt} or {message} placeholder in an "
+                                             "argument or in "
                                              "jobs.oneshot_env: the job's prompt would never "
                                              "reach the tool")
         pooled = bool(raw.get("pooled", default.pooled))
@@ -628,7 +634,8 @@ class _Converter:
             self.fail(at + ("pooled",), "false, but there is no jobs.oneshot: the tool "
                                         "could not run a job at all")
         return JobRecipe(pooled=pooled, files=files, prompt=prompt, prompt_with_files=with_files,
-                         after=after, oneshot=oneshot, oneshot_env=env)
+                         after=after, oneshot=oneshot, oneshot_env=env,
+                         ignore=tuple(raw.get("ignore", ())))
 
     def spec(self, name: str, source: str, origin: str) -> AdapterSpec:
         data = self.data
@@ -829,5 +836,7 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
         jobs["oneshot"] = list(j.oneshot)
     if j.oneshot_env:
         jobs["oneshot_env"] = dict(j.oneshot_env)
+    if j.ignore:
+        jobs["ignore"] = list(j.ignore)
     out["jobs"] = jobs
     return out

@@ -314,6 +314,7 @@ _PROPERTIES: dict[str, Any] = {
         "How a job (aimterm jobs) is handed to this tool: as turns on a running instance "
         "(pooled), or as one run of its non-interactive command (oneshot). Texts may use "
         "{prompt}, {files} (space-separated, relative to the job's cwd), {cwd} and {python}; "
+        "the one-shot form also {message} (the prompt turn's text, files named); "
         "{{ and }} are literal braces.",
         {
             "pooled": {"type": "boolean",
@@ -343,6 +344,11 @@ _PROPERTIES: dict[str, Any] = {
                 "description": "Environment variables added for the one-shot command only.",
                 "additionalProperties": _ref("env_value", "Value of this variable."),
             },
+            "ignore": {"type": "array", "maxItems": 64,
+                       "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                       "description": "Glob patterns of files the tool writes for itself "
+                                      "(matched against each part of a path): never counted "
+                                      "as changed by a job."},
         },
     ),
     "verified": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64},

@@ -215,6 +215,9 @@ class TerminalSpec:
 JOB_PLACEHOLDERS = ("prompt", "files", "cwd", "python")
 #: One file, in the ``files`` turn only (it is sent once per file).
 FILE_PLACEHOLDER = "file"
+#: In the one-shot form only: the prompt as the prompt turn would send it (``prompt_with_files``
+#: when the job names files), for a tool that takes no file arguments.
+MESSAGE_PLACEHOLDER = "message"
 #: An argument of ``oneshot`` that is exactly this becomes one argument per job file.
 FILES_ARGS = "{files...}"
 
@@ -268,7 +271,8 @@ class JobRecipe:
     next job on the instance starts clean. One-shot: ``oneshot`` is the argv of the tool's
     non-interactive form (None: it has none), run once per job with ``oneshot_env`` added to
     the environment. Texts use :data:`JOB_PLACEHOLDERS`; :mod:`aimterm.jobs.recipe` fills
-    them in for one job.
+    them in for one job. ``ignore``: glob patterns of the files the tool writes for itself
+    (aider's ``.aider*``), matched against each part of a path: never counted as changed.
     """
 
     pooled: bool = True
@@ -278,6 +282,7 @@ class JobRecipe:
     after: tuple[str, ...] = ()
     oneshot: tuple[str, ...] | None = None
     oneshot_env: tuple[tuple[str, str], ...] = ()
+    ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

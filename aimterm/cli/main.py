@@ -220,7 +220,7 @@ def jobs() -> None:
     one-shot command) and keeps the results in the store; `jobs list` and `jobs show` read
     them back. Also spelled `aimterm job`.
 
-    Example: aimterm jobs run examples/jobs/refactor.yaml
+    Example: cp -r examples/jobs /tmp/jobs && aimterm jobs run /tmp/jobs/refactor.yaml
     """
 
 
@@ -228,8 +228,9 @@ def jobs() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--mode", type=click.Choice(["auto", "pooled", "oneshot"]), default="auto",
               show_default=True,
-              help="auto: pooled instances for a tool with several jobs whose adapter supports "
-                   "pool mode, one-shot otherwise; pooled or oneshot force one form.")
+              help="auto: pooled when the adapter supports it and instances that fit are up "
+                   "or several jobs share a tool and folder, one-shot otherwise; pooled or "
+                   "oneshot force one form.")
 @click.option("-n", "--instances", type=click.IntRange(1, 64), default=3, show_default=True,
               help="Instances started per tool (and folder) for pooled jobs.")
 @click.option("--local", is_flag=True,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import fnmatch
 import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from aimterm.adapter.spec import AdapterSpec
@@ -106,12 +108,16 @@ def turn_timeout_of(job: Job, adapter: AdapterSpec) -> float:
 
 
 def judge(attempt: Attempt, job: Job, *, env: Mapping[str, str], acceptance_timeout_s: float,
-          before: Any, others: frozenset[str] = frozenset()) -> None:
+          before: Any, others: frozenset[str] = frozenset(),
+          ignore: tuple[str, ...] = ()) -> None:
     """The tool's part is over and went well: see what really happened, and say whether the
     job succeeded. Sets ``files_changed`` (leaving out ``others``, the files other jobs of
-    the batch work on: their changes are theirs), ``acceptance``, ``status``, ``error``."""
+    the batch work on: their changes are theirs, and what the adapter's ``ignore`` says the
+    tool writes for itself), ``acceptance``, ``status``, ``error``."""
     changed = changed_files(before, snapshot(job.cwd, job.files))
-    attempt.files_changed = tuple(f for f in changed if f not in others or f in job.files)
+    attempt.files_changed = tuple(
+        f for f in changed
+        if f in job.files or (f not in others and not _ignored(f, job.cwd, ignore)))
     started = time.monotonic()
     attempt.acceptance = run_acceptance(job.acceptance, cwd=job.cwd, env=env,
                                         timeout_s=acceptance_timeout_s)
@@ -128,6 +134,13 @@ def judge(attempt: Attempt, job: Job, *, env: Mapping[str, str], acceptance_time
         attempt.error = f"none of the job's files changed ({names})"
         return
     attempt.status, attempt.error = JobStatus.SUCCEEDED, None
+
+
+def _ignored(path: str, cwd: str | None, patterns: tuple[str, ...]) -> bool:
+    if not patterns:
+        return False
+    parts = Path(os.path.relpath(path, cwd) if cwd else path).parts
+    return any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in patterns)
 
 
 def _job_env(job: Job) -> dict[str, str]:
@@ -254,7 +267,7 @@ def pooled_attempt(fleet: JobFleet, iid: str, job: Job, adapter: AdapterSpec, nu
         _reset(fleet, iid, turns.after)
     if ok:
         judge(attempt, job, env=_job_env(job), acceptance_timeout_s=acceptance_timeout_s,
-              before=before, others=others)
+              before=before, others=others, ignore=adapter.jobs.ignore)
         if attempt.status is not JobStatus.SUCCEEDED:
             attempt.screen_tail = _screen(fleet, iid)
     return attempt
@@ -312,7 +325,7 @@ def oneshot_attempt(job: Job, adapter: AdapterSpec, number: int, *,
         attempt.error = f"{argv[0]} ended with {how}" + (f": {last[:300]}" if last else "")
     else:
         judge(attempt, job, env=_job_env(job), acceptance_timeout_s=acceptance_timeout_s,
-              before=before, others=others)
+              before=before, others=others, ignore=adapter.jobs.ignore)
     if attempt.status is not JobStatus.SUCCEEDED:
         attempt.screen_tail = run.output.splitlines()[-SCREEN_TAIL:]
     return attempt

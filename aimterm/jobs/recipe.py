@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from aimterm.adapter.spec import FILE_PLACEHOLDER, FILES_ARGS, JobRecipe, fill_template
+from aimterm.adapter.spec import FILE_PLACEHOLDER, FILES_ARGS, MESSAGE_PLACEHOLDER, JobRecipe, fill_template
 from aimterm.jobs.spec import Job
 
 __all__ = ["JobTurns", "job_files", "job_turns", "job_values", "oneshot_argv",
@@ -75,12 +75,19 @@ def job_turns(recipe: JobRecipe, job: Job) -> JobTurns:
                     after=tuple(fill_template(turn, values) for turn in recipe.after))
 
 
+def _oneshot_values(recipe: JobRecipe, job: Job) -> dict[str, str]:
+    values = job_values(job)
+    values[MESSAGE_PLACEHOLDER] = job_turns(recipe, job).prompt
+    return values
+
+
 def oneshot_argv(recipe: JobRecipe, job: Job) -> list[str] | None:
     """The argv that runs ``job`` with the tool's non-interactive form, or None when the
-    adapter has none. An argument that is exactly ``{files...}`` becomes one per file."""
+    adapter has none. An argument that is exactly ``{files...}`` becomes one per file;
+    ``{message}`` is the prompt as the prompt turn would send it (files named)."""
     if recipe.oneshot is None:
         return None
-    values = job_values(job)
+    values = _oneshot_values(recipe, job)
     argv: list[str] = []
     for arg in recipe.oneshot:
         if arg == FILES_ARGS:
@@ -92,5 +99,5 @@ def oneshot_argv(recipe: JobRecipe, job: Job) -> list[str] | None:
 
 def oneshot_env_values(recipe: JobRecipe, job: Job) -> dict[str, str]:
     """The recipe's ``oneshot_env``, filled for ``job``."""
-    values = job_values(job)
+    values = _oneshot_values(recipe, job)
     return {name: fill_template(value, values) for name, value in recipe.oneshot_env}

@@ -252,6 +252,15 @@ PLAUSIBLE: dict[str, dict[str, st.SearchStrategy[Any]]] = {
                "size": st.sampled_from([[24, 80], [10, 30], [0, 0], [1, 1], [10_000, 80],
                                         [24], "24x80"])},
     "cancel": {"id": INTS},
+    "jobs_run": {"jobs": st.sampled_from([
+        [], "x", [{"id": "j"}], [{"id": "j", "tool": "echo", "prompt": "hi", "cwd": "/tmp"}],
+        [{"id": "j", "tool": "nosuch", "prompt": "p", "cwd": "/tmp"}],
+        [{"id": "j", "tool": "echo", "prompt": "p"}], [{"id": "j", "tool": "echo",
+                                                      "prompt": "p", "cwd": "/tmp"}] * 1001]),
+        "mode": st.sampled_from(["auto", "pooled", "oneshot", "x"]), "instances": COUNT,
+        "source": st.sampled_from(["jobs.yaml", "x" * 5000])},
+    "jobs_cancel": {"run_id": NAMES},
+    "jobs_get": {"run_id": NAMES},
 }
 #: The same arguments, with any JSON at all as well.
 ARGS = {op: {name: arg(pick) for name, pick in names.items()} for op, names in PLAUSIBLE.items()}
@@ -292,6 +301,10 @@ def tame(op: str, args: dict[str, Any], cancel: bool) -> dict[str, Any]:
                 and type(count) is int and 0 <= count <= 256):
             # Echo stays at its two; any other adapter gets an empty group (or is unknown).
             args["count"] = 2 if tool == "echo" else 0
+    if op == "jobs_run" and isinstance(args.get("jobs"), list):
+        # Checked, then refused for want of a tool: no run starts on the shared cluster.
+        args["jobs"] = [{**j, "tool": "nosuch"} if isinstance(j, dict) else j
+                        for j in args["jobs"]]
     if op == "send":
         prompt = args.get("prompt")
         if isinstance(prompt, str) and prompt:
