@@ -242,3 +242,26 @@ def test_the_daemon_stops_with_a_run_going_on(root: Path) -> None:
                                str(config)).stdout)
     assert {j["status"] for j in shown["jobs"]} == {"cancelled"}
     assert shown["run"]["finished"] is not None
+
+
+def test_the_python_orchestrator_uses_a_daemons_instances(root: Path) -> None:
+    """Orchestrator() (fleet="auto") finds the daemon of its state dir and runs pooled jobs on
+    its instances through the socket; none of its own are started."""
+    from aimterm import Orchestrator
+
+    repo = git_repo(root / "repo", {"a.py": "def fetch(x): pass\n", "b.py": "def fetch(x): pass\n"})
+    config = _cluster(root, repo)
+    try:
+        jobs = [{"id": n, "tool": "demo", "cwd": str(repo), "files": [f"{n}.py"],
+                 "prompt": f"edit {n}.py: def load(x): return x",
+                 "acceptance": [f"grep -q 'def load' {n}.py"]} for n in ("a", "b")]
+        with Orchestrator(state_dir=root / "state") as orch:
+            results = orch.execute_jobs(jobs)
+            assert [r.success for r in results] == [True, True], [r.error for r in results]
+            assert {r.instance for r in results} <= {"demo-1", "demo-2"}
+            assert orch.pools() == {}
+        status = json.loads(aimterm(root, "cluster", "status", "--json", "-c",
+                                    str(config)).stdout)
+        assert sum(r["turns"] for r in status["instances"]) == 2
+    finally:
+        assert aimterm(root, "cluster", "down", "-c", str(config)).returncode == 0
