@@ -323,3 +323,17 @@ def test_no_process_is_left_after_shutdown(tmp_path: Path, repo: Path) -> None:
     o.shutdown()
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_one_batch_at_a_time(orch: Orchestrator, tmp_path: Path) -> None:
+    job = {"id": "slow", "tool": "bash", "cwd": str(tmp_path), "prompt": "sleep 3"}
+    first = threading.Thread(target=orch.execute_jobs, args=([job],))
+    first.start()
+    try:
+        deadline = time.monotonic() + 10
+        while orch.last_run_id is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(RuntimeError, match="running a batch already"):
+            orch.execute_jobs([job])
+    finally:
+        first.join(30)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import secrets
 import threading
@@ -98,6 +99,7 @@ class Orchestrator:
             max_oneshot, thread_name_prefix="aimterm-oneshot")
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._batch = threading.Lock()
         self._closed = False
         self.last_run_id: str | None = None
 
@@ -150,14 +152,25 @@ class Orchestrator:
                      source: str | None = None, run_id: str | None = None) -> list[JobResult]:
         """Run every job; one :class:`JobResult` per job, in the jobs' order.
 
-        ``mode``: ``auto`` pools a tool's jobs when its adapter supports pool mode and it has
-        more than one; ``pooled`` and ``oneshot`` force one form. Jobs may be :class:`Job`
-        or their mapping form (checked as a job file is). ``run_id`` names the run (default:
-        a new one; :attr:`last_run_id` has it)."""
+        ``mode``: ``auto`` pools jobs when their adapter supports pool mode and instances that
+        fit are up or several jobs share a lane; ``pooled`` and ``oneshot`` force one form.
+        Jobs may be :class:`Job` or their mapping form (checked as a job file is). ``run_id``
+        names the run (default: a new one; :attr:`last_run_id` has it). One batch at a time:
+        a second call while one runs raises ``RuntimeError`` (make a second Orchestrator)."""
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
         if self._closed:
             raise RuntimeError("the orchestrator was shut down")
+        if not self._batch.acquire(blocking=False):
+            raise RuntimeError("this orchestrator is running a batch already; one batch at a "
+                               "time (cancel() stops it; another Orchestrator runs beside it)")
+        try:
+            return self._execute(jobs, mode, source, run_id)
+        finally:
+            self._batch.release()
+
+    def _execute(self, jobs: Iterable[Job | Mapping[str, Any]], mode: Mode,
+                 source: str | None, run_id: str | None) -> list[JobResult]:
         checked = _as_jobs(list(jobs))
         for job in checked:
             self._adapter(job.tool)  # an unknown tool fails the batch before anything runs
@@ -172,10 +185,7 @@ class Orchestrator:
         report_dir = self.state_dir / "runs" if self._record else None
         runs = [JobRun(job, run_id, run_started=started, emit=self._emit, store=store,
                        report_dir=report_dir) for job in checked]
-        named: dict[str, int] = {}
-        for job in checked:
-            for f in set(job.files):
-                named[f] = named.get(f, 0) + 1
+        named = {f for job in checked for f in job.files}
         for run in runs:
             run.others = frozenset(f for f in named if f not in run.job.files)
         futures = [concurrent.futures.Future[JobResult]() for _ in runs]
@@ -190,7 +200,7 @@ class Orchestrator:
         finally:
             for run, fut in zip(runs, futures, strict=True):
                 if not fut.done():
-                    fut.set_result(run.finish(JobStatus.CANCELLED, "the run was cancelled"))
+                    _settle(fut, run.finish(JobStatus.CANCELLED, "the run was cancelled"))
         results = [f.result() for f in futures]
         failed = sum(not r.success for r in results)
         status = "succeeded" if not failed else "failed"
@@ -223,7 +233,7 @@ class Orchestrator:
         """Queue the lane's jobs and start a worker per instance."""
         if not ids:
             for run in members:
-                futures[id(run)].set_result(run.finish(
+                _settle(futures[id(run)], run.finish(
                     JobStatus.FAILED, f"no instance of {lane.tool!r} to run it on"))
             return
         for run in members:
@@ -294,7 +304,7 @@ class Orchestrator:
 
         def orphans(tasks: list[Task]) -> None:
             for task in tasks:
-                futures[id(task.run)].set_result(task.run.finish(
+                _settle(futures[id(task.run)], task.run.finish(
                     JobStatus.FAILED, f"no instance of {lane.tool!r} is left to run it"))
                 lane.done(task)
 
@@ -316,7 +326,7 @@ class Orchestrator:
                         task.avoid.add(iid)
                     lane.put(task, again=True)
                 else:
-                    futures[id(run)].set_result(run.finish())
+                    _settle(futures[id(run)], run.finish())
                     lane.done(task)
                 if not usable:
                     break
@@ -333,9 +343,9 @@ class Orchestrator:
                                           cancel=self._stop, others=run.others)
                 if not run.end(attempt) or self._stop.is_set():
                     break
-            future.set_result(run.finish())
+            _settle(future, run.finish())
         except BaseException as exc:  # a bug must not leave the batch waiting forever
-            future.set_result(run.finish(JobStatus.FAILED, f"internal error: {exc!r}"))
+            _settle(future, run.finish(JobStatus.FAILED, f"internal error: {exc!r}"))
             raise
 
     @staticmethod
@@ -391,6 +401,13 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any] | None]) -> list[Job]:
     if all(isinstance(j, Job) for j in jobs):
         return list(jobs)  # type: ignore[arg-type]
     return jobs_from_data([j.to_dict() if isinstance(j, Job) else j for j in jobs])
+
+
+def _settle(future: concurrent.futures.Future[JobResult], result: JobResult) -> None:
+    """Give a job its result, unless it has one (a worker late after the batch gave up on it:
+    the batch's answer stands)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(result)
 
 
 def _wait_all(futures: Sequence[concurrent.futures.Future[JobResult]],

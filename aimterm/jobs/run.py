@@ -102,7 +102,10 @@ class JobRun:
     def finish(self, status: JobStatus | None = None, error: str | None = None) -> JobResult:
         """The job's result: the last attempt decides, unless ``status`` (with ``error``)
         says the job got no (more) attempts — the run was cancelled, or no instance of its
-        tool could take it."""
+        tool could take it. Once: a second call (a worker late after a cancel) gives the
+        first result back."""
+        if self.result is not None:
+            return self.result
         last = self.attempts[-1] if self.attempts else None
         if status is None:
             status = last.status if last is not None else JobStatus.CANCELLED
