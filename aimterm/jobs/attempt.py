@@ -257,6 +257,9 @@ def pooled_attempt(fleet: JobFleet, iid: str, job: Job, adapter: AdapterSpec, nu
     except TurnTimeout:
         attempt.status, attempt.restart = JobStatus.TIMED_OUT, True
         attempt.error = f"no reply within {timeout:g} s (timeout_s)"
+        # No turn came back to say how long it waited for the instance; the fleet counts a
+        # turn's timeout from its start, so the time before that was queued.
+        attempt.queued_s = max(attempt.queued_s, time.monotonic() - started - timeout)
     except SessionExited as exc:
         attempt.error, attempt.instance_lost = f"the instance died: {exc}", True
     except AimtermError as exc:
