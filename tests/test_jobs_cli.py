@@ -96,7 +96,7 @@ def test_run_from_stdin_prints_progress_and_a_summary(root: Path) -> None:
     text = job_file(root, repo).read_text()
     out = aimterm(root, "jobs", "run", "-", "--state-dir", str(root / "st"), input=text)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "a: attempt 1 on demo-" in out.stdout and "b: succeeded (1 files changed)" in out.stdout
+    assert "a: attempt 1 on demo-" in out.stdout and "b: succeeded (1 file changed)" in out.stdout
     assert "2 of 2 succeeded" in out.stdout
     assert "aimterm jobs show " in out.stdout
 

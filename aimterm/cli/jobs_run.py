@@ -93,7 +93,8 @@ class _Watch:
                     " (will retry)" if event.retrying else "") + f": {row.error}"
             else:
                 row.state, row.ended = "succeeded", now
-                note = f"{row.job.id}: succeeded ({len(event.files_changed)} files changed)"
+                n = len(event.files_changed)
+                note = f"{row.job.id}: succeeded ({n} file{'' if n == 1 else 's'} changed)"
             if not self.live:
                 self._line(note)
 
