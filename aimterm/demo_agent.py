@@ -302,11 +302,16 @@ def _inside(cwd: str, path: str) -> bool:
     return full != root and os.path.commonpath([root, full]) == root
 
 
-def print_mode(prompt: str, think: float) -> int:
+def print_mode(prompt: str, think: float, trace: str | None = None) -> int:
     """``-p PROMPT``: one turn without the full-screen UI, like ``claude -p`` with edits
-    allowed. Thinks, applies an edit with no confirmation (but never outside the working
-    directory), prints the reply the interactive mode would show, and exits: 0, or 1 when
-    an edit was refused or failed. Needs no terminal and keeps no state."""
+    allowed. Thinks as often as the interactive mode would for the same prompt (an edit: once
+    before it, once after, where the interactive mode asks in between; anything else: once),
+    so one ``--think`` is the same model time in both; applies an edit with no confirmation
+    (but never outside the working directory), prints the reply the interactive mode would
+    show, and exits: 0, or 1 when an edit was refused or failed. Needs no terminal and keeps
+    no state. With ``trace``, appends one JSON line each time it starts and stops thinking,
+    like the interactive mode's frames (``t`` monotonic, ``state``)."""
+    _print_trace(trace, "busy")
     time.sleep(max(think, 0.0))
     m = _EDIT.match(prompt)
     if m is None:
@@ -316,14 +321,24 @@ def print_mode(prompt: str, think: float) -> int:
         path, text = m.group(1), m.group(2)
         cwd = os.getcwd()
         if not _inside(cwd, path):
+            _print_trace(trace, "idle")
             print(f"demo-agent: refusing to edit {path}: it is outside the working directory "
                   f"{cwd}", file=sys.stderr)
             return 1
         ok, reply = write_edit(cwd, path, text)
+        time.sleep(max(think, 0.0))  # back to work for a moment, as after a confirmed edit
+    _print_trace(trace, "idle")
     for line in reply:
         print(line)
     sys.stdout.flush()
     return 0 if ok else 1
+
+
+def _print_trace(trace: str | None, state: str) -> None:
+    if trace:
+        with open(trace, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"t": time.monotonic(), "frame": 0, "state": state,
+                                 "print": True}) + "\n")
 
 
 class DemoAgent:
@@ -747,7 +762,7 @@ def _glue_prompt(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.print_prompt is not None:
-        return print_mode(args.print_prompt, args.think)
+        return print_mode(args.print_prompt, args.think, args.trace)
     if not (os.isatty(0) and os.isatty(1)):
         print("demo-agent: stdin and stdout must be a terminal", file=sys.stderr)
         return 2
