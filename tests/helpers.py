@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -122,3 +124,24 @@ def fleet_result(pool: Pool, future: concurrent.futures.Future[Turn], timeout: f
                 if fake else [])
         pytest.fail(f"no result after {timeout:g}s\n{fleet_screens(pool)}\nrequests: {seen}",
                     pytrace=False)
+
+
+#: Where live tests put their scratch folders: codex refuses to create its helper binaries
+#: under /tmp, where pytest's tmp_path lives.
+VAR_TMP_ROOT = Path("/var/tmp/aimterm-tests")
+
+
+def var_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A fresh folder under :data:`VAR_TMP_ROOT` for a fixture to yield; removed after (and
+    the root too, once empty)."""
+    VAR_TMP_ROOT.mkdir(parents=True, exist_ok=True)
+    path = VAR_TMP_ROOT / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            VAR_TMP_ROOT.rmdir()
+        except OSError:
+            pass

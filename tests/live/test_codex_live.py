@@ -15,12 +15,10 @@ from __future__ import annotations
 import collections
 import os
 import re
-import shutil
 import subprocess
 import textwrap
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, ToolCall, default_reply
 from aimterm.testing.offline import git_workdir
 from aimterm.testing.plugin import OfflineEnv
-from tests.helpers import extended_adapter
+from tests.helpers import extended_adapter, var_tmp_dir
 from tests.helpers import fleet_result as result
 
 CODEX = find_cli("codex")
@@ -59,9 +57,7 @@ SHELL_COMMAND = f"echo {SHELL_OUTPUT}"
 #: adapter's reply.trim cuts that gutter, so replies equal the model's text.
 GUTTER = ""
 
-# Codex refuses to create its helper binaries under /tmp (where pytest's tmp_path lives), so
-# the HOMEs go under /var/tmp, created and removed by this module.
-ROOT_BASE = Path("/var/tmp/aimterm-tests")
+# The HOMEs go under /var/tmp (tests.helpers.var_tmp_dir): codex will not run from /tmp.
 
 # An older model name that has built-in metadata without "code mode": codex then declares the
 # plain `exec_command` and `apply_patch` tools the fake model scripts calls for (the offline
@@ -77,17 +73,7 @@ pytestmark = [pytestmark, pytest.mark.aimterm_fake_model(
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
-    ROOT_BASE.mkdir(parents=True, exist_ok=True)
-    path = ROOT_BASE / f"codex-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-        try:
-            ROOT_BASE.rmdir()
-        except OSError:
-            pass
+    yield from var_tmp_dir("codex")
 
 
 def approving_adapter(root: Path):  # type: ignore[no-untyped-def]

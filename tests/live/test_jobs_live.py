@@ -30,11 +30,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import shutil
 import subprocess
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, ToolCall, default_reply
 from aimterm.testing.offline import git_workdir
 from aimterm.testing.plugin import AdapterDir, OfflineEnv
+from tests.helpers import var_tmp_dir
 
 pytestmark = pytest.mark.aimterm_no_leaks
 
@@ -67,9 +66,7 @@ BATCH_LIMIT_S = 300.0
 #: deadline fails the test first, with the results).
 TEST_LIMIT_S = 2 * BATCH_LIMIT_S + 200
 
-# Codex refuses to create its helper binaries under /tmp (where tmp_path lives): everything
-# goes under /var/tmp, as in test_codex_live.
-ROOT_BASE = Path("/var/tmp/aimterm-tests")
+# Everything goes under /var/tmp (tests.helpers.var_tmp_dir): codex will not run from /tmp.
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Jobs Test", "GIT_AUTHOR_EMAIL": "jobs@example.invalid",
                 "GIT_COMMITTER_NAME": "Jobs Test", "GIT_COMMITTER_EMAIL": "jobs@example.invalid"}
 _OUTSIDE_PATH = re.compile(r"(/\S+/" + re.escape(OUTSIDE) + ")")
@@ -123,17 +120,7 @@ ONESHOT_REFUSAL = {"aider": "is not in the subpath of", "claude": None,
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    ROOT_BASE.mkdir(parents=True, exist_ok=True)
-    path = ROOT_BASE / f"jobs-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-        try:
-            ROOT_BASE.rmdir()
-        except OSError:
-            pass
+    yield from var_tmp_dir("jobs")
 
 
 @pytest.fixture
