@@ -237,6 +237,7 @@ def _daemon_socket(cfg: Any, local: bool) -> str | None:
 def run_jobs(path: str, *, config: str | None, state_dir: str | None, mode: str,
              instances: int, as_json: bool, local: bool, detach: bool = False) -> int:
     jobs = _load(path)
+    source = path if path == "-" else os.path.abspath(path)  # (the record names the file)
     cfg = resolve_config(config, state_dir)
     live = not as_json and sys.stdout.isatty()
     watch = _Watch(jobs, sys.stdout if not as_json else sys.stderr, live)
@@ -253,7 +254,7 @@ def run_jobs(path: str, *, config: str | None, state_dir: str | None, mode: str,
         runner = _Local(jobs, mode, instances, cfg.state_dir, None if quiet else watch)
     if detach:
         assert isinstance(runner, _Remote)
-        reply = runner.submit(path)
+        reply = runner.submit(source)
         click.echo(json.dumps(reply) if as_json else
                    f"run {reply['run_id']}: {reply['jobs']} jobs, in the daemon "
                    f"(aimterm jobs show {reply['run_id']})")
@@ -264,7 +265,7 @@ def run_jobs(path: str, *, config: str | None, state_dir: str | None, mode: str,
 
     def go() -> None:
         try:
-            results.extend(runner.execute(path))
+            results.extend(runner.execute(source))
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             error.append(exc)
         finally:
