@@ -38,6 +38,7 @@ from aimterm.adapter.recipes import (
     parse_keys,
     read_metrics,
     screen_delta,
+    still_typed,
     submit_writes,
 )
 from aimterm.adapter.spec import ALL, AdapterSpec, KeySeq, describe_keys
@@ -713,15 +714,21 @@ class Session:
                                                      self._verify_due, run)
 
     def _screen_moved(self, run: TurnRun) -> bool:
-        """Whether the screen changed since the submit keys went out — compared with the
-        screen *after typing*, so that an input box re-laid out by the typed text (rows
-        shifting, hints disappearing) does not pass for a turn that ran."""
+        """Whether the screen shows the tool took the prompt without showing busy: it changed
+        since the submit keys went out (compared with the screen *after typing*, so that an
+        input box re-laid out by the typed text does not pass for a turn that ran), and the
+        prompt no longer sits in the input line. Movement alone proves nothing: the echo of
+        the typing may arrive after the keys, and a tool still drawing its start-up (or
+        hiding a hint a while after a key) moves the screen around a prompt it never took."""
         if self._stream:
             return True
         assert self.terminal is not None
         ref = run.at_submit or run.before
         assert ref is not None
-        now = self.terminal.snapshot().lines
+        snap = self.terminal.snapshot()
+        now = snap.lines
+        if still_typed(now, snap.cursor[0], run.turn.prompt):
+            return False
         row = ref.cursor[0]  # the input line itself may still change (the keys echo there)
         return [x for i, x in enumerate(now) if i != row] != \
             [x for i, x in enumerate(ref.lines) if i != row]

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from aimterm.errors import NotReady, SessionExited, SpawnError, StartupTimeout, TurnTimeout
+from aimterm.errors import (
+    NotReady,
+    SessionExited,
+    SpawnError,
+    StartupTimeout,
+    SubmitFailed,
+    TurnTimeout,
+)
 from aimterm.events import QuestionAnswered, QuestionPending, StateChanged
 from aimterm.session import Session, TurnStatus
 from aimterm.states import State
@@ -340,3 +347,37 @@ def test_startup_settle_is_separate_from_the_turn_settle() -> None:
         assert turn.busy_to_idle_ms is not None and turn.busy_to_idle_ms < 500
     finally:
         s.stop()
+
+
+#: tests/fakes/late_input.py: its input box is up (and echoes keys) before it takes Enter.
+LATE = r"""
+command: ["{py}", "{fakes}/late_input.py"]
+detect: screen
+terminal: {rows: 24, cols: 80}
+states:
+  - {name: working, state: busy, priority: 20, any: ['^  esc to interrupt$']}
+  - {name: prompt, state: idle, priority: 10, all: ['^─{20,}\n❯.*\n─{20,}$']}
+settle_ms: 50
+startup: {settle_ms: 30}
+submit: {keys: [enter], delay_ms: 50, verify: busy, verify_timeout_ms: 400, retry: 3}
+reply: {from: screen-delta, start: ['^● '], trim: ['^● ']}
+exit: {keys: [ctrl-c], timeout_s: 3}
+"""
+
+
+def test_a_prompt_left_in_the_input_box_is_submitted_again() -> None:
+    # The box reads idle while the welcome line above it is still animated, and Enter is
+    # dropped for the first second: the screen keeps moving, but the prompt stays in the box,
+    # which is no proof the tool took it. The Enter is pressed again until it is taken.
+    with Session(fake_adapter(LATE), env={"FAKE_DEAF_S": "1.0"}) as s:
+        turn = s.send("hello there", timeout=10)
+        assert turn.status is TurnStatus.DONE
+        assert turn.reply == "reply: hello there", s.screen_tail()
+        assert turn.retries >= 1
+
+
+def test_a_prompt_never_taken_fails_to_submit_while_the_screen_moves() -> None:
+    with Session(fake_adapter(LATE), env={"FAKE_DEAF_S": "30"}) as s:
+        with pytest.raises(SubmitFailed, match="did not take the prompt after 4 tries"):
+            s.send("hello there", timeout=10)
+        assert "❯ hello there" in s.screen_tail()

@@ -153,6 +153,21 @@ def echo_span(lines: Sequence[str], prompt: str) -> tuple[int, int] | None:
     return None
 
 
+#: How much of the prompt's end (without whitespace) an input line must show to still hold it.
+_TYPED_TAIL = 16
+
+
+def still_typed(lines: Sequence[str], row: int, prompt: str) -> bool:
+    """Whether the input line ``row`` (the cursor's) still ends with ``prompt``: typed, and
+    not taken — a tool that took a prompt clears its input. The line may be the last of a
+    wrapped prompt, holding only its end; whitespace and a box side are not compared."""
+    want = _squash(prompt)
+    if not want or not 0 <= row < len(lines):
+        return False
+    text = _squash(lines[row]).rstrip(_BOX_SIDES)
+    return text.endswith(want[-_TYPED_TAIL:]) or (len(text) >= 4 and want.endswith(text))
+
+
 def clean_reply(spec: AdapterSpec, lines: Sequence[str], prompt: str,
                 idle_patterns: Sequence[re.Pattern[str]] = ()) -> str:
     """Apply the adapter's ``reply.strip`` to the lines a turn produced."""

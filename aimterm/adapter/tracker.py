@@ -78,7 +78,7 @@ class VerifyStep(str, enum.Enum):
     """What to do when the verify timer fires."""
 
     NOTHING = "nothing"  # verified meanwhile, or the turn is over
-    ACCEPT = "accept"  # too quick to show busy, but the screen visibly changed
+    ACCEPT = "accept"  # too quick to show busy, but the screen shows it took the prompt
     RESEND = "resend"  # press the submit keys again; the timer is due again
     FAIL = "fail"  # retries used up
 
@@ -207,7 +207,8 @@ class TurnTracker:
 
     def verify_fired(self, at: float, screen_moved: bool) -> VerifyStep:
         """The verify timer fired. ``screen_moved``: the screen changed since the submit keys
-        apart from the input line (only asked for when output arrived)."""
+        apart from the input line, and the input line no longer holds the prompt (only asked
+        for when output arrived)."""
         if self.phase is not P.SUBMITTED:
             return VerifyStep.NOTHING
         if self.output_at is not None and screen_moved:
