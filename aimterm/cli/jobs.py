@@ -92,7 +92,7 @@ def run_list(config: str | None, state_dir: str | None, *, limit: int, as_json: 
     rows = [[r["id"], _when(r["started"]), _status(r), str(r["jobs"]),
              ", ".join(f"{n} {s}" for s, n in sorted(r["by_status"].items())),
              r["source"] or "-"] for r in runs]
-    for line in _table(["run", "started", "status", "jobs", "ended", "source"], rows):
+    for line in table(["run", "started", "status", "jobs", "ended", "source"], rows):
         click.echo(line)
     return 0
 
@@ -177,7 +177,8 @@ def _show(config: str | None, state_dir: str | None, ident: str, *, as_json: boo
     return 0
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart: a heading row, then the rows."""
     widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=False)]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
             for row in [head, *rows]]

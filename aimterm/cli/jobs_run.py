@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import click
 
+from aimterm.cli.jobs import table
 from aimterm.config import resolve_config
 from aimterm.errors import DaemonNotRunning
 from aimterm.events import Event, RunStarted, TaskCompleted, TaskFailed, TaskStarted, event_classes
@@ -107,7 +108,7 @@ class _Watch:
             return
         with self._lock:
             now = time.monotonic()
-            lines = [f"run {self.run_id or '…'}"] + _table(
+            lines = [f"run {self.run_id or '…'}"] + table(
                 ["job", "tool", "state", "instance", "elapsed", "attempts"],
                 [[r.job.id, r.job.tool, r.state, r.instance, r.elapsed(now), str(r.attempts)]
                  for r in self.rows.values()])
@@ -117,12 +118,6 @@ class _Watch:
             self._drawn = len(lines)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=False)]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in [head, *rows]]
-
-
 def summary_lines(results: list[JobResult]) -> list[str]:
     rows = []
     for r in results:
@@ -130,7 +125,7 @@ def summary_lines(results: list[JobResult]) -> list[str]:
         rows.append([r.job_id, r.status.value, r.instance or "-", str(r.attempts),
                      f"{r.duration_s.total:.1f}s", str(len(r.files_changed)),
                      why if len(why) <= 70 else why[:69] + "…"])
-    lines = _table(["job", "status", "instance", "attempts", "time", "files", "error"], rows)
+    lines = table(["job", "status", "instance", "attempts", "time", "files", "error"], rows)
     ok = sum(r.success for r in results)
     lines.append(f"{ok} of {len(results)} succeeded")
     lines.extend(f"  {r.job_id}: report {r.error_report_path}" for r in results

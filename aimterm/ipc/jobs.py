@@ -68,6 +68,10 @@ class _Run:
         self.orchestrator = orchestrator
         self.thread: threading.Thread | None = None
 
+    @property
+    def live(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
 
 class DaemonJobs:
     """The runs of one daemon."""
@@ -106,12 +110,11 @@ class DaemonJobs:
         with self._lock:
             if self._closed:
                 raise ProtocolError("the daemon is stopping")
-            live = sum(r.thread is not None and r.thread.is_alive() for r in self._runs.values())
+            live = sum(r.live for r in self._runs.values())
             if live >= MAX_RUNS:
                 raise LimitExceeded("runs", live + 1, MAX_RUNS,
                                     "wait for a run to end, or cancel one (aimterm jobs cancel)")
-            for old in [k for k, r in self._runs.items()
-                        if r.thread is not None and not r.thread.is_alive()]:
+            for old in [k for k, r in self._runs.items() if r.thread is not None and not r.live]:
                 del self._runs[old]  # over: the store has it
             run_id = new_run_id()
             while run_id in self._runs:
@@ -145,8 +148,7 @@ class DaemonJobs:
             raise ProtocolError(f"no run {run_id!r} in the store")
         live = self._runs.get(run_id)
         return {"run": row, "jobs": store.run_jobs(run_id),
-                "running": live is not None and live.thread is not None
-                and live.thread.is_alive()}
+                "running": live is not None and live.live}
 
     # -- the daemon's side ---------------------------------------------------------------------
 

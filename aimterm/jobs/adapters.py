@@ -16,8 +16,9 @@ from typing import Any
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.spec import AdapterSpec
 from aimterm.events import Event
-from aimterm.jobs.attempt import JobFleet, oneshot_attempt, pooled_attempt
+from aimterm.jobs.attempt import InstanceFate, JobFleet, oneshot_attempt, pooled_attempt
 from aimterm.jobs.checks import ACCEPTANCE_TIMEOUT_S
+from aimterm.jobs.lanes import usable
 from aimterm.jobs.loader import jobs_from_data
 from aimterm.jobs.orchestrator import new_run_id
 from aimterm.jobs.result import JobResult, JobStatus
@@ -66,7 +67,7 @@ class JobAdapter:
             attempt = pooled_attempt(fleet, iid, run.job, self.spec, number,
                                      acceptance_timeout_s=self.acceptance_timeout_s)
             again = run.end(attempt)
-            if attempt.restart:
+            if attempt.fate is InstanceFate.RESTART:
                 try:
                     fleet.restart(iid)
                 except Exception:  # noqa: BLE001 - the next attempt picks another instance
@@ -94,9 +95,7 @@ class JobAdapter:
                       store=None, report_dir=None)
 
     def _free_instance(self, fleet: JobFleet) -> str | None:
-        rows = [r for r in fleet.status()
-                if r.get("adapter") == self.name and r.get("lifecycle") == "active"
-                and r.get("state") != "fatal"]
+        rows = [r for r in fleet.status() if r.get("adapter") == self.name and usable(r)]
         idle = [r for r in rows if r.get("state") == "idle"]
         chosen = idle or rows
         return str(chosen[0]["id"]) if chosen else None

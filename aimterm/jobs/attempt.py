@@ -2,14 +2,15 @@
 the ground truth (the acceptance commands, the files that changed) decides how it went.
 
 An attempt never raises for what the tool or the fleet did: every outcome is an
-:class:`Attempt`, whose ``status`` and ``error`` say what happened and whose ``instance_lost``
-and ``restart`` tell the orchestrator what to do with the instance.
+:class:`Attempt`, whose ``status`` and ``error`` say what happened and whose ``instance``
+(:class:`InstanceFate`) tells the orchestrator what became of the instance.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import enum
 import fnmatch
 import os
 import threading
@@ -29,7 +30,7 @@ from aimterm.jobs.spec import Job
 from aimterm.states import State
 from aimterm.turn import Turn, TurnStatus
 
-__all__ = ["Attempt", "JobFleet", "judge", "oneshot_attempt", "pooled_attempt",
+__all__ = ["Attempt", "InstanceFate", "JobFleet", "judge", "oneshot_attempt", "pooled_attempt",
            "turn_timeout_of"]
 
 #: A file turn (aider's ``/add``) or a reset turn takes seconds; this bounds one anyway.
@@ -67,12 +68,19 @@ class JobFleet(Protocol):
     def scale(self, tool: str, count: int) -> None: ...
 
 
+class InstanceFate(str, enum.Enum):
+    """What an attempt left of its pooled instance."""
+
+    KEPT = "kept"  # it can take the next job
+    LOST = "lost"  # it died, or could not take the job: the job goes to another instance
+    RESTART = "restart"  # it timed out: restart it before it takes more work
+
+
 @dataclass
 class Attempt:
     """What one attempt did. ``queued_s`` is the time its turns waited for the instance
     (still starting, say), ``running_s`` the tool's time, ``checking_s`` the acceptance
-    commands'. ``instance_lost``: the instance died or could not take the job (try another);
-    ``restart``: it timed out and must be restarted before it takes more work."""
+    commands'. ``fate``: what became of the instance (pooled attempts)."""
 
     number: int
     mode: str
@@ -89,8 +97,7 @@ class Attempt:
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     screen_tail: list[str] = field(default_factory=list)
-    instance_lost: bool = False
-    restart: bool = False
+    fate: InstanceFate = InstanceFate.KEPT
 
     def to_dict(self) -> dict[str, Any]:
         """The attempt as the error report keeps it."""
@@ -255,18 +262,18 @@ def pooled_attempt(fleet: JobFleet, iid: str, job: Job, adapter: AdapterSpec, nu
         attempt.error = f"the tool asked a question no rule answers: {exc}"
         _interrupt(fleet, iid)
     except TurnTimeout:
-        attempt.status, attempt.restart = JobStatus.TIMED_OUT, True
+        attempt.status, attempt.fate = JobStatus.TIMED_OUT, InstanceFate.RESTART
         attempt.error = f"no reply within {timeout:g} s (timeout_s)"
         # No turn came back to say how long it waited for the instance; the fleet counts a
         # turn's timeout from its start, so the time before that was queued.
         attempt.queued_s = max(attempt.queued_s, time.monotonic() - started - timeout)
     except SessionExited as exc:
-        attempt.error, attempt.instance_lost = f"the instance died: {exc}", True
+        attempt.error, attempt.fate = f"the instance died: {exc}", InstanceFate.LOST
     except AimtermError as exc:
-        attempt.error, attempt.instance_lost = str(exc), True
+        attempt.error, attempt.fate = str(exc), InstanceFate.LOST
     attempt.running_s = max(0.0, time.monotonic() - started - attempt.queued_s)
     attempt.screen_tail = _screen(fleet, iid) if not ok else []
-    if not attempt.instance_lost and not attempt.restart:
+    if attempt.fate is InstanceFate.KEPT:
         _reset(fleet, iid, turns.after)
     if ok:
         judge(attempt, job, env=_job_env(job), acceptance_timeout_s=acceptance_timeout_s,

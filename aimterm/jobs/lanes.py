@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from aimterm.adapter.spec import AdapterSpec
 from aimterm.jobs.attempt import JobFleet
 from aimterm.jobs.spec import Job
 
-__all__ = ["Lane", "LaneKey", "Task", "lane_key"]
+__all__ = ["Lane", "LaneKey", "Task", "lane_key", "usable"]
 
 LaneKey = tuple[str, str | None, tuple[tuple[str, str], ...], tuple[str, ...]]
 
@@ -28,6 +28,12 @@ def lane_key(job: Job) -> LaneKey:
     """Jobs share instances when they need the same tool, in the same folder, with the same
     environment (an instance's folder and environment are fixed when it starts) and tags."""
     return job.tool, job.cwd, tuple(sorted(job.env.items())), tuple(sorted(set(job.tags)))
+
+
+def usable(row: Mapping[str, Any]) -> bool:
+    """Whether an instance (a fleet status row) can be given work: the fleet means to keep it
+    (not draining or retired) and has not given up on it (not FATAL)."""
+    return row.get("lifecycle") == "active" and row.get("state") != "fatal"
 
 
 @dataclass(eq=False)
@@ -42,13 +48,14 @@ class Task:
 class Lane:
     """A queue of tasks and the instance ids that take them."""
 
-    def __init__(self, key: LaneKey, adapter: AdapterSpec, fleet: JobFleet,
-                 owner: Hashable | None = None) -> None:
+    def __init__(self, key: LaneKey, adapter: AdapterSpec, fleet: JobFleet, *,
+                 own: bool = False) -> None:
         self.key = key
         self.adapter = adapter
         self.fleet = fleet
-        #: The fleet this lane started itself (None: instances of a fleet it was given).
-        self.owner = owner
+        #: The fleet is one the orchestrator started for this lane (and may grow), not the
+        #: instances of a fleet it was given.
+        self.own = own
         self._cond = threading.Condition()
         self._queue: collections.deque[Task] = collections.deque()
         self._sticky: dict[str, str] = {}  # job key -> instance id

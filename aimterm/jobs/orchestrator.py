@@ -31,9 +31,9 @@ from aimterm.config import DB_NAME, default_state_dir
 from aimterm.errors import AimtermError
 from aimterm.events import Event, EventBus, RunFinished, RunStarted
 from aimterm.instance import GroupSpec
-from aimterm.jobs.attempt import JobFleet, oneshot_attempt, pooled_attempt
+from aimterm.jobs.attempt import InstanceFate, JobFleet, oneshot_attempt, pooled_attempt
 from aimterm.jobs.checks import ACCEPTANCE_TIMEOUT_S
-from aimterm.jobs.lanes import Lane, LaneKey, Task, lane_key
+from aimterm.jobs.lanes import Lane, LaneKey, Task, lane_key, usable
 from aimterm.jobs.loader import jobs_from_data
 from aimterm.jobs.result import JobResult, JobStatus
 from aimterm.jobs.run import JobRun
@@ -49,10 +49,6 @@ Mode = Literal["auto", "pooled", "oneshot"]
 #: with one instance when its tool has no one-shot form): a batch of jobs in a hundred folders
 #: must not start a hundred agents at once.
 MAX_OWN_INSTANCES = 16
-#: How long a lane waits for the instances it asked for to be listed by the fleet.
-_LIST_TIMEOUT_S = 30.0
-#: How long a restart of a timed-out instance may take before the lane gives it up.
-_RESTART_TIMEOUT_S = 120.0
 
 
 def new_run_id() -> str:
@@ -65,10 +61,10 @@ class Orchestrator:
 
     ``fleet``: where pooled jobs may run — ``"auto"`` (the daemon's fleet when a daemon of
     ``state_dir`` is up), a :class:`~aimterm.fleet.Fleet` (any :class:`JobFleet`), or None
-    (only instances this orchestrator starts). ``instances_per_tool`` bounds the instances it starts per lane;
-    ``max_oneshot`` the one-shot processes at once, ``max_instances`` the instances it
-    starts in all. ``record``: keep runs, jobs, attempts and
-    events in the store of ``state_dir`` and failed jobs' reports beside it.
+    (only instances this orchestrator starts). ``instances_per_tool`` bounds the instances it
+    starts per lane, ``max_oneshot`` the one-shot processes at once, ``max_instances`` the
+    instances it starts in all. ``record``: keep runs, jobs, attempts and events in the store
+    of ``state_dir`` and failed jobs' reports beside it.
     """
 
     def __init__(self, *, instances_per_tool: int = 3, fleet: JobFleet | str | None = "auto",
@@ -262,7 +258,7 @@ class Orchestrator:
             return None
         if not warm and oneshot and self._own_instances() >= self.max_instances:
             return None  # no room for more instances: the lane's jobs run one-shot
-        return Lane(key, adapter, self._own_pool(key, adapter, job), owner=key)
+        return Lane(key, adapter, self._own_pool(key, adapter, job), own=True)
 
     def _own_instances(self) -> int:
         return sum(len(pool.status()) for pool in list(self._pools.values()))
@@ -282,19 +278,14 @@ class Orchestrator:
     def _instances_for(self, lane: Lane, jobs: int) -> list[str]:
         """The instance ids the lane's workers drive: the fitting ones of a given fleet, or
         our own pool grown to ``min(jobs, instances_per_tool)``."""
-        if lane.owner is None:
+        if not lane.own:
             return _fitting_ids(lane.fleet, lane.key)
         others = self._own_instances() - len(lane.fleet.status())
         want = max(1, min(jobs, self.instances_per_tool, self.max_instances - others))
-        rows = [r for r in lane.fleet.status() if r["lifecycle"] == "active"]
-        if len(rows) < want:
+        if sum(r["lifecycle"] == "active" for r in lane.fleet.status()) < want:
+            # (Our pools have no setup hook: the new instances are listed once this returns.)
             lane.fleet.scale(lane.adapter.name, want)
-        deadline = time.monotonic() + _LIST_TIMEOUT_S
-        while True:
-            rows = [r for r in lane.fleet.status() if r["lifecycle"] == "active"]
-            if len(rows) >= want or time.monotonic() > deadline:
-                return [r["id"] for r in rows if r["state"] != "fatal"]
-            time.sleep(0.02)
+        return [r["id"] for r in lane.fleet.status() if usable(r)]
 
     def _work(self, lane: Lane, iid: str,
               futures: dict[int, concurrent.futures.Future[JobResult]]) -> None:
@@ -317,12 +308,12 @@ class Orchestrator:
                                          cancel=self._stop, others=run.others)
                 again = run.end(attempt) and not self._stop.is_set()
                 usable = True
-                if attempt.restart:
+                if attempt.fate is InstanceFate.RESTART:
                     usable = self._restart(lane.fleet, iid)
-                elif attempt.instance_lost:
+                elif attempt.fate is InstanceFate.LOST:
                     usable = _alive(lane.fleet, iid)
                 if again:
-                    if attempt.instance_lost:
+                    if attempt.fate is InstanceFate.LOST:
                         task.avoid.add(iid)
                     lane.put(task, again=True)
                 else:
@@ -424,8 +415,8 @@ def _fitting_ids(fleet: JobFleet, key: LaneKey) -> list[str]:
     given up on, in its folder (when it names one), with its tags."""
     tool, cwd, _env, tags = key
     return [row["id"] for row in fleet.status()
-            if row.get("adapter") == tool and row.get("lifecycle") == "active"
-            and row.get("state") != "fatal" and set(tags) <= set(row.get("tags") or ())
+            if row.get("adapter") == tool and usable(row)
+            and set(tags) <= set(row.get("tags") or ())
             and (cwd is None or _same_dir(row.get("cwd"), cwd))]
 
 
@@ -442,4 +433,4 @@ def _alive(fleet: JobFleet, iid: str) -> bool:
     except AimtermError:
         return False
     row = rows.get(iid)
-    return row is not None and row.get("lifecycle") == "active" and row.get("state") != "fatal"
+    return row is not None and usable(row)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aimterm.events import Event, TaskCompleted, TaskFailed, TaskStarted
-from aimterm.jobs.attempt import Attempt
+from aimterm.jobs.attempt import Attempt, InstanceFate
 from aimterm.jobs.result import Durations, JobResult, JobStatus
 from aimterm.jobs.spec import Job
 from aimterm.statedir import open_private_file, private_dirs
@@ -78,9 +78,8 @@ class JobRun:
         with self._lock:
             self.attempts.append(attempt)
             retry = False
-            if attempt.status is not JobStatus.SUCCEEDED and attempt.status is not \
-                    JobStatus.CANCELLED:
-                if attempt.instance_lost and self._lost < MAX_LOST_RETRIES:
+            if attempt.status not in (JobStatus.SUCCEEDED, JobStatus.CANCELLED):
+                if attempt.fate is InstanceFate.LOST and self._lost < MAX_LOST_RETRIES:
                     self._lost += 1
                     retry = True
                 else:
