@@ -145,3 +145,9 @@ def var_tmp_dir(prefix: str) -> Iterator[Path]:
             VAR_TMP_ROOT.rmdir()
         except OSError:
             pass
+
+
+#: Codex's edit approval, with the file it would write as ``file`` (for an answer rule's
+#: ``when``): the built-in adapter approves nothing, so tests that let codex edit add a rule.
+CODEX_EDIT_QUESTION = (r"Would you like to make the following edits\?(?:\n.*){0,6}?\n"
+                       r"  Destination: (?P<file>/\S+)")

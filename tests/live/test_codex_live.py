@@ -36,7 +36,7 @@ from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, ToolCall, default_reply
 from aimterm.testing.offline import git_workdir
 from aimterm.testing.plugin import OfflineEnv
-from tests.helpers import extended_adapter, var_tmp_dir
+from tests.helpers import CODEX_EDIT_QUESTION, extended_adapter, var_tmp_dir
 from tests.helpers import fleet_result as result
 
 CODEX = find_cli("codex")
@@ -79,8 +79,7 @@ def root() -> Iterator[Path]:
 def approving_adapter(root: Path):  # type: ignore[no-untyped-def]
     """The built-in adapter plus ONE answer rule: approve edits inside an instance's tree."""
     tree = re.escape(str(root)) + r"/inst-\d+/work/"
-    edits = (r"Would you like to make the following edits\?(?:\n.*){0,6}?\n"
-             r"  Destination: (?P<file>/\S+)")
+    edits = CODEX_EDIT_QUESTION
     text = textwrap.dedent(f"""\
         name: codex-approve-edits
         extends: codex

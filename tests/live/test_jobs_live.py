@@ -45,7 +45,7 @@ from aimterm.testing.clis import find_cli
 from aimterm.testing.fakemodel import FakeModel, ToolCall, default_reply
 from aimterm.testing.offline import git_workdir
 from aimterm.testing.plugin import AdapterDir, OfflineEnv
-from tests.helpers import var_tmp_dir
+from tests.helpers import CODEX_EDIT_QUESTION, var_tmp_dir
 
 pytestmark = pytest.mark.aimterm_no_leaks
 
@@ -158,8 +158,7 @@ def tool_for(cli: str, repo: Path, adapters: AdapterDir) -> str:
     as a user running codex jobs would write it."""
     if cli != "codex":
         return cli
-    edits = (r"Would you like to make the following edits\?(?:\n.*){0,6}?\n"
-             r"  Destination: (?P<file>/\S+)")
+    edits = CODEX_EDIT_QUESTION
     adapters.add("codex-jobs", textwrap.dedent(f"""\
         extends: codex
         answers:
