@@ -222,9 +222,10 @@ def test_mixed_tools_pooled_and_oneshot_in_one_batch(orch: Orchestrator, repo: P
                                                      tmp_path: Path) -> None:
     jobs = [rename_job("a", repo), rename_job("b", repo),
             {"id": "sh", "tool": "bash", "cwd": str(repo), "prompt": "echo hi > sh.txt",
-             "acceptance": ["grep -q hi sh.txt"]},
+             "files": ["sh.txt"], "acceptance": ["grep -q hi sh.txt"]},
             {"id": "py", "tool": "python", "cwd": str(repo),
-             "prompt": "open('py.txt', 'w').write('42')", "acceptance": ["grep -q 42 py.txt"]},
+             "prompt": "open('py.txt', 'w').write('42')", "files": ["py.txt"],
+             "acceptance": ["grep -q 42 py.txt"]},
             rename_job("c", repo, tool="demo", env={**FAST, "X": "1"})]
     results = orch.execute_jobs(jobs)
     assert [r.job_id for r in results] == ["a", "b", "sh", "py", "c"]
@@ -235,7 +236,10 @@ def test_mixed_tools_pooled_and_oneshot_in_one_batch(orch: Orchestrator, repo: P
     # bash and python jobs: one-shot.
     assert modes == {"a": "pooled", "b": "pooled", "c": "oneshot", "sh": "oneshot",
                      "py": "oneshot"}
+    # sh and py run at once in one folder: each names its file, so neither is credited with
+    # the other's (a job that names none sees every change made in its folder meanwhile).
     assert results[2].files_changed == (str(repo / "sh.txt"),)
+    assert results[3].files_changed == (str(repo / "py.txt"),)
 
 
 def test_a_lone_job_takes_a_warm_instance_but_starts_none(orch: Orchestrator,
