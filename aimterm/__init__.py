@@ -19,6 +19,8 @@ __all__ = [
     "JobAdapter",
     "JobResult",
     "Orchestrator",
+    "Plan",
+    "PlanRun",
     "Pool",
     "RemoteFleet",
     "RoutingStrategy",
@@ -31,6 +33,7 @@ __all__ = [
     "__version__",
     "launch_cluster",
     "load_adapter",
+    "load_plan",
 ]
 
 _LAZY = {
@@ -54,6 +57,9 @@ _LAZY = {
     "Job": ("aimterm.jobs.spec", "Job"),
     "JobResult": ("aimterm.jobs.result", "JobResult"),
     "JobAdapter": ("aimterm.jobs.adapters", "JobAdapter"),
+    "Plan": ("aimterm.plans.spec", "Plan"),
+    "PlanRun": ("aimterm.plans.runner", "PlanRun"),
+    "load_plan": ("aimterm.plans.loader", "load_plan"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +73,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from aimterm.jobs.orchestrator import Orchestrator
     from aimterm.jobs.result import JobResult
     from aimterm.jobs.spec import Job
+    from aimterm.plans.loader import load_plan
+    from aimterm.plans.runner import PlanRun
+    from aimterm.plans.spec import Plan
     from aimterm.pool import GroupSpec, InstanceSetup, Pool
     from aimterm.router import RoutingStrategy
     from aimterm.session import Session, Turn, TurnStatus

@@ -380,6 +380,47 @@ class TaskFailed(FleetEvent):
     retrying: bool
 
 
+@dataclass(slots=True)
+class StepChanged(FleetEvent):
+    """A step of a plan run moved from ``old`` to ``state`` (``docs/plans.md`` says what
+    each state means); ``reason`` says why when it is not plain progress."""
+
+    kind: ClassVar[str] = "step_changed"
+    run_id: str
+    step_id: str
+    old: str
+    state: str
+    attempt: int
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class StepMerged(FleetEvent):
+    """A step's branch was merged into the run's integration branch and its gate passed on
+    the merged result; ``merge_s`` and ``gate_s`` time the two apart."""
+
+    kind: ClassVar[str] = "step_merged"
+    run_id: str
+    step_id: str
+    branch: str
+    commit: str
+    merge_s: float
+    gate_s: float
+
+
+@dataclass(slots=True)
+class MergeConflictDetected(FleetEvent):
+    """A step's branch conflicts (``predicted``: would conflict, found while it still runs)
+    with ``other``: another step, or ``integration``, the merged work."""
+
+    kind: ClassVar[str] = "merge_conflict_detected"
+    run_id: str
+    step_id: str
+    other: str
+    paths: list[str]
+    predicted: bool
+
+
 def event_classes() -> dict[str, type[Event]]:
     """Every concrete event class by its wire ``kind`` (the abstract bases left out)."""
     found: dict[str, type[Event]] = {}

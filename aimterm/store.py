@@ -14,6 +14,8 @@ migrations in :data:`_MIGRATIONS`, never edited in place.
   silently dropped.
 - ``runs``, ``jobs`` and ``attempts`` keep every batch of jobs, each job's spec and result,
   and each attempt at it, so a result outlives the client that asked for it.
+- ``plan_runs`` and ``plan_steps`` add, for a run that is a plan, where its work goes and each
+  step's state, branch and worktree, so the run can resume after a crash.
 
 One connection is shared by all threads behind a lock; SQLite's own busy timeout covers a
 second process (a CLI reading while the daemon writes).
@@ -127,12 +129,44 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX runs_started ON runs (started)",
     ),
+    (
+        # Plan runs: a run (``runs``, one ``jobs`` row per step) that is a plan, with where
+        # its work goes (``plan_runs``) and each step's state, branch and worktree
+        # (``plan_steps``), updated on every move so a run can resume after a crash.
+        """CREATE TABLE plan_runs (
+            run_id TEXT PRIMARY KEY REFERENCES runs (id),
+            plan_id TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            base TEXT NOT NULL,
+            integration TEXT NOT NULL
+        )""",
+        """CREATE TABLE plan_steps (
+            run_id TEXT NOT NULL REFERENCES plan_runs (run_id),
+            step_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            branch TEXT,
+            worktree TEXT,
+            instance TEXT,
+            started REAL,
+            finished REAL,
+            merge_commit TEXT,
+            snapshot TEXT,
+            error TEXT,
+            detail TEXT,
+            PRIMARY KEY (run_id, step_id)
+        )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSTANCE_FIELDS = ("adapter", "state", "pid", "cwd", "tags", "restarts", "turns", "resume",
                     "updated", "extra")
+_PLAN_STEP_FIELDS = ("state", "attempts", "branch", "worktree", "instance", "started",
+                     "finished", "merge_commit", "snapshot", "error", "detail")
 _INFLIGHT = "running"
 #: The files SQLite opens next to the database, by name.
 _SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -489,6 +523,91 @@ class Store:
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY started, number", params).fetchall()
         return [dict(row) for row in rows]
+
+
+    # -- plan runs ---------------------------------------------------------------------------
+
+    def plan_run_started(self, run_id: str, *, plan_id: str, plan: Mapping[str, Any],
+                         repo: str, base: str, integration: str, source: str | None,
+                         steps: Sequence[Mapping[str, Any]]) -> None:
+        """Record a plan run: its ``runs`` row and a job per step (as :meth:`run_started`),
+        the plan itself, and every step ``pending``."""
+        self.run_started(run_id, steps, source=source)
+        with self._lock, self._transaction() as conn:
+            conn.execute("INSERT INTO plan_runs (run_id, plan_id, plan, repo, base, integration)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, plan_id, json.dumps(dict(plan), ensure_ascii=False), repo,
+                          base, integration))
+            conn.executemany("INSERT INTO plan_steps (run_id, step_id, position, state)"
+                             " VALUES (?, ?, ?, 'pending')",
+                             [(run_id, str(s["id"]), i) for i, s in enumerate(steps)])
+
+    def plan_step_update(self, run_id: str, step_id: str, **fields: Any) -> None:
+        """Change some of a step's columns (``detail`` is kept as JSON)."""
+        bad = set(fields) - set(_PLAN_STEP_FIELDS)
+        if bad:
+            raise ValueError(f"not plan step fields: {', '.join(sorted(bad))}")
+        if "detail" in fields and fields["detail"] is not None:
+            fields["detail"] = json.dumps(fields["detail"], ensure_ascii=False)
+        names = sorted(fields)
+        with self._lock:
+            cur = self._conn.execute(
+                f"UPDATE plan_steps SET {', '.join(f'{n} = ?' for n in names)}"  # noqa: S608
+                " WHERE run_id = ? AND step_id = ?",
+                [fields[n] for n in names] + [run_id, step_id])
+        if cur.rowcount == 0:
+            raise KeyError(f"no step {step_id!r} in plan run {run_id!r}")
+
+    def plan_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Plan runs, newest first: the run's row, the plan's id and where its work went, and
+        how many steps are in each state."""
+        sql = ("SELECT runs.*, plan_runs.plan_id, plan_runs.repo, plan_runs.integration"
+               " FROM plan_runs JOIN runs ON runs.id = plan_runs.run_id"
+               " ORDER BY runs.started DESC, runs.id DESC")
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = [dict(r) for r in self._conn.execute(sql, params).fetchall()]
+            for row in rows:
+                row["by_state"] = {r["state"]: r["n"] for r in self._conn.execute(
+                    "SELECT state, COUNT(*) AS n FROM plan_steps WHERE run_id = ?"
+                    " GROUP BY state", (row["id"],))}
+        return rows
+
+    def plan_run(self, run_id: str) -> dict[str, Any] | None:
+        """One plan run with its plan decoded, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT runs.*, plan_runs.plan_id, plan_runs.plan, plan_runs.repo,"
+                " plan_runs.base, plan_runs.integration FROM plan_runs"
+                " JOIN runs ON runs.id = plan_runs.run_id WHERE run_id = ?",
+                (run_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["plan"] = json.loads(out["plan"])
+        return out
+
+    def plan_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """A plan run's steps in the plan's order, ``detail`` decoded."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM plan_steps WHERE run_id = ? ORDER BY position",
+                (run_id,)).fetchall()
+        out = []
+        for row in rows:
+            step = dict(row)
+            step["detail"] = json.loads(step["detail"]) if step["detail"] else None
+            out.append(step)
+        return out
+
+    def run_reopened(self, run_id: str) -> None:
+        """A finished or interrupted run goes on (``--resume``): running again, by us."""
+        with self._lock:
+            self._conn.execute("UPDATE runs SET status = 'running', finished = NULL, pid = ?"
+                               " WHERE id = ?", (os.getpid(), run_id))
 
 
 def _job_row(row: sqlite3.Row) -> dict[str, Any]:

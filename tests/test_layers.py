@@ -33,6 +33,7 @@ LAYERS = {
     # The Fleet protocol both the in-process cluster and the socket client implement.
     "aimterm.fleet": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
+    "aimterm.plans": 4,  # plans run jobs (L4) in git worktrees
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
     "aimterm.testing.plugin": 5,  # the pytest plugin: fixtures over the public API
     "aimterm.testing": 0,  # helpers for tests (the fake model server): standard library only

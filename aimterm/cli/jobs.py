@@ -73,7 +73,7 @@ def _store(config: str | None, state_dir: str | None) -> Store | None:
     return Store(cfg.db_path, readonly=True)
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
@@ -89,7 +89,7 @@ def run_list(config: str | None, state_dir: str | None, *, limit: int, as_json: 
     if not runs:
         click.echo("no job runs yet (aimterm jobs run FILE)")
         return 0
-    rows = [[r["id"], _when(r["started"]), _status(r), str(r["jobs"]),
+    rows = [[r["id"], when(r["started"]), run_state(r), str(r["jobs"]),
              ", ".join(f"{n} {s}" for s, n in sorted(r["by_status"].items())),
              r["source"] or "-"] for r in runs]
     for line in table(["run", "started", "status", "jobs", "ended", "source"], rows):
@@ -105,7 +105,7 @@ def run_cancel(config: str | None, state_dir: str | None, run_id: str) -> int:
     return 0
 
 
-def _status(run: dict[str, Any]) -> str:
+def run_state(run: dict[str, Any]) -> str:
     """A run still ``running`` whose process is gone was cut short (killed, or the machine
     went down): say so rather than show it running forever."""
     if run["status"] == "running" and run["finished"] is None and run["pid"]:
@@ -157,8 +157,8 @@ def _show(config: str | None, state_dir: str | None, ident: str, *, as_json: boo
                                "events": events}, indent=2, ensure_ascii=False))
         return 0
     assert run is not None
-    click.echo(f"run {run_id}: {_status(run)}, {run['jobs']} jobs, started "
-               f"{_when(run['started'])}, source {run['source'] or '-'}")
+    click.echo(f"run {run_id}: {run_state(run)}, {run['jobs']} jobs, started "
+               f"{when(run['started'])}, source {run['source'] or '-'}")
     for job in jobs:
         result = job["result"] or {}
         click.echo(f"\n{job['id']} ({job['tool']}): {job['status']}")

@@ -329,6 +329,76 @@ def jobs_validate(paths: tuple[str, ...], any_tool: bool, as_json: bool) -> None
 cli.add_command(click.Group("job", commands=jobs.commands, help=jobs.help, hidden=True))
 
 
+
+@cli.command("run")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True,
+              help="Check the plan and print its levels, parallelism, critical path and which "
+                   "steps can run together; run nothing.")
+@click.option("--resume", "resume", metavar="RUN", default=None,
+              help="Go on with an interrupted run: merged steps are not redone, running "
+                   "ones are.")
+@click.option("--keep-worktrees", is_flag=True,
+              help="Keep every step's worktree (one whose work did not merge is always kept).")
+@click.option("--max-concurrency", type=click.IntRange(1, 64), default=None,
+              help="Steps running at once (default: the plan's globals.max_concurrency).")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="Replace ${KEY} in the plan's strings; repeatable.")
+@click.option("-C", "--repo", type=click.Path(file_okay=False, exists=True), default=None,
+              help="The git repository the plan works on (default: the current directory's).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run's result as JSON on stdout (progress on stderr).")
+@_where_options
+@handle_errors
+def run_cmd(plan: str, dry_run: bool, resume: str | None, keep_worktrees: bool,
+            max_concurrency: int | None, variables: tuple[str, ...], repo: str | None,
+            as_json: bool, config: str | None, state_dir: str | None) -> None:
+    """Run PLAN (YAML or JSON): a graph of steps, each a job for one tool in a git worktree
+    and branch of its own (aimterm/PLAN_ID/STEP_ID), merged back one at a time into the
+    integration branch aimterm/PLAN_ID/integration, each merge tested by the step's
+    acceptance tests before the next. Your own checkout is never touched.
+
+    Exit 0 if every step succeeded (or was skipped), 1 if any failed, 130 on Ctrl-C, 2 for
+    a bad plan. docs/plans.md describes the format; aimterm runs show RUN the record.
+    """
+    from aimterm.cli.plans import parse_vars, run_plan
+
+    sys.exit(run_plan(plan, dry_run=dry_run, resume=resume, keep_worktrees=keep_worktrees,
+                      max_concurrency=max_concurrency, variables=parse_vars(variables),
+                      repo=repo, as_json=as_json, config=config, state_dir=state_dir))
+
+
+@cli.group("runs")
+def runs() -> None:
+    """The plan runs the store keeps (aimterm run PLAN makes them)."""
+
+
+@runs.command("list")
+@click.option("-n", "--limit", type=click.IntRange(1, 10000), default=20, show_default=True,
+              help="How many runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="The runs as JSON.")
+@_where_options
+@handle_errors
+def runs_list(limit: int, as_json: bool, config: str | None, state_dir: str | None) -> None:
+    """Plan runs, newest first: plan, status, steps in each state, the integration branch."""
+    from aimterm.cli.plans import run_runs_list
+
+    sys.exit(run_runs_list(config, state_dir, limit=limit, as_json=as_json))
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True,
+              help="The run, its steps, attempts and events as JSON.")
+@_where_options
+@handle_errors
+def runs_show(run_id: str, as_json: bool, config: str | None, state_dir: str | None) -> None:
+    """One plan run: each step's state, attempts, branch, merge commit and error; kept
+    worktrees, conflicts and failed gates with their output."""
+    from aimterm.cli.plans import run_runs_show
+
+    sys.exit(run_runs_show(config, state_dir, run_id, as_json=as_json))
+
 @cli.group()
 def cluster() -> None:
     """Run a cluster daemon and manage it (up, status, scale, restart, down), and print the
