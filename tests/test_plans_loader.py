@@ -651,3 +651,11 @@ def test_example_workstream() -> None:
     assert p.globals.max_concurrency == 2
     assert PlanGraph(p).levels() == [["code", "docs"], ["check"]]
     assert all(s.acceptance for s in p.steps)
+
+
+@pytest.mark.parametrize("sid", ["integration", "a..b", "a.", "a.lock"])
+def test_step_ids_that_cannot_name_a_branch(tmp_path: Path, sid: str) -> None:
+    text = f"plan_id: p\nsteps:\n  - id: '{sid}'\n    tool: demo\n    prompt: x\n"
+    assert error(tmp_path, text) == (
+        f"P:3: steps[0].id: {sid!r} cannot name a step (its branch would be "
+        f"aimterm/PLAN/{sid}, which git or the run's integration branch takes)")

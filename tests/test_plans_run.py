@@ -250,3 +250,19 @@ def test_not_a_git_repository_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
     with pytest.raises(PlanError, match="not inside a git repository"):
         PlanRun(plan, repo=tmp_path / "plain", state_dir=tmp_path / "state")
+
+
+def test_a_second_run_sets_the_first_runs_branches_aside(repo: Path, tmp_path: Path) -> None:
+    steps = [{**edit("bad", "a.py", "x"), "acceptance_tests": ["false"],
+              "on_failure": "continue"}, edit("good", "b.py", "y")]
+    first = run(repo, tmp_path, steps)
+    second = run(repo, tmp_path, steps)
+    assert states(second) == {"bad": "failed", "good": "succeeded"}
+    assert sorted(second.set_aside) == [f"aimterm/p/bad.{first.run_id}",
+                                        f"aimterm/p/integration.{first.run_id}"]
+    # Nothing of the first run is lost: its merged work and its failed step's branch remain.
+    assert git(repo, "rev-parse", f"aimterm/p/integration.{first.run_id}") == first.head
+    kept = first.step("bad").worktree
+    assert kept is not None and (Path(kept) / "a.py").read_text() == "x\n"
+    assert git(Path(kept), "branch", "--show-current") == f"aimterm/p/bad.{first.run_id}"
+    assert show(repo, f"refs/aimterm/snapshots/{first.run_id}/bad", "a.py") == "x"

@@ -99,6 +99,8 @@ def _summary(result: Any) -> list[str]:
                  f"merged or done in {result.duration_s:.1f}s")
     lines.append(f"the merged work: branch {result.integration} at {result.head[:10]} "
                  f"(git log --graph {result.integration}; git merge {result.integration})")
+    for name in result.set_aside:
+        lines.append(f"  an earlier run's branch, renamed to make room: {name}")
     for path in result.kept_worktrees:
         lines.append(f"  kept (work not merged): {path}")
     lines.append(f"(aimterm runs show {result.run_id})")

@@ -68,6 +68,8 @@ _SHAPE_HELP = ("a plan (plan_id: ..., steps: [...]) or a workstream (id: ..., wi
                "tool and tasks)")
 
 _PLAN_KEYS = ("plan_id", "version", "description", "metadata", "globals", "steps")
+#: Step ids that would clash with the branches and folders of the run itself.
+RESERVED_STEP_IDS = frozenset({"integration", "_integration"})
 _GLOBALS_KEYS = ("max_concurrency", "default_timeout_sec", "default_retries", "env", "setup")
 _STEP_KEYS = ("id", "name", "description", "tool", "prompt", "tasks", "depends_on",
               "files_scope", "conflict_group", "timeout_sec", "retries", "retry_delay_sec",
@@ -314,6 +316,11 @@ class _Reader:
             id_key = key + ("id",)
         else:
             id_key = key
+        if step_id in RESERVED_STEP_IDS or ".." in step_id or step_id.endswith((".", ".lock")):
+            # Each step's id names its branch, aimterm/PLAN/STEP, beside the run's own.
+            raise c.fail(id_key, f"{step_id!r} cannot name a step (its branch would be "
+                                 f"aimterm/PLAN/{step_id}, which git or the run's "
+                                 "integration branch takes)")
         if step_id in self.id_keys:
             first = self.id_keys[step_id]
             where = f", line {c.doc.line(first)}" if c.lines else ""

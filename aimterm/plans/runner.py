@@ -20,8 +20,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,14 @@ from aimterm.events import (
 from aimterm.jobs.result import JobResult, JobStatus
 from aimterm.jobs.spec import Job
 from aimterm.plans.git import Git, GitError, head, repo_root
+from aimterm.plans.history import (
+    PlanError,
+    recorded_states,
+    set_aside_earlier_branches,
+    undo_unfinished_merges,
+)
 from aimterm.plans.radar import INTEGRATION, predict
+from aimterm.plans.result import PlanResult, StepOutcome, StepRecord
 from aimterm.plans.scheduler import TERMINAL, Change, Scheduler, StepState
 from aimterm.plans.spec import Plan, Step
 from aimterm.plans.train import MergeOutcome, MergeTrain
@@ -53,93 +59,6 @@ __all__ = ["PlanError", "PlanResult", "PlanRun", "StepOutcome"]
 RADAR_INTERVAL_S = 1.0
 #: How long the gate of one merge may run (seconds), as an acceptance command's.
 GATE_TIMEOUT_S = 600.0
-
-
-class PlanError(AimtermError):
-    """A plan run cannot start or go on (its repository, its record, a resume that does not
-    fit)."""
-
-
-@dataclass
-class _Record:
-    """What the runner knows of a step beyond its state: where its work is, what it took."""
-
-    step_id: str
-    worktree: Worktree | None = None
-    instance: str | None = None
-    mode: str | None = None
-    started: float | None = None  # wall clock of its first attempt
-    began: float | None = None  # monotonic: the current attempt's start
-    elapsed: float = 0.0  # monotonic seconds over every attempt so far
-    merge_commit: str | None = None
-    snapshot: str | None = None
-    result: dict[str, Any] | None = None
-    conflicts: list[str] = field(default_factory=list)
-    gate: list[dict[str, Any]] = field(default_factory=list)
-    predicted: list[str] = field(default_factory=list)  # steps (or "integration") it collides with
-    timings: dict[str, float] = field(default_factory=lambda: {
-        "worktree_s": 0.0, "run_s": 0.0, "commit_s": 0.0, "merge_s": 0.0, "gate_s": 0.0})
-
-    def detail(self) -> dict[str, Any]:
-        return {"conflicts": self.conflicts, "gate": self.gate, "predicted": self.predicted,
-                "timings": {k: round(v, 3) for k, v in self.timings.items()},
-                "result": self.result, "mode": self.mode}
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """How one step ended."""
-
-    step_id: str
-    state: str
-    attempts: int
-    branch: str | None
-    worktree: str | None  # kept on disk (it has work that is not merged), else None
-    merge_commit: str | None
-    error: str | None
-    elapsed_s: float
-    timings: Mapping[str, float]
-    conflicts: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["timings"] = dict(self.timings)
-        out["conflicts"] = list(self.conflicts)
-        return out
-
-
-@dataclass(frozen=True)
-class PlanResult:
-    """How a plan run ended: ``status`` ``succeeded`` (every step succeeded or was skipped),
-    ``failed`` or ``cancelled``; ``integration`` is the branch holding the merged work and
-    ``head`` its commit."""
-
-    run_id: str
-    plan_id: str
-    status: str
-    repo: str
-    integration: str
-    head: str
-    steps: tuple[StepOutcome, ...]
-    duration_s: float
-
-    @property
-    def success(self) -> bool:
-        return self.status == "succeeded"
-
-    @property
-    def kept_worktrees(self) -> list[str]:
-        return [s.worktree for s in self.steps if s.worktree]
-
-    def step(self, step_id: str) -> StepOutcome:
-        return next(s for s in self.steps if s.step_id == step_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "plan_id": self.plan_id, "status": self.status,
-                "repo": self.repo, "integration": self.integration, "head": self.head,
-                "duration_s": round(self.duration_s, 3),
-                "kept_worktrees": self.kept_worktrees,
-                "steps": [s.to_dict() for s in self.steps]}
 
 
 class PlanRun:
@@ -182,12 +101,14 @@ class PlanRun:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._git = threading.Lock()
-        self._records = {s.id: _Record(s.id) for s in plan.steps}
+        self._records = {s.id: StepRecord(s.id) for s in plan.steps}
         self._orchestrators: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._seen_predictions: set[tuple[str, str]] = set()
         self.scheduler: Scheduler | None = None
+        #: Branches of an earlier run of the plan, renamed to make room for this one's.
+        self.set_aside: list[str] = []
         self.worktrees = Worktrees(self.repo, plan_id=plan.id, run_id=self.run_id)
         self.train = MergeTrain(self.repo, plan_id=plan.id, run_id=self.run_id)
 
@@ -243,11 +164,17 @@ class PlanRun:
         """Open the merge train and the scheduler: afresh, or from the run's record."""
         resume: dict[str, tuple[StepState, int]] = {}
         if self._resume:
-            resume = self._recorded(store)
+            resume = recorded_states(store, self.plan, self.run_id)
         with self._git:
+            if not self._resume:
+                self.set_aside = set_aside_earlier_branches(
+                    store, self.plan, self.repo,
+                    [self.train.branch] + [self.worktrees.branch_name(s.id)
+                                           for s in self.plan.steps])
             self.train.open()
             if self._resume:
-                self._undo_unfinished_merges(resume)
+                undo_unfinished_merges(self.train.path, self.run_id, self.train.head(),
+                                       self.worktrees.branch_name, resume)
         self.scheduler = Scheduler(self.plan, max_concurrency=self._max_concurrency,
                                    resume=resume)
         for wt in self.worktrees.existing():
@@ -260,44 +187,6 @@ class PlanRun:
                 source=self.plan.source,
                 steps=[{"id": s.id, "tool": s.tool, **s.to_dict()} for s in self.plan.steps])
         self._flush()
-
-    def _recorded(self, store: Store | None) -> dict[str, tuple[StepState, int]]:
-        if store is None:
-            raise PlanError("--resume needs the run's record (the store)")
-        row = store.plan_run(self.run_id)
-        if row is None:
-            raise PlanError(f"no plan run {self.run_id!r} in {store.path} "
-                            "(aimterm runs list shows them)")
-        if row["plan_id"] != self.plan.id:
-            raise PlanError(f"run {self.run_id} ran plan {row['plan_id']!r}, not "
-                            f"{self.plan.id!r}")
-        if row["status"] == "running" and row["pid"] and row["pid"] != os.getpid() \
-                and _alive(int(row["pid"])):
-            raise PlanError(f"run {self.run_id} is still running (pid {row['pid']})")
-        steps = store.plan_steps(self.run_id)
-        recorded = [s["step_id"] for s in steps]
-        if recorded != [s.id for s in self.plan.steps]:
-            raise PlanError(f"the plan's steps changed since run {self.run_id} "
-                            f"(recorded: {', '.join(recorded)}); start a new run")
-        store.run_reopened(self.run_id)
-        return {s["step_id"]: (StepState(s["state"]), int(s["attempts"])) for s in steps}
-
-    def _undo_unfinished_merges(self, resume: Mapping[str, tuple[StepState, int]]) -> None:
-        """A merge the crash interrupted (half done, or done but not confirmed by its gate)
-        is taken back to its rollback tag, to be merged again."""
-        git = Git(self.train.path)
-        if git.run("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).returncode == 0:
-            git.run("merge", "--abort")
-        for sid, (state, _) in resume.items():
-            if state is not StepState.MERGING:
-                continue
-            tag = f"refs/tags/aimterm/{self.run_id}/pre-{sid}"
-            found = git.run("rev-parse", "-q", "--verify", tag + "^{commit}", check=False)
-            if found.returncode == 0 and found.stdout.strip() != self.train.head():
-                branch = self.worktrees.branch_name(sid)
-                merged = git.run("merge-base", "--is-ancestor", branch, "HEAD", check=False)
-                if merged.returncode == 0:
-                    git.run("reset", "--hard", found.stdout.strip())
 
     def _schedule(self) -> None:
         sched = self.scheduler
@@ -571,7 +460,8 @@ class PlanRun:
             state = change.new if change is not None else self.scheduler.state(sid)
             fields: dict[str, Any] = {
                 "state": state.value, "attempts": self.scheduler.attempts(sid),
-                "branch": self.worktrees.branch_name(sid) if rec.worktree else None,
+                "branch": self.worktrees.branch_name(sid)
+                if rec.worktree or rec.merge_commit else None,
                 "worktree": str(rec.worktree.path) if rec.worktree else None,
                 "instance": rec.instance, "started": rec.started,
                 "merge_commit": rec.merge_commit, "snapshot": rec.snapshot,
@@ -622,7 +512,7 @@ class PlanRun:
         return PlanResult(run_id=self.run_id, plan_id=self.plan.id, status=status,
                           repo=str(self.repo), integration=self.train.branch,
                           head=head(self.repo, self.train.branch), steps=tuple(steps),
-                          duration_s=duration)
+                          duration_s=duration, set_aside=tuple(self.set_aside))
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -656,11 +546,3 @@ class PlanRun:
         self.bus.emit(event)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

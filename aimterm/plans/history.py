@@ -1,0 +1,105 @@
+"""What a plan run finds of earlier runs: its own record, to go on with (``--resume``), and an
+earlier run's branches, set aside so that a new run of the plan loses nothing of them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from aimterm.errors import AimtermError
+from aimterm.plans.git import Git, branch_exists
+from aimterm.plans.scheduler import StepState
+from aimterm.plans.spec import Plan
+from aimterm.store import Store
+
+__all__ = ["PlanError", "alive", "recorded_states", "set_aside_earlier_branches",
+           "undo_unfinished_merges"]
+
+
+class PlanError(AimtermError):
+    """A plan run cannot start or go on (its repository, its record, a resume that does not
+    fit)."""
+
+
+def set_aside_earlier_branches(store: Store | None, plan: Plan, repo: Path,
+                               names: list[str]) -> list[str]:
+    """A new run of a plan that ran here before: the earlier run's branches among ``names``
+    (its merged work, a step's branch kept after a conflict) are renamed
+    ``NAME.EARLIER_RUN``, not overwritten, so nothing of it is lost; the new names. Refused
+    while that run is still going."""
+    earlier = None
+    if store is not None:
+        for row in store.plan_runs():
+            if row["plan_id"] == plan.id and row["repo"] == str(repo):
+                earlier = row
+                break
+    if earlier is not None and earlier["status"] == "running" and earlier["pid"] \
+            and earlier["pid"] != os.getpid() and alive(int(earlier["pid"])):
+        raise PlanError(f"run {earlier['id']} of plan {plan.id!r} is still running here "
+                        f"(pid {earlier['pid']}); wait for it, or stop it and go on with it "
+                        f"(--resume {earlier['id']})")
+    suffix = earlier["id"] if earlier is not None else time.strftime("%Y%m%d-%H%M%S")
+    git = Git(repo)
+    moved = []
+    for name in names:
+        if branch_exists(repo, name):
+            git.run("branch", "-m", name, f"{name}.{suffix}")
+            moved.append(f"{name}.{suffix}")
+    return moved
+
+
+def recorded_states(store: Store | None, plan: Plan,
+                    run_id: str) -> dict[str, tuple[StepState, int]]:
+    """The states and attempt counts run ``run_id`` recorded, checked against ``plan``; the
+    run is marked running again (by this process)."""
+    if store is None:
+        raise PlanError("--resume needs the run's record (the store)")
+    row = store.plan_run(run_id)
+    if row is None:
+        raise PlanError(f"no plan run {run_id!r} in {store.path} "
+                        "(aimterm runs list shows them)")
+    if row["plan_id"] != plan.id:
+        raise PlanError(f"run {run_id} ran plan {row['plan_id']!r}, not {plan.id!r}")
+    if row["status"] == "running" and row["pid"] and row["pid"] != os.getpid() \
+            and alive(int(row["pid"])):
+        raise PlanError(f"run {run_id} is still running (pid {row['pid']})")
+    steps = store.plan_steps(run_id)
+    recorded = [s["step_id"] for s in steps]
+    if recorded != [s.id for s in plan.steps]:
+        raise PlanError(f"the plan's steps changed since run {run_id} "
+                        f"(recorded: {', '.join(recorded)}); start a new run")
+    store.run_reopened(run_id)
+    return {s["step_id"]: (StepState(s["state"]), int(s["attempts"])) for s in steps}
+
+
+def undo_unfinished_merges(integration: Path, run_id: str, head: str,
+                           branch_of: Callable[[str], str],
+                           resume: Mapping[str, tuple[StepState, int]]) -> None:
+    """A merge the crash interrupted (half done, or done but not confirmed by its gate) is
+    taken back to its rollback tag, to be merged again. ``integration``: the train's
+    worktree; ``head``: its head now; ``branch_of``: a step's branch."""
+    git = Git(integration)
+    if git.run("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).returncode == 0:
+        git.run("merge", "--abort")
+    for sid, (state, _) in resume.items():
+        if state is not StepState.MERGING:
+            continue
+        tag = f"refs/tags/aimterm/{run_id}/pre-{sid}"
+        found = git.run("rev-parse", "-q", "--verify", tag + "^{commit}", check=False)
+        if found.returncode == 0 and found.stdout.strip() != head:
+            merged = git.run("merge-base", "--is-ancestor", branch_of(sid), "HEAD",
+                             check=False)
+            if merged.returncode == 0:
+                git.run("reset", "--hard", found.stdout.strip())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
