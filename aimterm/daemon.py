@@ -169,6 +169,7 @@ class Daemon:
         self._stopped = True
         self.io.run_sync(self.record, DaemonStopping(None, pid=os.getpid()))
         self.ops.jobs.shutdown(timeout)  # runs end (cancelled) while the fleet still answers
+        self.ops.plans.shutdown(timeout)
         self.pool.shutdown(timeout)
 
         def finish() -> int:

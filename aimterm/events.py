@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -431,6 +431,14 @@ def event_classes() -> dict[str, type[Event]]:
         if cls not in (Event, FleetEvent):
             found[cls.kind] = cls
     return dict(sorted(found.items()))
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """An event of the history (a line of the store, or of the ``events`` stream) as its
+    class; fields the class does not have (``seq``, ``turn_id``) are left out."""
+    cls = event_classes()[data["kind"]]
+    names = {f.name for f in dataclasses.fields(cls)} - {"ts", "mono"}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def event_fields(cls: type[Event]) -> list[str]:

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,3 +153,40 @@ def test_a_run_killed_mid_way_resumes_to_the_same_tree(repo: Path, tmp_path: Pat
     tree = git(repo, "rev-parse", f"{doc['integration']}^{{tree}}")
     assert tree == git(other, "rev-parse", f"{json.loads(alone.stdout)['integration']}^{{tree}}")
     assert git(repo, "status", "--porcelain") == ""  # the user's checkout, untouched
+
+
+def test_with_a_daemon_up_the_daemon_runs_the_plan(tmp_path: Path) -> None:
+    from tests.test_jobs_cli import _cluster
+    from tests.test_jobs_cli import aimterm as at
+
+    root = Path(tempfile.mkdtemp(prefix="atp-", dir="/tmp"))  # short: the socket lives in it
+    try:
+        repo = make_repo(root / "repo", {"README": "start\n"})
+        config = _cluster(root, repo)
+        try:
+            plan = chain_plan(root / "chain.json")
+            out = at(root, "run", str(plan), "-C", str(repo), "-c", str(config))
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "in the daemon, 4 steps" in out.stdout and "d: merged" in out.stdout
+            run_id = out.stdout.split()[2].rstrip(":")
+            # The daemon's store has it, and its event stream carried the steps' moves.
+            shown = json.loads(at(root, "runs", "show", run_id, "--json", "-c",
+                                  str(config)).stdout)
+            assert [s["state"] for s in shown["steps"]] == ["succeeded"] * 4
+            events = at(root, "events", "--json", "--kind", "step_merged", "-c", str(config))
+            assert sorted(json.loads(line)["step_id"] for line in events.stdout.splitlines()
+                          ) == ["a", "b", "c", "d"]
+            for sid in "abcd":
+                assert git(repo, "show", f"aimterm/chain/integration:{sid}.txt") == f"{sid} done"
+            # A run that cannot start is the reply's error: one line, exit non-zero.
+            again = at(root, "run", str(plan), "-C", str(root), "-c", str(config))
+            assert again.returncode != 0 and again.stderr.count("\n") == 1
+            assert "not inside a git repository" in again.stderr
+            # --local runs it here, even with the daemon up.
+            local = at(root, "run", str(plan), "-C", str(repo), "--local", "--json", "-c",
+                       str(config))
+            assert local.returncode == 0 and json.loads(local.stdout)["status"] == "succeeded"
+        finally:
+            assert at(root, "cluster", "down", "-c", str(config)).returncode == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

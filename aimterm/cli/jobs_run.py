@@ -12,7 +12,6 @@ each ends ``cancelled``), 2 for a bad job file.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -26,7 +25,14 @@ import click
 from aimterm.cli.jobs import table
 from aimterm.config import resolve_config
 from aimterm.errors import DaemonNotRunning
-from aimterm.events import Event, RunStarted, TaskCompleted, TaskFailed, TaskStarted, event_classes
+from aimterm.events import (
+    Event,
+    RunStarted,
+    TaskCompleted,
+    TaskFailed,
+    TaskStarted,
+    event_from_dict,
+)
 from aimterm.ipc.client import ControlClient
 from aimterm.jobs.loader import load_jobs, load_jobs_text
 from aimterm.jobs.orchestrator import Orchestrator
@@ -144,13 +150,6 @@ def _load(path: str) -> list[Job]:
 _RUN_KINDS = ["run_started", "task_started", "task_failed", "task_completed", "run_finished"]
 
 
-def _event(data: dict[str, Any]) -> Event:
-    """An event of the daemon's log as its class (the watcher reads typed events)."""
-    cls = event_classes()[data["kind"]]
-    names = {f.name for f in dataclasses.fields(cls)} - {"ts", "mono"}
-    return cls(**{k: v for k, v in data.items() if k in names})
-
-
 class _Local:
     """The jobs run in this process (no daemon, or ``--local``)."""
 
@@ -204,7 +203,7 @@ class _Remote:
                 if data.get("run_id") != self.run_id:
                     continue
                 if self.watch is not None:
-                    self.watch.on_event(_event(data))
+                    self.watch.on_event(event_from_dict(data))
                 if data["kind"] == "run_finished":
                     break
             got = client.request("jobs_get", {"run_id": self.run_id})

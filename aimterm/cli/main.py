@@ -346,26 +346,32 @@ cli.add_command(click.Group("job", commands=jobs.commands, help=jobs.help, hidde
               help="Replace ${KEY} in the plan's strings; repeatable.")
 @click.option("-C", "--repo", type=click.Path(file_okay=False, exists=True), default=None,
               help="The git repository the plan works on (default: the current directory's).")
+@click.option("--local", is_flag=True,
+              help="Run the plan in this process even when a daemon is up (by default the "
+                   "daemon runs it, and it goes on if this command goes away).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run's result as JSON on stdout (progress on stderr).")
 @_where_options
 @handle_errors
 def run_cmd(plan: str, dry_run: bool, resume: str | None, keep_worktrees: bool,
             max_concurrency: int | None, variables: tuple[str, ...], repo: str | None,
-            as_json: bool, config: str | None, state_dir: str | None) -> None:
+            local: bool, as_json: bool, config: str | None, state_dir: str | None) -> None:
     """Run PLAN (YAML or JSON): a graph of steps, each a job for one tool in a git worktree
     and branch of its own (aimterm/PLAN_ID/STEP_ID), merged back one at a time into the
     integration branch aimterm/PLAN_ID/integration, each merge tested by the step's
     acceptance tests before the next. Your own checkout is never touched.
 
-    Exit 0 if every step succeeded (or was skipped), 1 if any failed, 130 on Ctrl-C, 2 for
-    a bad plan. docs/plans.md describes the format; aimterm runs show RUN the record.
+    With a daemon up the daemon runs it (it goes on if this command goes away); else it
+    runs here. Exit 0 if every step succeeded (or was skipped), 1 if any failed, 130 on
+    Ctrl-C, 2 for a bad plan. docs/plans.md describes the format; aimterm runs show RUN the
+    record.
     """
     from aimterm.cli.plans import parse_vars, run_plan
 
     sys.exit(run_plan(plan, dry_run=dry_run, resume=resume, keep_worktrees=keep_worktrees,
                       max_concurrency=max_concurrency, variables=parse_vars(variables),
-                      repo=repo, as_json=as_json, config=config, state_dir=state_dir))
+                      repo=repo, as_json=as_json, config=config, state_dir=state_dir,
+                      local=local))
 
 
 @cli.group("runs")

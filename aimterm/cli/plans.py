@@ -10,6 +10,7 @@ steps are stopped and end ``cancelled``; ``--resume`` goes on), 2 for a bad plan
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -90,26 +91,97 @@ class _Watch:
             self._drawn = len(lines)
 
 
-def _summary(result: Any) -> list[str]:
-    rows = [[s.step_id, s.state, str(s.attempts), f"{s.elapsed_s:.1f}s",
-             (s.merge_commit or "")[:10] or "-", _short(s.error) or "-"] for s in result.steps]
+def _summary(result: dict[str, Any]) -> list[str]:
+    steps = result["steps"]
+    rows = [[s["step_id"], s["state"], str(s["attempts"]), f"{s['elapsed_s']:.1f}s",
+             (s["merge_commit"] or "")[:10] or "-", _short(s["error"]) or "-"] for s in steps]
     lines = table(["step", "state", "attempts", "time", "merged", "error"], rows)
-    done = sum(s.state == "succeeded" for s in result.steps)
-    lines.append(f"run {result.run_id}: {result.status}: {done} of {len(result.steps)} steps "
-                 f"merged or done in {result.duration_s:.1f}s")
-    lines.append(f"the merged work: branch {result.integration} at {result.head[:10]} "
-                 f"(git log --graph {result.integration}; git merge {result.integration})")
-    for name in result.set_aside:
+    done = sum(s["state"] == "succeeded" for s in steps)
+    lines.append(f"run {result['run_id']}: {result['status']}: {done} of {len(steps)} steps "
+                 f"merged or done in {result['duration_s']:.1f}s")
+    branch = result["integration"]
+    lines.append(f"the merged work: branch {branch} at {result['head'][:10]} "
+                 f"(git log --graph {branch}; git merge {branch})")
+    for name in result.get("set_aside") or []:
         lines.append(f"  an earlier run's branch, renamed to make room: {name}")
-    for path in result.kept_worktrees:
+    for path in result.get("kept_worktrees") or []:
         lines.append(f"  kept (work not merged): {path}")
-    lines.append(f"(aimterm runs show {result.run_id})")
+    lines.append(f"(aimterm runs show {result['run_id']})")
     return lines
+
+
+#: The events a client following a plan run in the daemon reads.
+_RUN_KINDS = ["run_started", "step_changed", "step_merged", "merge_conflict_detected",
+              "run_finished"]
+
+
+def _daemon_socket(cfg: Any, local: bool) -> str | None:
+    from aimterm.errors import DaemonNotRunning
+    from aimterm.ipc.client import ControlClient
+
+    if local or not cfg.socket_path.exists():
+        return None
+    try:
+        ControlClient(str(cfg.socket_path), timeout=10.0).close()
+    except DaemonNotRunning:
+        return None
+    return str(cfg.socket_path)
+
+
+class _Remote:
+    """The plan runs in the daemon: it goes on if this client goes away; this client follows
+    its events and reads its result at the end."""
+
+    def __init__(self, socket: str, request: dict[str, Any], watch: _Watch | None) -> None:
+        self.socket, self.request, self.watch = socket, request, watch
+        self.run_id: str | None = None
+
+    def run(self) -> dict[str, Any]:
+        from aimterm.events import event_from_dict
+        from aimterm.ipc.client import ControlClient
+
+        with ControlClient(self.socket, timeout=60.0) as client:
+            reply = client.request("plans_run", self.request)
+            self.run_id = reply["run_id"]
+            if self.watch is not None:
+                self.watch._line(f"run {self.run_id}: in the daemon, {reply['steps']} steps")
+            stream = client.open_stream("events", {"since": reply["since"], "follow": True,
+                                                   "kinds": _RUN_KINDS}, timeout=None)
+            for data in stream:
+                if data.get("run_id") != self.run_id:
+                    continue
+                if self.watch is not None:
+                    self.watch.on_event(event_from_dict(data))
+                if data["kind"] == "run_finished":
+                    break
+        with ControlClient(self.socket, timeout=60.0) as client:
+            deadline = time.monotonic() + 60.0
+            while True:  # (run_finished is written just before the result is kept)
+                got = client.request("plans_get", {"run_id": self.run_id})
+                if got["result"] is not None or got["failure"] \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        if got["result"] is None:
+            from aimterm.errors import AimtermError
+
+            raise AimtermError(f"run {self.run_id} stopped in the daemon: "
+                               f"{got['failure'] or 'it kept no result'} "
+                               f"(aimterm runs show {self.run_id})")
+        return dict(got["result"])
+
+    def cancel(self) -> None:
+        from aimterm.ipc.client import ControlClient
+
+        if self.run_id is not None:
+            with ControlClient(self.socket, timeout=30.0) as client:
+                client.request("plans_cancel", {"run_id": self.run_id})
 
 
 def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bool,
              max_concurrency: int | None, variables: dict[str, str], repo: str | None,
-             as_json: bool, config: str | None, state_dir: str | None) -> int:
+             as_json: bool, config: str | None, state_dir: str | None,
+             local: bool = False) -> int:
     from aimterm.adapter.registry import AdapterRegistry
     from aimterm.plans.loader import load_plan
 
@@ -125,31 +197,42 @@ def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bo
         else:
             click.echo(dry_run_text(plan, width), nl=False)
         return 0
-    from aimterm.plans.runner import PlanRun
-
     cfg = resolve_config(config, state_dir)
-    live = not as_json and sys.stdout.isatty()
-    watch = _Watch(sys.stdout if not as_json else sys.stderr, live)
     quiet = as_json and not sys.stderr.isatty()
-    runner = PlanRun(plan, repo=repo or Path.cwd(), run_id=resume, resume=resume is not None,
-                     state_dir=cfg.state_dir, max_concurrency=max_concurrency,
-                     keep_worktrees=keep_worktrees,
-                     on_event=None if quiet else watch.on_event)
-    watch.runner = runner
-    outcome: list[Any] = []
+    socket = _daemon_socket(cfg, local)
+    runner: Any
+    if socket is not None:
+        watch = _Watch(sys.stdout if not as_json else sys.stderr, live=False)
+        runner = _Remote(socket, {
+            "plan": plan.to_dict(), "repo": os.path.abspath(repo or os.getcwd()),
+            "source": os.path.abspath(path), "resume": resume,
+            "max_concurrency": max_concurrency, "keep_worktrees": keep_worktrees},
+            None if quiet else watch)
+    else:
+        from aimterm.plans.runner import PlanRun
+
+        watch = _Watch(sys.stdout if not as_json else sys.stderr,
+                       live=not as_json and sys.stdout.isatty())
+        runner = PlanRun(plan, repo=repo or Path.cwd(), run_id=resume,
+                         resume=resume is not None, state_dir=cfg.state_dir,
+                         max_concurrency=max_concurrency, keep_worktrees=keep_worktrees,
+                         on_event=None if quiet else watch.on_event)
+        watch.runner = runner
+        if not quiet and not watch.live:
+            watch._line(f"run {runner.run_id}: plan {plan.id}, {len(plan.steps)} steps")
+    outcome: list[dict[str, Any]] = []
     error: list[BaseException] = []
     done = threading.Event()
 
     def go() -> None:
         try:
-            outcome.append(runner.run())
+            got = runner.run()
+            outcome.append(got if isinstance(got, dict) else got.to_dict())
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             error.append(exc)
         finally:
             done.set()
 
-    if not quiet and not live:
-        watch._line(f"run {runner.run_id}: plan {plan.id}, {len(plan.steps)} steps")
     worker = threading.Thread(target=go, name="aimterm-plan-run", daemon=True)
     interrupted = False
     try:
@@ -168,14 +251,14 @@ def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bo
         raise error[0]
     result = outcome[0]
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         click.echo("")
         for line in _summary(result):
             click.echo(line)
     if interrupted:
         return 130
-    return 0 if result.success else 1
+    return 0 if result["status"] == "succeeded" else 1
 
 
 # -- the history ---------------------------------------------------------------------------------

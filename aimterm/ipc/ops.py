@@ -7,8 +7,9 @@ arguments — types, string lengths, list sizes and counts are bounded — and r
 argument, ``unknown_instance`` for an id that is not there, or the runtime's own error.
 
 Plain ops: ``ping``, ``status``, ``send``, ``answer``, ``interrupt``, ``drain``, ``scale``,
-``restart``, ``screen``, ``turns``, ``down``, and the job runs' ``jobs_run``, ``jobs_cancel``,
-``jobs_get`` (in :mod:`aimterm.ipc.jobs`). Streaming ops: ``events`` (the store's history,
+``restart``, ``screen``, ``turns``, ``down``, the job runs' ``jobs_run``, ``jobs_cancel``,
+``jobs_get`` (in :mod:`aimterm.ipc.jobs`) and the plan runs' ``plans_run``, ``plans_cancel``,
+``plans_get`` (in :mod:`aimterm.ipc.plans`). Streaming ops: ``events`` (the store's history,
 filtered by kinds and instance, then live) and ``attach`` (a person at a terminal, in
 :mod:`aimterm.ipc.attach`).
 :class:`~aimterm.ipc.fleet.RemoteFleet` is the same fleet on the client side.
@@ -32,6 +33,7 @@ from aimterm.events import PromptFinished, PromptQueued, Scaled
 from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
 from aimterm.ipc.attach import Attach
 from aimterm.ipc.jobs import DaemonJobs
+from aimterm.ipc.plans import DaemonPlans
 from aimterm.ipc.protocol import MAX_LINE
 from aimterm.ipc.server import Op, Stream, StreamOp
 from aimterm.pool import Pool
@@ -117,12 +119,14 @@ class DaemonOps:
         self._restarts: dict[str, asyncio.Future[State]] = {}  # instance -> its restart
         self._attach = Attach(daemon)
         self.jobs = DaemonJobs(daemon)
+        self.plans = DaemonPlans(daemon)
 
     def plain(self) -> dict[str, Op]:
         return {"ping": self.ping, "status": self.status, "send": self.send,
                 "answer": self.answer, "interrupt": self.interrupt, "drain": self.drain,
                 "scale": self.scale, "restart": self.restart, "screen": self.screen,
-                "turns": self.turns, "down": self.down, **self.jobs.ops()}
+                "turns": self.turns, "down": self.down, **self.jobs.ops(),
+                **self.plans.ops()}
 
     def streaming(self) -> dict[str, StreamOp]:
         return {"events": self.events, "attach": self._attach}

@@ -43,10 +43,10 @@ class GitError(AimtermError):
 
     def __init__(self, message: str, *, command: Sequence[str] = (),
                  returncode: int | None = None, stderr_tail: str = "") -> None:
-        text = message
-        if stderr_tail:
-            text += "\n" + "\n".join("    | " + line for line in stderr_tail.splitlines())
-        super().__init__(text)
+        # One line (a CLI error is one line); the whole tail stays in ``stderr_tail``.
+        last = next((line.strip() for line in reversed(stderr_tail.splitlines())
+                     if line.strip()), "")
+        super().__init__(f"{message} (git said: {last})" if last else message)
         self.command = list(command)
         self.returncode = returncode
         self.stderr_tail = stderr_tail

@@ -76,7 +76,8 @@ class PlanRun:
                  record: bool = True, max_concurrency: int | None = None,
                  keep_worktrees: bool = False, gate_timeout_s: float = GATE_TIMEOUT_S,
                  radar_interval_s: float = RADAR_INTERVAL_S,
-                 on_event: Callable[[Event], object] | None = None) -> None:
+                 on_event: Callable[[Event], object] | None = None,
+                 record_event: Callable[[Event], object] | None = None) -> None:
         from aimterm.jobs.orchestrator import new_run_id  # the runtime loads with a run
 
         if resume and run_id is None:
@@ -85,7 +86,7 @@ class PlanRun:
         try:
             self.repo = repo_root(Path(repo))
         except GitError as exc:
-            raise PlanError(str(exc)) from exc
+            raise PlanError(str(exc).partition(" (git said:")[0]) from exc
         self.run_id = run_id or new_run_id()
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.keep_worktrees = keep_worktrees
@@ -93,6 +94,10 @@ class PlanRun:
         self.radar_interval_s = radar_interval_s
         self.bus = EventBus()
         self._on_event = on_event
+        self._record_event = record_event  # instead of the store's append (the daemon's)
+        #: The run's result once :meth:`run` returned; ``failure``: why it could not run.
+        self.result: PlanResult | None = None
+        self.failure: str | None = None
         self._resume = resume
         self._max_concurrency = max_concurrency
         self._store = store
@@ -123,12 +128,27 @@ class PlanRun:
                 orch.cancel()
             self._cond.notify_all()
 
-    def run(self) -> PlanResult:
-        """Run the plan to its end (or go on with it); the result. Ctrl-C cancels it."""
-        started = time.monotonic()
+    def prepare(self) -> None:
+        """Check that the run can start (or go on) and set it up: the store, the earlier
+        run's branches, the integration branch, the record. :meth:`run` does it if not done;
+        doing it first reports a run that cannot start before anything is under way."""
+        if self.scheduler is not None:
+            return
         store = self._open_store()
         try:
             self._begin(store)
+        except BaseException:
+            if store is not None and self._store_owned:
+                store.close()
+                self._store = None
+            raise
+
+    def run(self) -> PlanResult:
+        """Run the plan to its end (or go on with it); the result. Ctrl-C cancels it."""
+        started = time.monotonic()
+        self.prepare()
+        store = self._store
+        try:
             assert self.scheduler is not None
             self._emit(RunStarted(None, run_id=self.run_id, jobs=len(self.plan.steps),
                                   source=self.plan.source))
@@ -155,6 +175,7 @@ class PlanRun:
                                    succeeded=sum(s.state == "succeeded" for s in result.steps),
                                    failed=failed, duration_s=round(result.duration_s, 3)))
             self.train.close(keep=self.keep_worktrees)
+            self.result = result
             return result
         finally:
             if store is not None and self._store_owned:
@@ -537,7 +558,10 @@ class PlanRun:
         return self._store
 
     def _emit(self, event: Event) -> None:
-        if self._store is not None:
+        if self._record_event is not None:
+            with contextlib.suppress(AimtermError):
+                self._record_event(event)
+        elif self._store is not None:
             with contextlib.suppress(AimtermError):
                 self._store.append_event(event)
         if self._on_event is not None:

@@ -261,6 +261,16 @@ PLAUSIBLE: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "source": st.sampled_from(["jobs.yaml", "x" * 5000])},
     "jobs_cancel": {"run_id": NAMES},
     "jobs_get": {"run_id": NAMES},
+    "plans_run": {"plan": st.sampled_from([
+        {}, "x", {"plan_id": "p"}, {"plan_id": "p", "steps": []},
+        {"plan_id": "p", "steps": [{"id": "a", "tool": "echo", "prompt": "hi"}]},
+        {"plan_id": "p", "steps": [{"id": "a", "tool": "echo", "prompt": "hi",
+                                    "depends_on": ["a"]}]}]),
+        "repo": st.sampled_from(["/tmp", "relative", "", "/" + "x" * 5000]),
+        "source": st.sampled_from(["plan.yaml", "x" * 5000]), "resume": NAMES,
+        "max_concurrency": COUNT, "keep_worktrees": st.sampled_from([True, False, "yes"])},
+    "plans_cancel": {"run_id": NAMES},
+    "plans_get": {"run_id": NAMES},
 }
 #: The same arguments, with any JSON at all as well.
 ARGS = {op: {name: arg(pick) for name, pick in names.items()} for op, names in PLAUSIBLE.items()}
@@ -305,6 +315,12 @@ def tame(op: str, args: dict[str, Any], cancel: bool) -> dict[str, Any]:
         # Checked, then refused for want of a tool: no run starts on the shared cluster.
         args["jobs"] = [{**j, "tool": "nosuch"} if isinstance(j, dict) else j
                         for j in args["jobs"]]
+    if op == "plans_run" and isinstance(args.get("plan"), dict):
+        # Checked, then refused for want of a tool: no plan runs on the shared cluster.
+        steps = args["plan"].get("steps")
+        if isinstance(steps, list):
+            args["plan"] = {**args["plan"], "steps": [
+                {**st_, "tool": "nosuch"} if isinstance(st_, dict) else st_ for st_ in steps]}
     if op == "send":
         prompt = args.get("prompt")
         if isinstance(prompt, str) and prompt:
