@@ -451,3 +451,27 @@ def test_a_branch_checked_out_by_another_run_is_refused(tmp_path: Path) -> None:
         Worktrees(repo, plan_id="p", run_id="r2").create("../up", "HEAD")
     with pytest.raises(GitError, match="cannot name a branch"):  # the train's folder
         Worktrees(repo, plan_id="p", run_id="r2").create("_integration", "HEAD")
+
+
+def test_the_tools_own_files_are_never_committed_nor_count_as_work(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    wts = Worktrees(repo, plan_id="p", run_id="r1", root=tmp_path / "state" / "worktrees")
+    wt = wts.create("s1", "HEAD")
+    assert wt.path == tmp_path / "state" / "worktrees" / "r1" / "s1"  # outside .git
+    ignore = (".aider*",)
+    (wt.path / ".aider.chat.history.md").write_text("chat\n")
+    (wt.path / "sub").mkdir()
+    (wt.path / "sub" / ".aider.tags.cache.v4").mkdir()
+    (wt.path / "sub" / ".aider.tags.cache.v4" / "cache.db").write_text("x")
+    assert not wts.has_work(wt, "main", ignore=ignore)
+    assert wts.has_work(wt, "main")  # without the tool's patterns they are work
+    assert wts.commit(wt, "only noise", ignore=ignore) is None
+    (wt.path / "real.txt").write_text("work\n")
+    sha = wts.commit(wt, "work", ignore=ignore)
+    assert sha is not None
+    assert git(repo, "show", "--name-only", "--format=", sha).splitlines() == ["real.txt"]
+    train = MergeTrain(repo, plan_id="p", run_id="r1", root=tmp_path / "state" / "worktrees")
+    train.open()
+    assert train.merge("s1", wt.branch).status == "merged"
+    assert wts.remove(wt, train.branch, ignore=ignore) and not wt.path.exists()
+    train.close()

@@ -51,6 +51,7 @@ from aimterm.plans.scheduler import TERMINAL, Change, Scheduler, StepState
 from aimterm.plans.spec import Plan, Step
 from aimterm.plans.train import MergeOutcome, MergeTrain
 from aimterm.plans.worktrees import Worktree, Worktrees
+from aimterm.statedir import private_dirs
 from aimterm.store import Store
 
 __all__ = ["PlanError", "PlanResult", "PlanRun", "StepOutcome"]
@@ -114,8 +115,12 @@ class PlanRun:
         self.scheduler: Scheduler | None = None
         #: Branches of an earlier run of the plan, renamed to make room for this one's.
         self.set_aside: list[str] = []
-        self.worktrees = Worktrees(self.repo, plan_id=plan.id, run_id=self.run_id)
-        self.train = MergeTrain(self.repo, plan_id=plan.id, run_id=self.run_id)
+        # Worktrees live in the state dir, not under .git: some agent CLIs (Claude Code)
+        # refuse to write anywhere below a .git folder.
+        root = self.state_dir / "worktrees"
+        self.worktrees = Worktrees(self.repo, plan_id=plan.id, run_id=self.run_id, root=root)
+        self.train = MergeTrain(self.repo, plan_id=plan.id, run_id=self.run_id, root=root)
+        self._ignore: dict[str, tuple[str, ...]] = {}
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class PlanRun:
         doing it first reports a run that cannot start before anything is under way."""
         if self.scheduler is not None:
             return
+        private_dirs(self.worktrees.root.parent)
         store = self._open_store()
         try:
             self._begin(store)
@@ -271,7 +277,7 @@ class PlanRun:
             if result.success and step.edits:
                 self.worktrees.commit(wt, f"{self.plan.id}: {step.name or sid}\n\n"
                                           f"aimterm run {self.run_id}, step {sid}, "
-                                          f"attempt {number}")
+                                          f"attempt {number}", ignore=self._ignored(step))
             rec.snapshot = self.worktrees.snapshot(wt)
             rec.timings["commit_s"] += time.monotonic() - t2
             if result.status is JobStatus.TIMED_OUT:
@@ -317,6 +323,15 @@ class PlanRun:
             git.run("clean", "-fd")
             wt = dataclasses.replace(wt, base=self.train.head())
         return wt
+
+    def _ignored(self, step: Step) -> tuple[str, ...]:
+        """The files the step's tool writes for itself (its adapter's ``jobs.ignore``: chat
+        history, caches): never committed, never counted as the step's work."""
+        if step.tool not in self._ignore:
+            from aimterm.adapter.registry import load_adapter
+
+            self._ignore[step.tool] = tuple(load_adapter(step.tool).jobs.ignore)
+        return self._ignore[step.tool]
 
     def _env(self, step: Step) -> dict[str, str]:
         return {**self.plan.globals.env, **step.env, "AIMTERM_RUN_ID": self.run_id,
@@ -406,7 +421,8 @@ class PlanRun:
             self._cond.notify_all()
         if state is StepState.SUCCEEDED and rec.worktree is not None and not self.keep_worktrees:
             with self._git, contextlib.suppress(GitError):
-                if self.worktrees.remove(rec.worktree, self.train.branch):
+                if self.worktrees.remove(rec.worktree, self.train.branch,
+                                         ignore=self._ignored(step)):
                     rec.worktree = None
                     self._flush_step(sid)
 

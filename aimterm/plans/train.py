@@ -71,7 +71,8 @@ class MergeOutcome:
 class MergeTrain:
     """The integration branch of one run, and the one-at-a-time merges into it."""
 
-    def __init__(self, repo: Path, *, plan_id: str, run_id: str, base: str = "HEAD") -> None:
+    def __init__(self, repo: Path, *, plan_id: str, run_id: str, base: str = "HEAD",
+                 root: Path | None = None) -> None:
         _check_name("plan id", plan_id)
         _check_name("run id", run_id)
         self.repo = repo_root(repo)
@@ -79,7 +80,8 @@ class MergeTrain:
         self.run_id = run_id
         self.base = base
         self.branch = f"aimterm/{plan_id}/integration"
-        self.path = common_dir(self.repo) / "aimterm" / "worktrees" / run_id / _INTEGRATION
+        self.path = (root if root is not None
+                     else common_dir(self.repo) / "aimterm" / "worktrees") / run_id / _INTEGRATION
         self._git = Git(self.repo)
         self._lock = threading.Lock()
 

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,15 @@ class Worktree:
     path: Path
     branch: str
     base: str
+
+
+def _pathspecs(ignore: Sequence[str]) -> list[str]:
+    """Everything but the files (and folders) whose name matches one of ``ignore``, at any
+    depth, as git pathspecs."""
+    out = ["."]
+    for pattern in ignore:
+        out += [f":(exclude,glob)**/{pattern}", f":(exclude,glob)**/{pattern}/**"]
+    return out
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -92,13 +101,18 @@ def _inside(path: str, top: str) -> bool:
 class Worktrees:
     """The worktrees of one run of plan ``plan_id`` in ``repo``."""
 
-    def __init__(self, repo: Path, *, plan_id: str, run_id: str) -> None:
+    def __init__(self, repo: Path, *, plan_id: str, run_id: str,
+                 root: Path | None = None) -> None:
+        """``root``: the folder that holds each run's worktrees (default: inside the
+        repository's ``.git``; a run of ``aimterm run`` puts them in the state dir, since
+        some agent CLIs refuse to write anywhere under a ``.git``)."""
         _check_name("plan id", plan_id)
         _check_name("run id", run_id)
         self.repo = repo_root(repo)
         self.plan_id = plan_id
         self.run_id = run_id
-        self.root = common_dir(self.repo) / "aimterm" / "worktrees" / run_id
+        self.root = (root if root is not None
+                     else common_dir(self.repo) / "aimterm" / "worktrees") / run_id
         self.git = Git(self.repo)
 
     def branch_name(self, step_id: str) -> str:
@@ -200,10 +214,11 @@ class Worktrees:
 
     # --- the work in it -----------------------------------------------------------------------
 
-    def commit(self, wt: Worktree, message: str) -> str | None:
-        """Commit everything in the worktree; the new HEAD, or None if nothing changed."""
+    def commit(self, wt: Worktree, message: str, *, ignore: Sequence[str] = ()) -> str | None:
+        """Commit everything in the worktree but the files ``ignore`` names (the tool's own:
+        its chat history, its caches); the new HEAD, or None if nothing changed."""
         git = Git(wt.path)
-        git.run("add", "-A")
+        git.run("add", "-A", "--", *_pathspecs(ignore))
         if git.ok("diff", "--cached", "--quiet"):
             return None
         # A checkpoint of the step's work: the acceptance commands and the gate judge it,
@@ -249,23 +264,28 @@ class Worktrees:
     def _snapshot_ref(self, step_id: str) -> str:
         return f"refs/aimterm/snapshots/{self.run_id}/{step_id}"
 
-    def has_work(self, wt: Worktree, integration: str) -> bool:
-        """Uncommitted changes (untracked files too), or commits not in ``integration``."""
-        if (wt.path / ".git").exists() and Git(wt.path).out("status", "--porcelain"):
+    def has_work(self, wt: Worktree, integration: str, *, ignore: Sequence[str] = ()) -> bool:
+        """Uncommitted changes (untracked files too, but not those ``ignore`` names), or
+        commits not in ``integration``."""
+        if (wt.path / ".git").exists() and Git(wt.path).out(
+                "status", "--porcelain", "--", *_pathspecs(ignore)):
             return True
         ref = f"refs/heads/{wt.branch}"
         if not self.git.ok("show-ref", "--verify", "--quiet", ref):
             return False
         return self.git.out("rev-list", "--count", f"{integration}..{ref}") != "0"
 
-    def remove(self, wt: Worktree, integration: str) -> bool:
-        """Remove the worktree and delete its branch, only when it holds no work."""
-        if self.has_work(wt, integration):
+    def remove(self, wt: Worktree, integration: str, *, ignore: Sequence[str] = ()) -> bool:
+        """Remove the worktree and delete its branch, only when it holds no work (the files
+        ``ignore`` names are not work: they go with it)."""
+        if self.has_work(wt, integration, ignore=ignore):
             return False
         if wt.path.exists():
-            proc = self.git.run("worktree", "remove", str(wt.path), check=False)
+            # (--force: what is left is only what ``ignore`` names; has_work said so.)
+            force = ["--force"] if ignore else []
+            proc = self.git.run("worktree", "remove", *force, str(wt.path), check=False)
             if proc.returncode != 0:
-                if self.has_work(wt, integration):  # work appeared meanwhile: keep it
+                if self.has_work(wt, integration, ignore=ignore):  # work appeared: keep it
                     return False
                 raise GitError(f"cannot remove worktree {wt.path}",
                                command=["git", "worktree", "remove", str(wt.path)],
