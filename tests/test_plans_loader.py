@@ -487,8 +487,9 @@ def test_unknown_tool(tmp_path: Path) -> None:
     text = "plan_id: p\nsteps:\n  - {id: a, tool: demo, prompt: x}\n  - {id: b, tool: foo, " \
            "prompt: x}\n"
     assert error(tmp_path, text, tools=["demo", "claude"]) == (
-        "P:4: steps[1].tool: no adapter 'foo' (known: claude, demo)")
-    assert error(tmp_path, text, tools=[]) == "P:3: steps[0].tool: no adapter 'demo' (known: none)"
+        "P:4: steps[1].tool: no adapter named 'foo' (expected one of: claude, demo)")
+    assert error(tmp_path, text, tools=[]) == (
+        "P:3: steps[0].tool: no adapter named 'demo' (expected one of: none)")
     assert len(load(tmp_path, text).steps) == 2  # tools=None: not checked
 
 

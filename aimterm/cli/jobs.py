@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from aimterm.config import resolve_config
-from aimterm.errors import AimtermError
+from aimterm.errors import AimtermError, DaemonNotRunning
 from aimterm.ipc.client import ControlClient
 from aimterm.store import Store
 
@@ -63,10 +63,22 @@ def run_validate(paths: tuple[str, ...], *, check_tools: bool, as_json: bool) ->
     return 2 if failed else 0
 
 
+def daemon_socket(cfg: Any, local: bool) -> str | None:
+    """The socket of a daemon that answers (None with ``local``, or when none is up)."""
+    if local or not cfg.socket_path.exists():
+        return None
+    try:
+        ControlClient(str(cfg.socket_path), timeout=10.0).close()
+    except DaemonNotRunning:
+        return None
+    return str(cfg.socket_path)
+
+
 # -- the history: aimterm jobs list / show --------------------------------------------------------
 
 
-def _store(config: str | None, state_dir: str | None) -> Store | None:
+def history_store(config: str | None, state_dir: str | None) -> Store | None:
+    """The store of the state dir, read-only (None: nothing has run there yet)."""
     cfg = resolve_config(config, state_dir)
     if not cfg.db_path.exists():
         return None
@@ -79,7 +91,7 @@ def when(ts: float | None) -> str:
 
 def run_list(config: str | None, state_dir: str | None, *, limit: int, as_json: bool) -> int:
     """The newest runs first: id, when, how many jobs, how they ended."""
-    store = _store(config, state_dir)
+    store = history_store(config, state_dir)
     runs = [] if store is None else store.runs(limit)
     if store is not None:
         store.close()
@@ -139,7 +151,7 @@ def run_show(config: str | None, state_dir: str | None, ident: str, *, as_json: 
 
 
 def _show(config: str | None, state_dir: str | None, ident: str, *, as_json: bool) -> int:
-    store = _store(config, state_dir)
+    store = history_store(config, state_dir)
     if store is None:
         raise _NotFound("no job runs yet (aimterm jobs run FILE)")
     with store:

@@ -22,9 +22,8 @@ from typing import Any, TextIO
 
 import click
 
-from aimterm.cli.jobs import table
+from aimterm.cli.jobs import daemon_socket, table
 from aimterm.config import resolve_config
-from aimterm.errors import DaemonNotRunning
 from aimterm.events import (
     Event,
     RunStarted,
@@ -218,16 +217,6 @@ class _Remote:
         pass
 
 
-def _daemon_socket(cfg: Any, local: bool) -> str | None:
-    if local or not cfg.socket_path.exists():
-        return None
-    try:
-        ControlClient(str(cfg.socket_path), timeout=10.0).close()
-    except DaemonNotRunning:
-        return None
-    return str(cfg.socket_path)
-
-
 def run_jobs(path: str, *, config: str | None, state_dir: str | None, mode: str,
              instances: int, as_json: bool, local: bool, detach: bool = False) -> int:
     jobs = _load(path)
@@ -236,7 +225,7 @@ def run_jobs(path: str, *, config: str | None, state_dir: str | None, mode: str,
     live = not as_json and sys.stdout.isatty()
     watch = _Watch(jobs, sys.stdout if not as_json else sys.stderr, live)
     quiet = as_json and not sys.stderr.isatty()
-    socket = _daemon_socket(cfg, local)
+    socket = daemon_socket(cfg, local)
     runner: _Local | _Remote
     if socket is not None:
         runner = _Remote(socket, jobs, mode, instances, None if quiet else watch)

@@ -19,10 +19,9 @@ from typing import Any, TextIO
 
 import click
 
-from aimterm.cli.jobs import run_state, table, when
+from aimterm.cli.jobs import daemon_socket, history_store, run_state, table, when
 from aimterm.config import resolve_config
 from aimterm.events import Event, MergeConflictDetected, StepChanged, StepMerged
-from aimterm.store import Store
 
 __all__ = ["parse_vars", "run_plan", "run_runs_list", "run_runs_show"]
 
@@ -115,19 +114,6 @@ _RUN_KINDS = ["run_started", "step_changed", "step_merged", "merge_conflict_dete
               "run_finished"]
 
 
-def _daemon_socket(cfg: Any, local: bool) -> str | None:
-    from aimterm.errors import DaemonNotRunning
-    from aimterm.ipc.client import ControlClient
-
-    if local or not cfg.socket_path.exists():
-        return None
-    try:
-        ControlClient(str(cfg.socket_path), timeout=10.0).close()
-    except DaemonNotRunning:
-        return None
-    return str(cfg.socket_path)
-
-
 class _Remote:
     """The plan runs in the daemon: it goes on if this client goes away; this client follows
     its events and reads its result at the end."""
@@ -199,7 +185,7 @@ def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bo
         return 0
     cfg = resolve_config(config, state_dir)
     quiet = as_json and not sys.stderr.isatty()
-    socket = _daemon_socket(cfg, local)
+    socket = daemon_socket(cfg, local)
     runner: Any
     if socket is not None:
         watch = _Watch(sys.stdout if not as_json else sys.stderr, live=False)
@@ -264,16 +250,9 @@ def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bo
 # -- the history ---------------------------------------------------------------------------------
 
 
-def _store(config: str | None, state_dir: str | None) -> Store | None:
-    cfg = resolve_config(config, state_dir)
-    if not cfg.db_path.exists():
-        return None
-    return Store(cfg.db_path, readonly=True)
-
-
 def run_runs_list(config: str | None, state_dir: str | None, *, limit: int,
                   as_json: bool) -> int:
-    store = _store(config, state_dir)
+    store = history_store(config, state_dir)
     runs = [] if store is None else store.plan_runs(limit)
     if store is not None:
         store.close()
@@ -293,7 +272,7 @@ def run_runs_list(config: str | None, state_dir: str | None, *, limit: int,
 
 def run_runs_show(config: str | None, state_dir: str | None, run_id: str, *,
                   as_json: bool) -> int:
-    store = _store(config, state_dir)
+    store = history_store(config, state_dir)
     run = None if store is None else store.plan_run(run_id)
     if store is None or run is None:
         if store is not None:

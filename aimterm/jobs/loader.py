@@ -17,12 +17,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from aimterm.adapter.schema import NAME_PATTERN
 from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml, read_yaml_file
 
 # The cluster file's checker: every config file words its mistakes alike.
-from aimterm.config import Checker, got
+from aimterm.config import got
 from aimterm.errors import ConfigError
+from aimterm.jobs.checker import FileChecker
 from aimterm.jobs.schema import (
     JOB_KEYS,
     MESSAGE_FILE_FLAG,
@@ -48,10 +48,8 @@ from aimterm.jobs.spec import (
 __all__ = ["jobs_from_data", "load_jobs", "load_jobs_text"]
 
 _ID_RE = re.compile(ID_PATTERN)
-_NAME_RE = re.compile(NAME_PATTERN)
 _ID_HELP = (f"a job id (letters, digits, '.', '_' or '-', starting with a letter or digit; at "
             f"most {MAX_ID_LENGTH} characters)")
-_NAME_HELP = "an adapter name (lowercase letters, digits, '.', '_' or '-')"
 _SHAPE_HELP = "a job, a list of jobs, or {jobs: [...]}"
 _PROMPT_HELP = (f"{', '.join(f'{f} TEXT' for f in PROMPT_FLAGS)} or {MESSAGE_FILE_FLAG} FILE "
                 "in command.args, or metadata.message_file")
@@ -59,45 +57,10 @@ _REQUIRED = {"id": "the job's id", "tool": "the adapter that runs it",
              "prompt": "what the tool is asked to do"}
 
 
-class _JobChecker(Checker):
-    def __init__(self, doc: YamlFile, *, lines: bool, tools: Collection[str] | None) -> None:
-        super().__init__(doc)
-        self.lines = lines  # False for data handed over in Python: no line is meaningful
-        self.tools = None if tools is None else frozenset(tools)
-
-    def fail(self, key: KeyPath, message: str) -> ConfigError:
-        if self.lines:
-            return super().fail(key, message)
-        return ConfigError(message, path=self.doc.path, key=format_key(key) or None)
-
-    def string(self, value: Any, key: KeyPath) -> str:
-        text = super().string(value, key)
-        if "\x00" in text:  # no command, path or terminal takes one
-            raise self.fail(key, "expected text without NUL characters")
-        return text
-
-    def bounded(self, value: Any, key: KeyPath, most: int, what: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(key, f"expected a list of {what}, got {got(value)}")
-        if len(value) > most:
-            raise self.fail(key + (most,), f"expected at most {most} {what}, got {len(value)}")
-        return value
-
-    def strings(self, value: Any, key: KeyPath, most: int, what: str) -> tuple[str, ...]:
-        items = self.bounded(value, key, most, what)
-        return tuple(self.string(item, key + (i,)) for i, item in enumerate(items))
-
+class _JobChecker(FileChecker):
     def ident(self, value: Any, key: KeyPath) -> str:
         if not isinstance(value, str) or not _ID_RE.match(value) or len(value) > MAX_ID_LENGTH:
             raise self.fail(key, f"expected {_ID_HELP}, got {got(value)}")
-        return value
-
-    def tool(self, value: Any, key: KeyPath) -> str:
-        if not isinstance(value, str) or not _NAME_RE.match(value):
-            raise self.fail(key, f"expected {_NAME_HELP}, got {got(value)}")
-        if self.tools is not None and value not in self.tools:
-            raise self.fail(key, f"no adapter named {value!r} (expected one of: "
-                                 f"{', '.join(sorted(self.tools))})")
         return value
 
     def prompt(self, value: Any, key: KeyPath) -> str:
@@ -130,9 +93,6 @@ class _JobChecker(Checker):
             raise self.fail(key, f"expected an integer from 0 to {MAX_RETRIES}, got {count}")
         return count
 
-    def optional(self, value: Any, key: KeyPath) -> str | None:
-        return None if value is None else self.string(value, key)
-
     def env(self, value: Any, key: KeyPath) -> dict[str, str]:
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a mapping of names to values, got {got(value)}")
@@ -152,52 +112,6 @@ class _JobChecker(Checker):
                 raise self.fail(at, "expected text without NUL characters")
             out[name] = text
         return out
-
-    def data(self, value: Any, key: KeyPath) -> Any:
-        """``value`` if it is JSON data (it goes into results and over the wire)."""
-        if isinstance(value, dict):
-            return {name: self.data(item, key + (name,)) for name, item in value.items()}
-        if isinstance(value, list):
-            return [self.data(item, key + (i,)) for i, item in enumerate(value)]
-        if isinstance(value, float) and not math.isfinite(value):  # only from Python data
-            raise self.fail(key, f"expected a finite number, got {value}")
-        if value is None or isinstance(value, (str, int, float)):
-            return value
-        # A YAML date (2025-11-21) is the usual way here; JSON has none.
-        raise self.fail(key, f"expected JSON data (text, numbers, true/false, null, lists, "
-                             f"mappings), got {type(value).__name__} {value!s}; quote it")
-
-    def metadata(self, value: Any, key: KeyPath) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {got(value)}")
-        out: dict[str, Any] = self.data(value, key)
-        return out
-
-
-def _clean(c: _JobChecker, value: Any, key: KeyPath) -> Any:
-    """Text as one string per character: YAML leaves a JSON surrogate pair (``\\ud83d\\ude00``)
-    as two halves, which no terminal or file takes. Python callers' tuples and paths become
-    lists and strings."""
-    if isinstance(value, str):
-        if any("\ud800" <= ch <= "\udfff" for ch in value):
-            try:
-                return value.encode("utf-16", "surrogatepass").decode("utf-16")
-            except UnicodeDecodeError:
-                raise c.fail(key, "expected text, got a lone UTF-16 surrogate") from None
-        return value
-    if isinstance(value, dict):
-        out = {}
-        for name, item in value.items():
-            fixed = _clean(c, name, key) if isinstance(name, str) else name
-            if not isinstance(fixed, str):
-                raise c.fail(key, f"expected text keys, got {got(fixed)}")
-            out[fixed] = _clean(c, item, key + (name,))
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_clean(c, item, key + (i,)) for i, item in enumerate(value)]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _entries(c: _JobChecker, data: Any) -> list[tuple[KeyPath, Any]]:
@@ -245,7 +159,7 @@ def _job(c: _JobChecker, raw: dict[str, Any], key: KeyPath, base: Path) -> Job:
     if "tags" in raw:
         kw["tags"] = c.strings(raw["tags"], key + ("tags",), MAX_TAGS, "tags")
     if "metadata" in raw:
-        kw["metadata"] = c.metadata(raw["metadata"], key + ("metadata",))
+        kw["metadata"] = c.free(raw["metadata"], key + ("metadata",))
     if "error_report" in raw:
         kw["error_report"] = c.where(raw["error_report"], key + ("error_report",), base)
     return Job(**kw)
@@ -311,7 +225,7 @@ def _plan_job(c: _JobChecker, raw: dict[str, Any], key: KeyPath, base: Path) -> 
     if "acceptance_tests" in raw:
         kw["acceptance"] = c.strings(raw["acceptance_tests"], key + ("acceptance_tests",),
                                      MAX_ACCEPTANCE, "shell commands")
-    meta = c.metadata(raw.get("metadata", {}), key + ("metadata",))
+    meta = c.free(raw.get("metadata", {}), key + ("metadata",))
     at = key + ("metadata",)
     if "timeout_seconds" in meta:
         kw["timeout_s"] = c.timeout(meta["timeout_seconds"], at + ("timeout_seconds",), 1)
@@ -355,7 +269,7 @@ def _plan_job(c: _JobChecker, raw: dict[str, Any], key: KeyPath, base: Path) -> 
 
 
 def _build(c: _JobChecker, base: Path) -> list[Job]:
-    data = _clean(c, c.doc.data, ())
+    data = c.clean(c.doc.data, ())
     jobs: list[Job] = []
     seen: dict[str, KeyPath] = {}
     for key, item in _entries(c, data):

@@ -25,7 +25,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from aimterm.adapter.schema import NAME_PATTERN
 from aimterm.adapter.yamlfile import (
     MAX_YAML_BYTES,
     KeyPath,
@@ -36,8 +35,9 @@ from aimterm.adapter.yamlfile import (
 )
 
 # The cluster file's checker: every config file words its mistakes alike.
-from aimterm.config import Checker, got
+from aimterm.config import got
 from aimterm.errors import ConfigError
+from aimterm.jobs.checker import FileChecker
 from aimterm.jobs.spec import (
     ID_PATTERN,
     MAX_ACCEPTANCE,
@@ -58,12 +58,10 @@ MAX_TASKS = 100
 MAX_TEXT = MAX_YAML_BYTES
 
 _ID_RE = re.compile(ID_PATTERN)
-_NAME_RE = re.compile(NAME_PATTERN)
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ID_HELP = ("letters, digits, '.', '_' or '-', starting with a letter or digit; at most "
             f"{MAX_ID_LENGTH} characters")
-_NAME_HELP = "an adapter name (lowercase letters, digits, '.', '_' or '-')"
 _SHAPE_HELP = ("a plan (plan_id: ..., steps: [...]) or a workstream (id: ..., with steps, or "
                "tool and tasks)")
 
@@ -87,19 +85,9 @@ def _is_comment(name: object) -> bool:
     return isinstance(name, str) and name.startswith("_comment")
 
 
-class _PlanChecker(Checker):
-    def __init__(self, doc: YamlFile, *, lines: bool, tools: Collection[str] | None) -> None:
-        super().__init__(doc)
-        self.lines = lines  # False for data handed over in Python: no line is meaningful
-        self.tools = None if tools is None else frozenset(tools)
-
+class _PlanChecker(FileChecker):
     def line(self, key: KeyPath) -> int | None:
         return self.doc.line(key) if self.lines else None
-
-    def fail(self, key: KeyPath, message: str) -> ConfigError:
-        if self.lines:
-            return super().fail(key, message)
-        return ConfigError(message, path=self.doc.path, key=format_key(key) or None)
 
     def mapping(self, value: Any, key: KeyPath, allowed: tuple[str, ...]) -> dict[str, Any]:
         """The mapping without its ``_comment`` keys, every other key one of ``allowed``."""
@@ -109,37 +97,13 @@ class _PlanChecker(Checker):
 
     def string(self, value: Any, key: KeyPath) -> str:
         text = super().string(value, key)
-        if "\x00" in text:  # no command, path or terminal takes one
-            raise self.fail(key, "expected text without NUL characters")
         if len(text) > MAX_TEXT:
             raise self.fail(key, f"expected at most {MAX_TEXT} characters, got {len(text)}")
         return text
 
-    def optional(self, value: Any, key: KeyPath) -> str | None:
-        return None if value is None else self.string(value, key)
-
-    def bounded(self, value: Any, key: KeyPath, most: int, what: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(key, f"expected a list of {what}, got {got(value)}")
-        if len(value) > most:
-            raise self.fail(key + (most,), f"expected at most {most} {what}, got {len(value)}")
-        return value
-
-    def strings(self, value: Any, key: KeyPath, most: int, what: str) -> tuple[str, ...]:
-        items = self.bounded(value, key, most, what)
-        return tuple(self.string(item, key + (i,)) for i, item in enumerate(items))
-
     def ident(self, value: Any, key: KeyPath, what: str) -> str:
         if not isinstance(value, str) or not _ID_RE.match(value) or len(value) > MAX_ID_LENGTH:
             raise self.fail(key, f"expected {what} ({_ID_HELP}), got {got(value)}")
-        return value
-
-    def tool(self, value: Any, key: KeyPath) -> str:
-        if not isinstance(value, str) or not _NAME_RE.match(value):
-            raise self.fail(key, f"expected {_NAME_HELP}, got {got(value)}")
-        if self.tools is not None and value not in self.tools:
-            known = ", ".join(sorted(self.tools)) or "none"
-            raise self.fail(key, f"no adapter {value!r} (known: {known})")
         return value
 
     def prompt(self, text: str, key: KeyPath) -> str:
@@ -193,26 +157,6 @@ class _PlanChecker(Checker):
             out[name] = text
         return out
 
-    def data(self, value: Any, key: KeyPath) -> Any:
-        """``value`` if it is JSON data (it may go into records and reports)."""
-        if isinstance(value, dict):
-            return {name: self.data(item, key + (name,)) for name, item in value.items()}
-        if isinstance(value, list):
-            return [self.data(item, key + (i,)) for i, item in enumerate(value)]
-        if isinstance(value, float) and not math.isfinite(value):  # only from Python data
-            raise self.fail(key, f"expected a finite number, got {value}")
-        if value is None or isinstance(value, (str, int, float)):
-            return value
-        # A YAML date (2025-11-21) is the usual way here; JSON has none.
-        raise self.fail(key, f"expected JSON data (text, numbers, true/false, null, lists, "
-                             f"mappings), got {type(value).__name__} {value!s}; quote it")
-
-    def free(self, value: Any, key: KeyPath) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {got(value)}")
-        out: dict[str, Any] = self.data(value, key)
-        return out
-
     def label(self, value: Any, key: KeyPath) -> str:
         """Text or a number (a version, an issue), kept as text."""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -239,32 +183,6 @@ class _PlanChecker(Checker):
     def scopes(self, value: Any, key: KeyPath) -> tuple[str, ...]:
         items = self.bounded(value, key, MAX_FILES, "paths or globs")
         return tuple(self.scope(item, key + (i,)) for i, item in enumerate(items))
-
-
-def _clean(c: _PlanChecker, value: Any, key: KeyPath) -> Any:
-    """Text as one string per character: YAML leaves a JSON surrogate pair (``\\ud83d\\ude00``)
-    as two halves, which no terminal or file takes. Python callers' tuples and paths become
-    lists and strings."""
-    if isinstance(value, str):
-        if any("\ud800" <= ch <= "\udfff" for ch in value):
-            try:
-                return value.encode("utf-16", "surrogatepass").decode("utf-16")
-            except UnicodeDecodeError:
-                raise c.fail(key, "expected text, got a lone UTF-16 surrogate") from None
-        return value
-    if isinstance(value, dict):
-        out = {}
-        for name, item in value.items():
-            fixed = _clean(c, name, key) if isinstance(name, str) else name
-            if not isinstance(fixed, str):
-                raise c.fail(key, f"expected text keys, got {got(fixed)}")
-            out[fixed] = _clean(c, item, key + (name,))
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_clean(c, item, key + (i,)) for i, item in enumerate(value)]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _substitute(value: Any, variables: Mapping[str, str]) -> Any:
@@ -537,7 +455,7 @@ def _workstream_form(c: _PlanChecker, data: dict[str, Any]) -> tuple[Plan, _Read
 
 
 def _build(c: _PlanChecker, variables: Mapping[str, str], source: str | None) -> Plan:
-    data = _substitute(_clean(c, c.doc.data, ()), variables)
+    data = _substitute(c.clean(c.doc.data, ()), variables)
     if data is None:
         raise c.fail((), f"empty plan file: expected {_SHAPE_HELP}")
     if not isinstance(data, dict):
