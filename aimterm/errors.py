@@ -38,6 +38,8 @@ the classes.
     ├── IpcTimeout                  no reply within the client's timeout
     ├── Cancelled                   the request was cancelled by its caller
     ├── StoreError                  the state database cannot be used
+    ├── GitError                    a git command failed, or a repository is not as a plan needs
+    ├── PlanError                   a plan run cannot start or go on
     └── RemoteError                 an error from the server with a code this side does not know
 """
 
@@ -421,6 +423,36 @@ class StoreError(AimtermError):
 
     code = "store_error"
     exit_code = 30
+
+
+class GitError(AimtermError):
+    """A git command failed (or a repository is not in the state a plan needs).
+
+    ``command`` is the argv, ``returncode`` git's exit status (None: it did not run to its
+    end), ``stderr_tail`` the last lines of what it wrote to stderr.
+    """
+
+    code = "git_error"
+    exit_code = 33
+    fields = ("command", "returncode", "stderr_tail")
+
+    def __init__(self, message: str, *, command: Sequence[str] = (),
+                 returncode: int | None = None, stderr_tail: str = "") -> None:
+        # One line (a CLI error is one line); the whole tail stays in ``stderr_tail``.
+        last = next((line.strip() for line in reversed(stderr_tail.splitlines())
+                     if line.strip()), "")
+        super().__init__(f"{message} (git said: {last})" if last else message)
+        self.command = list(command)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class PlanError(AimtermError):
+    """A plan run cannot start or go on (its repository, its record, a resume that does not
+    fit)."""
+
+    code = "plan_error"
+    exit_code = 32
 
 
 class RemoteError(AimtermError):

@@ -443,3 +443,17 @@ def test_backlog_goes_out_in_order_once_the_tool_reads(spawn: Spawn) -> None:
     sink.wait_text("in order", timeout=10)
     assert child.write_backlog == 0
     assert sink.wait_exit() == (0, None)
+
+
+def test_a_tool_starts_with_default_signals_whatever_its_parent_ignores(
+        spawn: Spawn, fakes: Path) -> None:
+    # Under nohup the parent ignores SIGHUP, and an ignored signal survives exec: the child
+    # must still die of the hang-up that stop() sends.
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        child, sink = spawn([sys.executable, str(fakes / "echo_repl.py")])
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    sink.wait_text("ready> ")
+    assert child.stop(grace=10.0) == "sighup"
+    assert sink.exits == [(None, signal.SIGHUP)]

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aimterm.errors import AimtermError
+from aimterm.errors import GitError
 
 __all__ = ["IDENTITY", "Git", "GitError", "branch_exists", "common_dir", "head", "repo_root"]
 
@@ -28,28 +28,6 @@ _FOREIGN = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT
 
 def _tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-class GitError(AimtermError):
-    """A git command failed (or a repository is not in the state a plan needs).
-
-    ``command`` is the argv, ``returncode`` git's exit status (None: it did not run to its
-    end), ``stderr_tail`` the last lines of what it wrote to stderr.
-    """
-
-    code = "git_error"
-    exit_code = 33
-    fields = ("command", "returncode", "stderr_tail")
-
-    def __init__(self, message: str, *, command: Sequence[str] = (),
-                 returncode: int | None = None, stderr_tail: str = "") -> None:
-        # One line (a CLI error is one line); the whole tail stays in ``stderr_tail``.
-        last = next((line.strip() for line in reversed(stderr_tail.splitlines())
-                     if line.strip()), "")
-        super().__init__(f"{message} (git said: {last})" if last else message)
-        self.command = list(command)
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
 
 
 class Git:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from aimterm.errors import AimtermError
+from aimterm.errors import PlanError
 from aimterm.plans.git import Git, branch_exists
 from aimterm.plans.scheduler import StepState
 from aimterm.plans.spec import Plan
@@ -16,11 +16,6 @@ from aimterm.store import Store
 
 __all__ = ["PlanError", "alive", "recorded_states", "set_aside_earlier_branches",
            "undo_unfinished_merges"]
-
-
-class PlanError(AimtermError):
-    """A plan run cannot start or go on (its repository, its record, a resume that does not
-    fit)."""
 
 
 def set_aside_earlier_branches(store: Store | None, plan: Plan, repo: Path,

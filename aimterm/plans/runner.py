@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aimterm.config import DB_NAME, default_state_dir
-from aimterm.errors import AimtermError
+from aimterm.errors import AimtermError, PlanError
 from aimterm.events import (
     Event,
     EventBus,
@@ -40,7 +40,6 @@ from aimterm.jobs.result import JobResult, JobStatus
 from aimterm.jobs.spec import Job
 from aimterm.plans.git import Git, GitError, head, repo_root
 from aimterm.plans.history import (
-    PlanError,
     recorded_states,
     set_aside_earlier_branches,
     undo_unfinished_merges,

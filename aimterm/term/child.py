@@ -74,6 +74,22 @@ def _exec_failure(path: str, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+#: Signals a tool starts with at their defaults, as under a terminal emulator or tmux,
+#: whatever this process had: Python ignores SIGPIPE, and a parent run under ``nohup``
+#: ignores SIGHUP, and an ignored signal survives exec (the tool would then never die of
+#: the hang-up that stop() sends).
+_RESET_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                  signal.SIGPIPE, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
+                  signal.SIGXFSZ)
+
+
+def _default_signals() -> None:
+    """In the child, between fork and exec."""
+    for sig in _RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 class PtyChild:
     """A live child under a PTY. Create with :meth:`spawn`."""
 
@@ -111,7 +127,8 @@ class PtyChild:
         full = [resolved, *argv[1:]]
         try:
             proc = ptyprocess.PtyProcess.spawn(full, cwd=cwd, env=dict(env),
-                                               dimensions=(rows, cols))
+                                               dimensions=(rows, cols),
+                                               preexec_fn=_default_signals)
         except OSError as exc:
             raise SpawnError(argv, _exec_failure(resolved, exc)) from None
         except Exception as exc:  # ptyprocess raises plain Exception on garbled exec errors
