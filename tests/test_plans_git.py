@@ -475,3 +475,26 @@ def test_the_tools_own_files_are_never_committed_nor_count_as_work(tmp_path: Pat
     assert train.merge("s1", wt.branch).status == "merged"
     assert wts.remove(wt, train.branch, ignore=ignore) and not wt.path.exists()
     train.close()
+
+
+def test_stale_locks_of_a_killed_run_are_cleared(tmp_path: Path) -> None:
+    from aimterm.plans.history import clear_stale_locks
+
+    repo = make_repo(tmp_path)
+    root = tmp_path / "state" / "worktrees"
+    wts = Worktrees(repo, plan_id="p", run_id="r1", root=root)
+    wt = wts.create("s1", "HEAD")
+    (wt.path / "new.txt").write_text("x\n")
+    wts.commit(wt, "s1")
+    train = MergeTrain(repo, plan_id="p", run_id="r1", root=root).open()
+    # What a SIGKILL in the middle of a merge and a commit leaves behind.
+    gitdir = Path(git(train.path, "rev-parse", "--absolute-git-dir"))
+    (gitdir / "index.lock").write_text("")
+    ref_lock = common_dir(repo) / "refs" / "heads" / "aimterm" / "p" / "s1.lock"
+    ref_lock.write_text("")
+    with pytest.raises(GitError):
+        train.merge("s1", wt.branch)
+    gone = clear_stale_locks(repo, root / "r1", "p", "r1")
+    assert sorted(p.name for p in gone) == ["index.lock", "s1.lock"]
+    assert train.merge("s1", wt.branch).status == "merged"
+    train.close()

@@ -9,12 +9,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aimterm.errors import PlanError
-from aimterm.plans.git import Git, branch_exists
+from aimterm.plans.git import Git, branch_exists, common_dir
 from aimterm.plans.scheduler import StepState
 from aimterm.plans.spec import Plan
 from aimterm.store import Store
 
-__all__ = ["PlanError", "alive", "recorded_states", "set_aside_earlier_branches",
+__all__ = ["alive", "clear_stale_locks", "recorded_states", "set_aside_earlier_branches",
            "undo_unfinished_merges"]
 
 
@@ -67,6 +67,37 @@ def recorded_states(store: Store | None, plan: Plan,
                         f"(recorded: {', '.join(recorded)}); start a new run")
     store.run_reopened(run_id)
     return {s["step_id"]: (StepState(s["state"]), int(s["attempts"])) for s in steps}
+
+
+def clear_stale_locks(repo: Path, run_root: Path, plan_id: str, run_id: str) -> list[Path]:
+    """The lock files git left when the run was killed mid-command (an ``index.lock`` in a
+    worktree, a ``.lock`` beside one of the run's refs): removed, or every later git command
+    there fails. Only the run's own worktrees and refs, whose process is gone (the caller
+    checked), are touched; the paths removed."""
+    gone: list[Path] = []
+    dirs: list[Path] = []
+    if run_root.is_dir():
+        for tree in run_root.iterdir():
+            link = tree / ".git"
+            if link.is_file():
+                text = link.read_text(errors="replace").strip()
+                if text.startswith("gitdir: "):
+                    dirs.append(Path(text[len("gitdir: "):]))
+    for gitdir in dirs:
+        for name in ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "MERGE_HEAD.lock"):
+            if (gitdir / name).is_file():
+                (gitdir / name).unlink()
+                gone.append(gitdir / name)
+    common = common_dir(repo)
+    for refs in (common / "refs" / "heads" / "aimterm" / plan_id,
+                 common / "refs" / "tags" / "aimterm" / run_id,
+                 common / "refs" / "aimterm"):
+        if refs.is_dir():
+            for lock in refs.rglob("*.lock"):
+                if lock.is_file():
+                    lock.unlink()
+                    gone.append(lock)
+    return gone
 
 
 def undo_unfinished_merges(integration: Path, run_id: str, head: str,

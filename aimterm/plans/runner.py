@@ -40,6 +40,7 @@ from aimterm.jobs.result import JobResult, JobStatus
 from aimterm.jobs.spec import Job
 from aimterm.plans.git import Git, GitError, head, repo_root
 from aimterm.plans.history import (
+    clear_stale_locks,
     recorded_states,
     set_aside_earlier_branches,
     undo_unfinished_merges,
@@ -191,6 +192,7 @@ class PlanRun:
         resume: dict[str, tuple[StepState, int]] = {}
         if self._resume:
             resume = recorded_states(store, self.plan, self.run_id)
+            clear_stale_locks(self.repo, self.worktrees.root, self.plan.id, self.run_id)
         with self._git:
             if not self._resume:
                 self.set_aside = set_aside_earlier_branches(
