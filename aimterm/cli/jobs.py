@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +20,8 @@ from aimterm.config import resolve_config
 from aimterm.errors import AimtermError, DaemonNotRunning
 from aimterm.ipc.client import ControlClient
 from aimterm.store import Store
+
+T = TypeVar("T")
 
 
 class _NotFound(Exception):
@@ -72,6 +76,42 @@ def daemon_socket(cfg: Any, local: bool) -> str | None:
     except DaemonNotRunning:
         return None
     return str(cfg.socket_path)
+
+
+def run_watched(work: Callable[[], T], *, draw: Callable[[], None],
+                cancel: Callable[[], None], interrupted: str,
+                redraw_s: float = 0.25) -> tuple[T | None, bool]:
+    """``work()`` in a thread while ``draw()`` redraws every ``redraw_s``; Ctrl-C prints
+    ``interrupted``, calls ``cancel()`` and waits (bounded) for the work to end. Returns its
+    result (None if it never came) and whether Ctrl-C was pressed; its error is raised here."""
+    result: list[T] = []
+    error: list[BaseException] = []
+    done = threading.Event()
+
+    def go() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            error.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=go, name="aimterm-run", daemon=True)
+    was_interrupted = False
+    try:
+        worker.start()
+        while not done.wait(redraw_s):
+            draw()
+    except KeyboardInterrupt:
+        was_interrupted = True
+        click.echo(interrupted, err=True)
+        cancel()
+        done.wait(120.0)
+    finally:
+        draw()
+    if error:
+        raise error[0]
+    return (result[0] if result else None), was_interrupted
 
 
 # -- the history: aimterm jobs list / show --------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import click
 
-from aimterm.cli.jobs import daemon_socket, table
+from aimterm.cli.jobs import daemon_socket, run_watched, table
 from aimterm.config import resolve_config
 from aimterm.events import (
     Event,
@@ -40,8 +40,6 @@ from aimterm.jobs.spec import Job
 
 __all__ = ["run_jobs"]
 
-#: How often the live table is redrawn.
-_REDRAW_S = 0.25
 #: The most of a job file read from stdin (the file loader's own bound).
 _STDIN_LIMIT = 1 << 20
 
@@ -242,34 +240,13 @@ def run_jobs(path: str, *, config: str | None, state_dir: str | None, mode: str,
                    f"run {reply['run_id']}: {reply['jobs']} jobs, in the daemon "
                    f"(aimterm jobs show {reply['run_id']})")
         return 0
-    results: list[JobResult] = []
-    done = threading.Event()
-    error: list[BaseException] = []
-
-    def go() -> None:
-        try:
-            results.extend(runner.execute(source))
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            error.append(exc)
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=go, name="aimterm-jobs-run", daemon=True)
-    interrupted = False
     try:
-        worker.start()
-        while not done.wait(_REDRAW_S):
-            watch.draw()
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo("aimterm: interrupted: stopping the jobs in flight", err=True)
-        runner.cancel()
-        done.wait(120.0)
+        got, interrupted = run_watched(
+            lambda: runner.execute(source), draw=watch.draw, cancel=runner.cancel,
+            interrupted="aimterm: interrupted: stopping the jobs in flight")
     finally:
-        watch.draw()
         runner.close()
-    if error:
-        raise error[0]
+    results: list[JobResult] = got or []
     if as_json:
         doc: dict[str, Any] = {"run_id": runner.run_id,
                                "status": "succeeded" if all(r.success for r in results)

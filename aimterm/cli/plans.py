@@ -19,13 +19,12 @@ from typing import Any, TextIO
 
 import click
 
-from aimterm.cli.jobs import daemon_socket, history_store, run_state, table, when
+from aimterm.cli.jobs import daemon_socket, history_store, run_state, run_watched, table, when
 from aimterm.config import resolve_config
 from aimterm.events import Event, MergeConflictDetected, StepChanged, StepMerged
 
 __all__ = ["parse_vars", "run_plan", "run_runs_list", "run_runs_show"]
 
-_REDRAW_S = 0.25
 _NOTE_WIDTH = 60
 
 
@@ -141,13 +140,7 @@ class _Remote:
                 if data["kind"] == "run_finished":
                     break
         with ControlClient(self.socket, timeout=60.0) as client:
-            deadline = time.monotonic() + 60.0
-            while True:  # (run_finished is written just before the result is kept)
-                got = client.request("plans_get", {"run_id": self.run_id})
-                if got["result"] is not None or got["failure"] \
-                        or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+            got = client.request("plans_get", {"run_id": self.run_id})
         if got["result"] is None:
             from aimterm.errors import AimtermError
 
@@ -206,36 +199,15 @@ def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bo
         watch.runner = runner
         if not quiet and not watch.live:
             watch._line(f"run {runner.run_id}: plan {plan.id}, {len(plan.steps)} steps")
-    outcome: list[dict[str, Any]] = []
-    error: list[BaseException] = []
-    done = threading.Event()
+    def work() -> dict[str, Any]:
+        got = runner.run()
+        return got if isinstance(got, dict) else dict(got.to_dict())
 
-    def go() -> None:
-        try:
-            got = runner.run()
-            outcome.append(got if isinstance(got, dict) else got.to_dict())
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            error.append(exc)
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=go, name="aimterm-plan-run", daemon=True)
-    interrupted = False
-    try:
-        worker.start()
-        while not done.wait(_REDRAW_S):
-            watch.draw()
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo(f"aimterm: interrupted: stopping the running steps (aimterm run {path} "
-                   f"--resume {runner.run_id} goes on)", err=True)
-        runner.cancel()
-        done.wait(120.0)
-    finally:
-        watch.draw()
-    if error:
-        raise error[0]
-    result = outcome[0]
+    result, interrupted = run_watched(
+        work, draw=watch.draw, cancel=runner.cancel,
+        interrupted=f"aimterm: interrupted: stopping the running steps (aimterm run {path} "
+                    f"--resume {runner.run_id} goes on)")
+    assert result is not None
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:

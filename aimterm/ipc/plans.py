@@ -130,8 +130,8 @@ class DaemonPlans:
         return {"run_id": run_id, "cancelled": True}
 
     async def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{run_id}``: the run's record (its steps), whether it still runs, and once over
-        its result."""
+        """``{run_id}``: the run's record (its steps), whether it still runs, and its result
+        (there from the moment its ``run_finished`` event is written)."""
         run_id = args.get("run_id")
         if not isinstance(run_id, str) or not run_id or len(run_id) > 128:
             raise ProtocolError("plans_get takes 'run_id' (a plan run's id)")
@@ -144,7 +144,7 @@ class DaemonPlans:
         running = entry is not None and entry[1].is_alive()
         result = entry[0].result if entry is not None else None
         return {"run": row, "steps": store.plan_steps(run_id), "running": running,
-                "result": result.to_dict() if result is not None and not running else None,
+                "result": result.to_dict() if result is not None else None,
                 "failure": entry[0].failure if entry is not None else None}
 
     def shutdown(self, timeout: float = 10.0) -> None:

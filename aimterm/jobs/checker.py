@@ -7,6 +7,7 @@ kinds of file need: text without NUL characters, bounded lists, adapter names, J
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -18,7 +19,7 @@ from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key
 from aimterm.config import Checker, got
 from aimterm.errors import ConfigError
 
-__all__ = ["FileChecker"]
+__all__ = ["FileChecker", "json_tabs"]
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _NAME_HELP = "an adapter name (lowercase letters, digits, '.', '_' or '-')"
@@ -111,3 +112,15 @@ class FileChecker(Checker):
             raise self.fail(key, f"expected a mapping, got {got(value)}")
         out: dict[str, Any] = self.data(value, key)
         return out
+
+
+def json_tabs(text: str) -> str:
+    """JSON indented with tabs, made readable as YAML (which refuses tabs as indentation).
+    Valid JSON has a tab only between tokens, so spaces in their place change nothing."""
+    if "\t" not in text or text.lstrip()[:1] not in ("{", "["):
+        return text
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return text  # not JSON: the YAML reader says what is wrong
+    return text.replace("\t", " ")

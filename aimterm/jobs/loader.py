@@ -9,7 +9,6 @@ list by the bounds in :mod:`aimterm.jobs.spec`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -22,7 +21,7 @@ from aimterm.adapter.yamlfile import KeyPath, YamlFile, format_key, parse_yaml, 
 # The cluster file's checker: every config file words its mistakes alike.
 from aimterm.config import got
 from aimterm.errors import ConfigError
-from aimterm.jobs.checker import FileChecker
+from aimterm.jobs.checker import FileChecker, json_tabs
 from aimterm.jobs.schema import (
     JOB_KEYS,
     MESSAGE_FILE_FLAG,
@@ -291,24 +290,12 @@ def _build(c: _JobChecker, base: Path) -> list[Job]:
     return jobs
 
 
-def _json_tabs(text: str) -> str:
-    """JSON indented with tabs, made readable as YAML (which refuses tabs as indentation).
-    Valid JSON has a tab only between tokens, so spaces in their place change nothing."""
-    if "\t" not in text or text.lstrip()[:1] not in ("{", "["):
-        return text
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return text  # not JSON: the YAML reader says what is wrong
-    return text.replace("\t", " ")
-
-
 def load_jobs_text(text: str, name: str, *, base: str | os.PathLike[str] | None = None,
                    tools: Collection[str] | None = None) -> list[Job]:
     """The jobs in ``text`` (YAML or JSON), shown as ``name`` in messages. Relative paths are
     relative to ``base`` (default: the current folder). With ``tools``, a job's tool must be
     one of them. Raises :class:`~aimterm.errors.ConfigError`."""
-    doc = parse_yaml(_json_tabs(text), name)  # bounded: size, depth, aliases
+    doc = parse_yaml(json_tabs(text), name)  # bounded: size, depth, aliases
     folder = Path(base).expanduser().resolve() if base is not None else Path.cwd()
     return _build(_JobChecker(doc, lines=True, tools=tools), folder)
 

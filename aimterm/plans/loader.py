@@ -17,7 +17,6 @@ scopes of two steps that overlap without a shared ``conflict_group``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -37,7 +36,7 @@ from aimterm.adapter.yamlfile import (
 # The cluster file's checker: every config file words its mistakes alike.
 from aimterm.config import got
 from aimterm.errors import ConfigError
-from aimterm.jobs.checker import FileChecker
+from aimterm.jobs.checker import FileChecker, json_tabs
 from aimterm.jobs.spec import (
     ID_PATTERN,
     MAX_ACCEPTANCE,
@@ -472,24 +471,12 @@ def _build(c: _PlanChecker, variables: Mapping[str, str], source: str | None) ->
                 description=plan.description, source=source, variables=dict(variables))
 
 
-def _json_tabs(text: str) -> str:
-    """JSON indented with tabs, made readable as YAML (which refuses tabs as indentation).
-    Valid JSON has a tab only between tokens, so spaces in their place change nothing."""
-    if "\t" not in text or text.lstrip()[:1] not in ("{", "["):
-        return text
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return text  # not JSON: the YAML reader says what is wrong
-    return text.replace("\t", " ")
-
-
 def load_plan_text(text: str, name: str, *, variables: Mapping[str, str] | None = None,
                    tools: Collection[str] | None = None) -> Plan:
     """The plan in ``text`` (YAML or JSON), shown as ``name`` in messages and kept as its
     ``source``. ``variables`` fill ``${NAME}``; with ``tools``, every step's tool must be one
     of them. Raises :class:`~aimterm.errors.ConfigError`."""
-    doc = parse_yaml(_json_tabs(text), name)  # bounded: size, depth, aliases
+    doc = parse_yaml(json_tabs(text), name)  # bounded: size, depth, aliases
     return _build(_PlanChecker(doc, lines=True, tools=tools), variables or {}, name)
 
 

@@ -173,15 +173,16 @@ class PlanRun:
                 for thread in self._threads:
                     thread.join(timeout=60.0)
             status = self.scheduler.status()
-            result = self._result(status, time.monotonic() - started)
+            self.train.close(keep=self.keep_worktrees)
+            # The result is kept before run_finished goes out: a client that hears the event
+            # can ask for it at once.
+            result = self.result = self._result(status, time.monotonic() - started)
             if store is not None:
                 store.run_finished(self.run_id, status)
             failed = sum(s.state in ("failed", "gate_failed", "conflict") for s in result.steps)
             self._emit(RunFinished(None, run_id=self.run_id, status=status,
                                    succeeded=sum(s.state == "succeeded" for s in result.steps),
                                    failed=failed, duration_s=round(result.duration_s, 3)))
-            self.train.close(keep=self.keep_worktrees)
-            self.result = result
             return result
         finally:
             if store is not None and self._store_owned:
