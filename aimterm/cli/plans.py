@@ -197,6 +197,7 @@ def run_plan(path: str, *, dry_run: bool, resume: str | None, keep_worktrees: bo
                          max_concurrency=max_concurrency, keep_worktrees=keep_worktrees,
                          on_event=None if quiet else watch.on_event)
         watch.runner = runner
+        runner.prepare()  # a run that cannot start says so before anything is shown
         if not quiet and not watch.live:
             watch._line(f"run {runner.run_id}: plan {plan.id}, {len(plan.steps)} steps")
     def work() -> dict[str, Any]:
