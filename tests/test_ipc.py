@@ -444,6 +444,22 @@ def test_stream_with_inputs(client: ControlClient) -> None:
         stream.send_input({"late": True})
 
 
+def test_no_item_after_a_streams_end(raw: RawConn) -> None:
+    """The answer to a bad input line read in the same pass as the input that ends the
+    stream is still written before the end (it once came after it)."""
+    raw.recv()
+    for _ in range(20):
+        raw.send(b'{"v":1,"id":1,"op":"echo_inputs"}\n')
+        raw.send(b'{"v":1,"id":1,"input":{"stop":true}}\n{"v":1,"id":1,"input":7}\n')
+        got = [raw.recv()]
+        while "end" not in got[-1]:
+            got.append(raw.recv())
+        assert got[-1] == {"v": 1, "id": 1, "end": True}
+        assert [m["item"]["error"]["code"] for m in got[:-1]] == ["bad_request"], got
+        raw.send(b'{"v":1,"id":2,"op":"ping"}\n')
+        assert raw.recv() == {"v": 1, "id": 2, "ok": True, "result": "pong"}
+
+
 def test_cancel_a_stream(client: ControlClient, ops: Ops) -> None:
     stream = client.open_stream("forever", timeout=5)
     seen = []

@@ -94,6 +94,9 @@ class Stream:
         self.op = op
         self.inputs: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_PENDING)
         self.cancelled = asyncio.Event()
+        #: Items answering bad input lines, spawned and maybe not yet written: the stream's
+        #: end waits for them, so that no item follows it.
+        self.replies: set[asyncio.Task[None]] = set()
         self._conn = conn
 
     async def send(self, payload: Any) -> None:
@@ -343,7 +346,9 @@ class ControlServer:
             if is_input and rid in conn.streams:
                 # Bad input for a stream that goes on: an item, not an error reply the client
                 # would take for the stream's end.
-                self._reply(conn, item(rid, {"error": {"code": exc.code, "message": str(exc)}}))
+                stream = conn.streams[rid]
+                stream.replies.add(self._reply(
+                    conn, item(rid, {"error": {"code": exc.code, "message": str(exc)}})))
             else:
                 self._reply(conn, error_reply(rid, exc))
             return
@@ -376,12 +381,12 @@ class ControlServer:
             stream.inputs.put_nowait(req.input)
         except asyncio.QueueFull:
             # An item, not an error reply: the stream itself goes on.
-            self._reply(conn, item(req.id, {"error": {
+            stream.replies.add(self._reply(conn, item(req.id, {"error": {
                 "code": LimitExceeded.code,
                 "message": f"{MAX_PENDING} inputs already wait on this stream; "
-                           "this one is dropped"}}))
+                           "this one is dropped"}})))
 
-    def _reply(self, conn: _Connection, msg: Mapping[str, Any]) -> None:
+    def _reply(self, conn: _Connection, msg: Mapping[str, Any]) -> asyncio.Task[None]:
         conn.pending += 1
 
         async def send() -> None:
@@ -391,7 +396,7 @@ class ControlServer:
                 conn.pending -= 1
                 conn.wake()
 
-        self._spawn(send())
+        return self._spawn(send())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._io.loop.create_task(coro)
@@ -443,8 +448,10 @@ class ControlServer:
             return
         except Exception as exc:
             line = self._failure(req, exc)
-        conn.done(req.id)
+        conn.done(req.id)  # (no more items for bad input join stream.replies after this)
         try:
+            # A reply spawned for a bad input line may not have been written yet.
+            await asyncio.gather(*stream.replies)
             await conn.send_line(line)
         except ConnectionLost:
             pass
