@@ -196,6 +196,14 @@ _INSTANCE = _obj(
         "id": {"type": "string", "minLength": 1,
                "description": "Instance id: the adapter's name and a number (demo-1)."},
         "adapter": {"type": "string", "minLength": 1, "description": "Its adapter."},
+        "group": {"type": "string", "minLength": 1,
+                  "description": "Its group: the adapter's name for a group of the cluster "
+                                 "file, a name of its own for one added later (a plan "
+                                 "step's)."},
+        "env_digest": {"type": "string", "pattern": "^[0-9a-f]{16}$",
+                       "description": "A fingerprint of the variables its group sets (not "
+                                      "their values): a job that sets variables runs on "
+                                      "instances with its fingerprint."},
         "state": {"type": "string", "enum": [s.value for s in State],
                   "description": "What its process is doing now."},
         "pid": _nullable("integer", "Process id of the tool's latest process (after an "
@@ -217,8 +225,8 @@ _INSTANCE = _obj(
                     "description": "Whether it started with its adapter's resume arguments "
                                    "(continuing its previous conversation)."},
     },
-    required=["id", "adapter", "state", "pid", "turns", "restarts", "lifecycle", "tags", "cwd",
-              "fatal_reason", "question", "resumed"],
+    required=["id", "adapter", "group", "env_digest", "state", "pid", "turns", "restarts",
+              "lifecycle", "tags", "cwd", "fatal_reason", "question", "resumed"],
 )
 
 _RECOVERED = _obj(

@@ -110,10 +110,11 @@ class Daemon:
     def group_spec(self, adapter: str, count: int, *, cwd: str | None = None,
                    env: Mapping[str, str] | None = None, tags: Sequence[str] = (),
                    stagger_ms: int = 0, resume: bool = False) -> GroupSpec:
-        """A group of this cluster: its instances carry the cluster's marker and write their
-        transcripts to the state dir — also a group added later by ``scale``."""
+        """A group of this cluster: its instances write their transcripts to the state dir —
+        also a group added later by ``scale``. (The cluster's marker in their environment is
+        the pool's: see :meth:`start`.)"""
         cfg = self.config
-        return GroupSpec(adapter, count=count, cwd=cwd, env={**(env or {}), **self.instance_env},
+        return GroupSpec(adapter, count=count, cwd=cwd, env=dict(env or {}),
                          tags=tags, stagger_ms=stagger_ms, resume=resume,
                          transcript_dir=cfg.transcript_dir,
                          transcript_max_bytes=int(cfg.log_max_mb * 1024 * 1024))
@@ -135,7 +136,7 @@ class Daemon:
         # Adapters load here: a bad one fails before anything else happens.
         pool = Pool(groups, routing=cfg.routing, queue_size=cfg.queue_size,
                     queue_timeout_s=cfg.queue_timeout_s, restart=restart, loop=self.io,
-                    max_instances=cfg.max_instances)
+                    max_instances=cfg.max_instances, env=self.instance_env)
         server = ControlServer(cfg.socket_path, self.ops.plain(),
                                streaming=self.ops.streaming(), loop=self.io)
         store = Store(cfg.db_path)

@@ -30,8 +30,8 @@ __all__ = ["MAX_KINDS", "MAX_TURNS", "STATUS_FIELDS", "Fleet", "TurnRecord", "ch
            "check_limit", "status_row", "turn_from_dict"]
 
 #: The fields of one instance in :meth:`Fleet.status`, on both sides.
-STATUS_FIELDS = ("id", "adapter", "state", "pid", "turns", "restarts", "lifecycle", "tags",
-                 "cwd", "fatal_reason", "question", "resumed")
+STATUS_FIELDS = ("id", "adapter", "group", "env_digest", "state", "pid", "turns", "restarts",
+                 "lifecycle", "tags", "cwd", "fatal_reason", "question", "resumed")
 
 #: Bounds of the arguments of ``events`` and ``turns``, on both sides.
 MAX_KINDS = 64

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import hashlib
 import itertools
 import os
 import time
@@ -79,6 +80,18 @@ class GroupSpec:
     #: tool is ready is retried fresh: ``claude --continue`` exits where there is nothing to
     #: continue.)
     resume: bool = False
+    #: The group's name, unique in its pool and the stem of its instances' ids (``name-1``).
+    #: None: the adapter's name (one group per tool, as a cluster file has it). Groups with
+    #: names of their own let one pool run a tool in several folders, as plan steps do.
+    name: str | None = None
+
+
+def env_digest(env: Mapping[str, str]) -> str:
+    """A short fingerprint of the environment a group adds: in an instance's status, so that
+    a job that sets variables can find instances started with exactly those (and no one
+    reads the values off the status)."""
+    text = "\0".join(f"{k}={v}" for k, v in sorted(env.items()))
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class Lifecycle(str, enum.Enum):
@@ -96,6 +109,8 @@ class Group:
     def __init__(self, spec: GroupSpec, adapter: AdapterSpec) -> None:
         self.spec = spec
         self.adapter = adapter
+        self.name = spec.name or adapter.name
+        self.env_digest = env_digest(spec.env)
         self.desired = spec.count
         self.tags = frozenset(spec.tags)
         self.numbers = itertools.count(1)
@@ -177,7 +192,8 @@ class Instance:
 
     def status(self) -> dict[str, Any]:
         data = self.session.status()
-        data.update(id=self.id, adapter=self.adapter, tags=sorted(self.group.tags),
+        data.update(id=self.id, adapter=self.adapter, group=self.group.name,
+                    env_digest=self.group.env_digest, tags=sorted(self.group.tags),
                     lifecycle=self.lifecycle.value, restarts=self.restarts, cwd=self.cwd,
                     fatal_reason=self.fatal_reason, resumed=self.resumed,
                     prompt=self.pending.prompt if self.pending is not None else None)

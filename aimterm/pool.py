@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aimterm.adapter.registry import load_adapter
@@ -88,8 +88,12 @@ class Pool:
                  restart: RestartPolicy | None = None, retry_turns: int = 1,
                  resume: Iterable[str] = (),
                  bus: EventBus | None = None, loop: IOLoop | None = None,
-                 sessions: SessionFactory = Session, max_instances: int | None = None) -> None:
+                 sessions: SessionFactory = Session, max_instances: int | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.bus = bus or EventBus()
+        #: Variables every instance carries beneath its group's own (a daemon's marker); not
+        #: part of a group's env_digest, which tells groups apart.
+        self.env = dict(env or {})
         self._ioloop = loop or IOLoop.shared()
         self._loop = self._ioloop.loop
         self.router = Router(routing)
@@ -126,19 +130,49 @@ class Pool:
     # -- groups and instances ---------------------------------------------------------------------
 
     def add_group(self, spec: GroupSpec) -> None:
-        """Add an adapter's group; its instances start with :meth:`start` (or now, if running)."""
+        """Add a group; its instances start with :meth:`start` (or now, if running)."""
         adapter = load_adapter(spec.adapter) if isinstance(spec.adapter, str) else spec.adapter
         group = Group(spec, adapter)
 
         def add() -> None:
-            if adapter.name in self._groups:
-                raise ValueError(f"the pool already has a group for {adapter.name!r}")
+            if self._closing:
+                raise RuntimeError("the pool is shutting down")
+            if group.name in self._groups:
+                raise ValueError(f"the pool already has a group named {group.name!r}")
             self._check_ceiling(group, spec.count)
-            self._groups[adapter.name] = group
+            self._groups[group.name] = group
             if self.started:
                 self._scale(group, spec.count)
 
         self._ioloop.run_sync(add)
+
+    def remove_group(self, name: str) -> concurrent.futures.Future[None]:
+        """Drain the group's instances (each finishes the turn in hand) and forget the group;
+        the future is done once all of them have stopped."""
+        def remove() -> list[concurrent.futures.Future[None]]:
+            group = self._groups.pop(name, None)
+            if group is None:
+                raise NoSuchTool(name, available=list(self._groups))
+            group.desired = 0
+            members = [i for i in self._instances.values() if i.group is group]
+            for inst in members:
+                self._drain(inst)
+            return [i.retired for i in members]
+
+        retired = self._ioloop.run_sync(remove)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        left = [len(retired)]  # (the retired futures are all set on the pool's loop, in turn)
+
+        def one(_: concurrent.futures.Future[None]) -> None:
+            left[0] -= 1
+            if left[0] == 0 and not done.done():
+                done.set_result(None)
+
+        if not retired:
+            done.set_result(None)
+        for future in retired:
+            future.add_done_callback(one)
+        return done
 
     def _reserve(self, group: Group) -> tuple[str, int]:
         index = next(group.numbers)
@@ -160,7 +194,7 @@ class Pool:
                       extra: InstanceSetup | None) -> Instance:
         spec = group.spec
         cwd = os.fspath(spec.cwd) if spec.cwd is not None else None
-        env = dict(spec.env)
+        env = {**self.env, **spec.env}
         args = list(spec.args)
         if extra is not None:
             cwd = extra.cwd if extra.cwd is not None else cwd
@@ -460,14 +494,15 @@ class Pool:
     def interrupt(self, iid: str) -> None:
         self.instance(iid).session.interrupt()
 
-    def scale(self, adapter: str, count: int) -> None:
+    def scale(self, group_name: str, count: int) -> None:
+        """Grow or shrink a group (named as its tool, unless it has a name of its own)."""
         if count < 0:
             raise ValueError("count must be >= 0")
 
         def go() -> None:
-            group = self._groups.get(adapter)
+            group = self._groups.get(group_name)
             if group is None:
-                raise NoSuchTool(adapter, available=list(self._groups))
+                raise NoSuchTool(group_name, available=list(self._groups))
             self._scale(group, count)
 
         self._ioloop.run_sync(go)
@@ -627,4 +662,4 @@ class Pool:
 
 
 def _instance_id(group: Group, index: int) -> str:
-    return f"{group.adapter.name}-{index}"
+    return f"{group.name}-{index}"

@@ -341,3 +341,23 @@ def test_one_batch_at_a_time(orch: Orchestrator, tmp_path: Path) -> None:
             orch.execute_jobs([job])
     finally:
         first.join(30)
+
+
+def test_a_job_that_sets_variables_runs_on_a_fleets_instance_started_with_them(
+        repo: Path, tmp_path: Path) -> None:
+    """A given fleet's instance fits a job with variables when its group set exactly those
+    (env_digest); one with other variables does not, and the job gets an instance of its own."""
+    from aimterm.cluster import ClusterManager
+    from aimterm.instance import GroupSpec
+
+    spec = GroupSpec("demo", count=1, cwd=repo, env=dict(FAST), name="fast")
+    other = GroupSpec("demo", count=1, cwd=repo, env={"AIMTERM_DEMO_THINK": "0.06"},
+                      name="slow")
+    with ClusterManager([spec, other]).start(timeout=30) as fleet, \
+            Orchestrator(state_dir=tmp_path / "state", fleet=fleet, record=False) as o:
+        [same] = o.execute_jobs(jobs_from_data([rename_job("a", repo)]))
+        assert same.success and same.instance == "fast-1", same.error
+        [own] = o.execute_jobs(jobs_from_data([rename_job(
+            "b", repo, env={"AIMTERM_DEMO_THINK": "0.07"})]), mode="pooled")
+        assert own.success and own.instance not in {"fast-1", "slow-1"}, own.instance
+        assert [r["turns"] for r in fleet.status()] == [1, 0]

@@ -22,6 +22,7 @@ PKG = Path(__file__).resolve().parent.parent / "aimterm"
 LAYERS = {
     "aimterm.version": 0, "aimterm.builtin_adapters": 0, "aimterm.errors": 0,
     "aimterm.states": 0, "aimterm.events": 0, "aimterm.paths": 0, "aimterm.statedir": 0,
+    "aimterm.procs": 0,
     "aimterm.__main__": 5,
     "aimterm.term": 1,
     "aimterm.adapter": 2, "aimterm.records": 2,

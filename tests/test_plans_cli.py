@@ -190,3 +190,123 @@ def test_with_a_daemon_up_the_daemon_runs_the_plan(tmp_path: Path) -> None:
             assert at(root, "cluster", "down", "-c", str(config)).returncode == 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _status(root: Path, config: Path) -> dict[str, object]:
+    from tests.test_jobs_cli import aimterm as at
+
+    out = at(root, "cluster", "status", "--json", "-c", str(config))
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, object] = json.loads(out.stdout)
+    return doc
+
+
+def test_steps_run_on_the_daemons_instances_in_their_worktrees(tmp_path: Path) -> None:
+    """With a daemon up, each step's instance is the daemon's: in its status (in the step's
+    worktree, with its own id), its screen readable, and gone once the step is over."""
+    from tests.test_jobs_cli import _cluster
+    from tests.test_jobs_cli import aimterm as at
+
+    root = Path(tempfile.mkdtemp(prefix="atp-", dir="/tmp"))
+    try:
+        repo = make_repo(root / "repo", {"README": "start\n"})
+        config = _cluster(root, repo)
+        try:
+            before = {r["id"] for r in _status(root, config)["instances"]}  # type: ignore[attr-defined]
+            plan = chain_plan(root / "chain.json", think="1.5")
+            env = dict(os.environ, XDG_STATE_HOME=str(root / "xdg-state"),
+                       XDG_CONFIG_HOME=str(root / "xdg-config"))
+            proc = subprocess.Popen([sys.executable, "-m", "aimterm", "run", str(plan), "-C",
+                                     str(repo), "-c", str(config), "--json"], cwd=root,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            seen: dict[str, dict[str, object]] = {}
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                for row in _status(root, config)["instances"]:  # type: ignore[attr-defined]
+                    if row["id"] not in before and row["state"] == "busy":
+                        seen.setdefault(row["id"], row)
+                        if len(seen) == 1:
+                            shown = at(root, "screen", row["id"], "--json", "-c",
+                                       str(config))
+                            assert shown.returncode == 0, shown.stderr
+                            assert json.loads(shown.stdout)["id"] == row["id"]
+                time.sleep(0.2)
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, out + err
+            doc = json.loads(out)
+            assert doc["status"] == "succeeded"
+            # Each step ran on an instance of the daemon named after it, in its worktree.
+            steps = {s["step_id"]: s for s in doc["steps"]}
+            assert {s["instance"].rsplit("-", 2)[0] for s in steps.values()} == set("abcd")
+            assert {s["mode"] for s in steps.values()} == {"pooled"}
+            assert seen and set(seen) <= {s["instance"] for s in steps.values()}
+            worktrees = (root / "state" / "worktrees" / doc["run_id"]).resolve()
+            for iid, row in seen.items():
+                sid = next(k for k, s in steps.items() if s["instance"] == iid)
+                assert row["group"] == iid.rsplit("-", 1)[0] and row["adapter"] == "demo"
+                assert Path(str(row["cwd"])).resolve() == worktrees / sid
+            # Over: the steps' instances are gone, the cluster's own are as they were.
+            assert {r["id"] for r in _status(root, config)["instances"]} == before  # type: ignore[attr-defined]
+        finally:
+            assert at(root, "cluster", "down", "-c", str(config)).returncode == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_daemon_killed_mid_run_resumes_in_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL the daemon that runs a plan; the next daemon kills the steps' orphaned tools
+    and ``--resume`` goes on: merged steps are not redone, and the tree is the one a run
+    left alone makes."""
+    from tests.test_jobs_cli import _cluster
+    from tests.test_jobs_cli import aimterm as at
+
+    root = Path(tempfile.mkdtemp(prefix="atp-", dir="/tmp"))
+    try:
+        repo = make_repo(root / "repo", {"README": "start\n"})
+        other = root / "other"
+        shutil.copytree(repo, other)
+        config = _cluster(root, repo)
+        daemon_pid = None
+        try:
+            plan = chain_plan(root / "chain.json", think="0.6")
+            env = dict(os.environ, XDG_STATE_HOME=str(root / "xdg-state"),
+                       XDG_CONFIG_HOME=str(root / "xdg-config"))
+            proc = subprocess.Popen([sys.executable, "-m", "aimterm", "run", str(plan), "-C",
+                                     str(repo), "-c", str(config)], cwd=root, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            daemon_pid = int(_status(root, config)["daemon"]["pid"])  # type: ignore[index]
+            db = root / "state" / "aimterm.db"
+            deadline = time.monotonic() + 60
+            while _merged_steps(db) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _merged_steps(db) >= 1
+            os.kill(daemon_pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode != 0 and err.count("\n") == 1, out + err  # one line
+            run_id = json.loads(at(root, "runs", "list", "--json", "-c",
+                                   str(config)).stdout)[0]["id"]
+            assert "cut short" in at(root, "runs", "list", "-c", str(config)).stdout
+            up = at(root, "cluster", "up", "--detach", "-c", str(config))
+            assert up.returncode == 0, up.stderr
+            daemon_pid = int(_status(root, config)["daemon"]["pid"])  # type: ignore[index]
+            resumed = at(root, "run", str(plan), "-C", str(repo), "--resume", run_id, "--json",
+                         "-c", str(config))
+            assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+            doc = json.loads(resumed.stdout)
+            assert doc["run_id"] == run_id and doc["status"] == "succeeded"
+            log = git(repo, "log", "--first-parent", "--format=%s",
+                      doc["integration"]).splitlines()
+            assert sorted(line for line in log if line.startswith("Merge")) == [
+                f"Merge aimterm/chain/{s}" for s in "abcd"]
+        finally:
+            down = at(root, "cluster", "down", "-c", str(config))
+            assert down.returncode == 0 or daemon_pid is None, down.stderr
+        alone = at(other, "run", str(plan), "--local", "--state-dir", str(root / "state2"),
+                   "--json")
+        assert alone.returncode == 0, alone.stderr
+        tree = git(repo, "rev-parse", f"{doc['integration']}^{{tree}}")
+        assert tree == git(other, "rev-parse",
+                           f"{json.loads(alone.stdout)['integration']}^{{tree}}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -195,6 +195,40 @@ def test_scale_up_down_and_drain_finishes_its_turn() -> None:
             pool.drain("echo-9")
 
 
+def test_named_groups_run_one_tool_in_two_folders_and_go_when_removed(tmp_path: Path) -> None:
+    """A group with a name of its own (as a plan step's): its ids, its folder, its variables
+    under the pool's, its env_digest; removing it drains its instance (the turn in hand
+    finishes) and frees the name."""
+    from aimterm.instance import env_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with Pool([GroupSpec("bash", count=1, cwd=tmp_path / "a")], env={"MARK": "pool"}) as pool:
+        pool.add_group(GroupSpec("bash", count=1, cwd=tmp_path / "b", env={"STEP": "b"},
+                                 name="step-b"))
+        pool.wait_ready(20)
+        rows = {r["id"]: r for r in pool.status()}
+        assert set(rows) == {"bash-1", "step-b-1"}
+        assert rows["step-b-1"]["group"] == "step-b" and rows["bash-1"]["group"] == "bash"
+        assert rows["step-b-1"]["env_digest"] == env_digest({"STEP": "b"}) != \
+            rows["bash-1"]["env_digest"]
+        assert pool.send("pwd; echo $MARK $STEP", to="step-b-1").reply == \
+            f"{tmp_path / 'b'}\npool b"
+        with pytest.raises(ValueError, match="already has a group named 'step-b'"):
+            pool.add_group(GroupSpec("bash", count=1, name="step-b"))
+        busy = pool.submit("sleep 0.5; echo done", to="step-b-1")
+        wait_for(lambda: pool.instance("step-b-1").state is State.BUSY, "step-b-1 busy")
+        gone = pool.remove_group("step-b")
+        assert busy.result(10).reply == "done"
+        gone.result(10)
+        assert [r["id"] for r in pool.status()] == ["bash-1"]
+        with pytest.raises(NoSuchTool):
+            pool.remove_group("step-b")
+        pool.add_group(GroupSpec("bash", count=1, name="step-b"))  # the name is free again
+        wait_for(lambda: len(pool.status()) == 2, "step-b again")
+        assert pool.remove_group("step-b").result(10) is None
+
+
 def test_setup_hook_gives_each_instance_its_own_cwd(tmp_path: Path) -> None:
     def setup(iid: str, index: int) -> InstanceSetup:
         d = tmp_path / iid

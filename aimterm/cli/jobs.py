@@ -8,7 +8,6 @@ there whether or not a daemon runs.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -160,13 +159,11 @@ def run_cancel(config: str | None, state_dir: str | None, run_id: str) -> int:
 def run_state(run: dict[str, Any]) -> str:
     """A run still ``running`` whose process is gone was cut short (killed, or the machine
     went down): say so rather than show it running forever."""
-    if run["status"] == "running" and run["finished"] is None and run["pid"]:
-        try:
-            os.kill(run["pid"], 0)
-        except ProcessLookupError:
-            return "cut short"
-        except PermissionError:
-            pass
+    from aimterm.procs import pid_alive
+
+    if run["status"] == "running" and run["finished"] is None and run["pid"] \
+            and not pid_alive(int(run["pid"])):
+        return "cut short"
     return str(run["status"])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from aimterm.errors import AimtermError, ConfigError, LimitExceeded, ProtocolErr
 from aimterm.jobs.loader import jobs_from_data
 from aimterm.jobs.orchestrator import MODES, Orchestrator, new_run_id
 from aimterm.jobs.spec import MAX_JOBS
-from aimterm.pool import Pool
+from aimterm.pool import GroupSpec, Pool
 from aimterm.states import State
 from aimterm.turn import Turn
 
@@ -36,10 +37,25 @@ MAX_INSTANCES = 64
 
 
 class PoolFleet:
-    """The daemon's pool as the part of a Fleet that running jobs needs."""
+    """The daemon's pool as the part of a Fleet that running jobs needs, and the groups a
+    plan run adds to it for its steps (``daemon``: whose transcripts they write)."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, daemon: Daemon | None = None) -> None:
         self.pool = pool
+        self._daemon = daemon
+
+    def add_group(self, name: str, tool: str, *, cwd: str, env: Mapping[str, str],
+                  count: int = 1) -> None:
+        """Start ``count`` instances of ``tool`` in ``cwd`` as the group ``name`` (their ids
+        ``name-1``, …): they are the daemon's like any other, in its status, attachable."""
+        if self._daemon is not None:
+            spec = self._daemon.group_spec(tool, count, cwd=cwd, env=env)
+        else:
+            spec = GroupSpec(tool, count=count, cwd=cwd, env=dict(env))
+        self.pool.add_group(dataclasses.replace(spec, name=name))
+
+    def remove_group(self, name: str) -> concurrent.futures.Future[None]:
+        return self.pool.remove_group(name)
 
     def submit(self, prompt: str, *, tool: str | None = None, key: str | None = None,
                tags: Iterable[str] = (), to: str | None = None,
@@ -121,7 +137,7 @@ class DaemonJobs:
                 run_id = new_run_id()
             since = self.daemon.store.last_seq() if self.daemon.store is not None else 0
             orch = Orchestrator(instances_per_tool=instances,
-                                fleet=PoolFleet(self._pool()),
+                                fleet=PoolFleet(self._pool(), self.daemon),
                                 state_dir=self.daemon.config.state_dir,
                                 store=self.daemon.store, record_event=self.daemon.record)
             run = self._runs[run_id] = _Run(run_id, orch)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aimterm.adapter.registry import load_adapter
 from aimterm.errors import AimtermError, ConfigError, LimitExceeded, ProtocolError
 from aimterm.events import RunFinished
+from aimterm.ipc.jobs import PoolFleet
 from aimterm.plans.loader import plan_from_data
 from aimterm.plans.runner import PlanRun
 from aimterm.plans.spec import Plan
@@ -95,12 +96,14 @@ class DaemonPlans:
                 raise LimitExceeded("plan runs", len(self._runs) + 1, MAX_PLAN_RUNS,
                                     "wait for a run to end, or cancel one")
             since = self.daemon.store.last_seq() if self.daemon.store is not None else 0
+            assert self.daemon.pool is not None
             try:
                 runner = PlanRun(plan, repo=Path(repo), run_id=resume,
                                  resume=resume is not None,
                                  state_dir=self.daemon.config.state_dir,
                                  store=self.daemon.store, max_concurrency=width,
-                                 keep_worktrees=keep, record_event=self.daemon.record)
+                                 keep_worktrees=keep, record_event=self.daemon.record,
+                                 fleet=PoolFleet(self.daemon.pool, self.daemon))
             except AimtermError as exc:
                 raise ProtocolError(str(exc)) from None
             if runner.run_id in self._runs:

@@ -30,7 +30,7 @@ from aimterm.cluster import ClusterManager
 from aimterm.config import DB_NAME, default_state_dir
 from aimterm.errors import AimtermError
 from aimterm.events import Event, EventBus, RunFinished, RunStarted
-from aimterm.instance import GroupSpec
+from aimterm.instance import GroupSpec, env_digest
 from aimterm.jobs.attempt import InstanceFate, JobFleet, oneshot_attempt, pooled_attempt
 from aimterm.jobs.checks import ACCEPTANCE_TIMEOUT_S
 from aimterm.jobs.lanes import Lane, LaneKey, Task, lane_key, usable
@@ -248,9 +248,9 @@ class Orchestrator:
             return None
         key = lane_key(job)
         fleet = self._given_fleet()
-        # (A daemon's instance has the environment it was started with, which a job that sets
-        # variables cannot check: such jobs get instances of their own.)
-        if fleet is not None and not job.env and _fitting_ids(fleet, key) and (
+        # (An instance has the environment it was started with: a job that sets variables
+        # fits only instances whose group set exactly those, by their env_digest.)
+        if fleet is not None and _fitting_ids(fleet, key) and (
                 mode == "pooled" or adapter.jobs.pooled or not oneshot):
             return Lane(key, adapter, fleet)
         warm = key in self._pools
@@ -412,12 +412,15 @@ def _wait_all(futures: Sequence[concurrent.futures.Future[JobResult]],
 
 def _fitting_ids(fleet: JobFleet, key: LaneKey) -> list[str]:
     """The instances of a fleet that can take the lane's jobs: of its tool, active, not
-    given up on, in its folder (when it names one), with its tags."""
-    tool, cwd, _env, tags = key
+    given up on, in its folder (when it names one), with its tags, started with its
+    variables (when it sets any)."""
+    tool, cwd, env, tags = key
+    digest = env_digest(dict(env)) if env else None
     return [row["id"] for row in fleet.status()
             if row.get("adapter") == tool and usable(row)
             and set(tags) <= set(row.get("tags") or ())
-            and (cwd is None or _same_dir(row.get("cwd"), cwd))]
+            and (cwd is None or _same_dir(row.get("cwd"), cwd))
+            and (digest is None or row.get("env_digest") == digest)]
 
 
 def _same_dir(a: Any, b: str) -> bool:

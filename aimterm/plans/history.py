@@ -12,9 +12,10 @@ from aimterm.errors import PlanError
 from aimterm.plans.git import Git, branch_exists, common_dir
 from aimterm.plans.scheduler import StepState
 from aimterm.plans.spec import Plan
+from aimterm.procs import pid_alive
 from aimterm.store import Store
 
-__all__ = ["alive", "clear_stale_locks", "recorded_states", "set_aside_earlier_branches",
+__all__ = ["clear_stale_locks", "recorded_states", "set_aside_earlier_branches",
            "undo_unfinished_merges"]
 
 
@@ -31,7 +32,7 @@ def set_aside_earlier_branches(store: Store | None, plan: Plan, repo: Path,
                 earlier = row
                 break
     if earlier is not None and earlier["status"] == "running" and earlier["pid"] \
-            and earlier["pid"] != os.getpid() and alive(int(earlier["pid"])):
+            and earlier["pid"] != os.getpid() and pid_alive(int(earlier["pid"])):
         raise PlanError(f"run {earlier['id']} of plan {plan.id!r} is still running here "
                         f"(pid {earlier['pid']}); wait for it, or stop it and go on with it "
                         f"(--resume {earlier['id']})")
@@ -58,7 +59,7 @@ def recorded_states(store: Store | None, plan: Plan,
     if row["plan_id"] != plan.id:
         raise PlanError(f"run {run_id} ran plan {row['plan_id']!r}, not {plan.id!r}")
     if row["status"] == "running" and row["pid"] and row["pid"] != os.getpid() \
-            and alive(int(row["pid"])):
+            and pid_alive(int(row["pid"])):
         raise PlanError(f"run {run_id} is still running (pid {row['pid']})")
     steps = store.plan_steps(run_id)
     recorded = [s["step_id"] for s in steps]
@@ -119,13 +120,3 @@ def undo_unfinished_merges(integration: Path, run_id: str, head: str,
                              check=False)
             if merged.returncode == 0:
                 git.run("reset", "--hard", found.stdout.strip())
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -53,6 +53,9 @@ class StepOutcome:
     elapsed_s: float
     timings: Mapping[str, float]
     conflicts: tuple[str, ...] = ()
+    #: Where its last attempt ran: the instance (None for a one-shot run) and how.
+    instance: str | None = None
+    mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -45,6 +45,7 @@ from aimterm.plans.history import (
     set_aside_earlier_branches,
     undo_unfinished_merges,
 )
+from aimterm.plans.instances import StepFleet, StepGroup
 from aimterm.plans.radar import INTEGRATION, predict
 from aimterm.plans.result import PlanResult, StepOutcome, StepRecord
 from aimterm.plans.scheduler import TERMINAL, Change, Scheduler, StepState
@@ -69,6 +70,8 @@ class PlanRun:
     running ones are). ``keep_worktrees``: leave every step's worktree on disk (one with work
     that did not merge is always kept). ``record``: keep the run in the store of
     ``state_dir``. ``on_event`` sees every event as it happens (the live display).
+    ``fleet``: where steps get their instances (the daemon's; see
+    :mod:`aimterm.plans.instances`); None: each attempt runs as a job on its own.
     """
 
     def __init__(self, plan: Plan, *, repo: str | os.PathLike[str] = ".",
@@ -78,7 +81,8 @@ class PlanRun:
                  keep_worktrees: bool = False, gate_timeout_s: float = GATE_TIMEOUT_S,
                  radar_interval_s: float = RADAR_INTERVAL_S,
                  on_event: Callable[[Event], object] | None = None,
-                 record_event: Callable[[Event], object] | None = None) -> None:
+                 record_event: Callable[[Event], object] | None = None,
+                 fleet: StepFleet | None = None) -> None:
         from aimterm.jobs.orchestrator import new_run_id  # the runtime loads with a run
 
         if resume and run_id is None:
@@ -96,6 +100,7 @@ class PlanRun:
         self.bus = EventBus()
         self._on_event = on_event
         self._record_event = record_event  # instead of the store's append (the daemon's)
+        self._fleet = fleet  # where steps get their instances (the daemon's), if given
         #: The run's result once :meth:`run` returned; ``failure``: why it could not run.
         self.result: PlanResult | None = None
         self.failure: str | None = None
@@ -259,8 +264,10 @@ class PlanRun:
             with self._lock:
                 rec.worktree = wt
             self._flush_step(sid)
-            orch = Orchestrator(fleet=None, record=False, instances_per_tool=1, max_oneshot=1,
-                                state_dir=self.state_dir,
+            group = StepGroup(self._fleet, name=f"{sid}-{self.run_id[-4:]}", tool=step.tool,
+                              cwd=str(wt.path), env=self._env(step))
+            orch = Orchestrator(fleet=group.fleet, record=False, instances_per_tool=1,
+                                max_oneshot=1, state_dir=self.state_dir,
                                 record_event=lambda e: self._job_event(sid, number, e))
             with self._lock:
                 cancelled = self.scheduler.cancelled
@@ -275,6 +282,7 @@ class PlanRun:
                 with self._lock:
                     self._orchestrators.pop(sid, None)
                 orch.shutdown()
+                group.close()
             t2 = time.monotonic()
             if result.success and step.edits:
                 self.worktrees.commit(wt, f"{self.plan.id}: {step.name or sid}\n\n"
@@ -547,7 +555,7 @@ class PlanRun:
                 worktree=str(rec.worktree.path) if rec.worktree else None,
                 merge_commit=rec.merge_commit, error=self.scheduler.error(step.id),
                 elapsed_s=round(rec.elapsed, 3), timings=dict(rec.timings),
-                conflicts=tuple(rec.conflicts)))
+                conflicts=tuple(rec.conflicts), instance=rec.instance, mode=rec.mode))
         return PlanResult(run_id=self.run_id, plan_id=self.plan.id, status=status,
                           repo=str(self.repo), integration=self.train.branch,
                           head=head(self.repo, self.train.branch), steps=tuple(steps),
