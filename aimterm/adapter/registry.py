@@ -9,6 +9,7 @@ specs that is dropped as soon as any file a spec was built from changes.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from aimterm.paths import adapter_search_path
 
 _SUFFIXES = (".yaml", ".yml")
 
-_Stamp = tuple[Path, int]  # (file, mtime_ns) a cached result depends on
+_Stamp = tuple[Path, tuple[int, int]]  # (file, (mtime_ns, size)) a cached result depends on
 _Candidates = list[tuple[str, Path]]  # (origin, file), highest precedence first
 _Paths = list[Path]
 
@@ -35,11 +36,14 @@ class AdapterInfo:
     overrides: _Paths = field(default_factory=list)  # lower-precedence files, next one first
 
 
-def _mtime(path: Path) -> int:
+def _mtime(path: Path) -> tuple[int, int]:
+    """What says a file changed: its mtime, and its size (an edit within the file system's
+    timestamp tick keeps the mtime)."""
     try:
-        return path.stat().st_mtime_ns
+        st = path.stat()
     except OSError:
-        return -1
+        return -1, -1
+    return st.st_mtime_ns, st.st_size
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -55,7 +59,7 @@ class AdapterRegistry:
     def __init__(self, search_path: list[tuple[str, Path]] | None = None) -> None:
         self.search_path = (list(search_path) if search_path is not None
                             else adapter_search_path())
-        self._names: dict[Path, tuple[int, str]] = {}
+        self._names: dict[Path, tuple[tuple[int, int], str]] = {}
         self._specs: dict[tuple[Path, str], tuple[tuple[_Stamp, ...], AdapterSpec]] = {}
 
     # -- lookup ---------------------------------------------------------------------------
@@ -156,6 +160,22 @@ class AdapterRegistry:
         return self.load_path(path, origin=origin)
 
 
+_shared: AdapterRegistry | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_registry() -> AdapterRegistry:
+    """One registry per search path for :func:`load_adapter`: each run of a job or plan step
+    loads its tool's adapter, and a fresh registry would parse every file on the path to
+    learn its name (a tenth of a second) each time. Its caches check the files' stamps."""
+    global _shared
+    path = adapter_search_path()
+    with _shared_lock:
+        if _shared is None or _shared.search_path != path:
+            _shared = AdapterRegistry(path)
+        return _shared
+
+
 def _looks_like_path(text: str) -> bool:
     return "/" in text or text.endswith(_SUFFIXES)
 
@@ -163,7 +183,7 @@ def _looks_like_path(text: str) -> bool:
 def load_adapter(name_or_path: str | Path,
                  registry: AdapterRegistry | None = None) -> AdapterSpec:
     """An adapter by file path (``origin="file"``) or else by name on the search path."""
-    registry = registry if registry is not None else AdapterRegistry()
+    registry = registry if registry is not None else _shared_registry()
     text = str(name_or_path)
     if (isinstance(name_or_path, Path) or _looks_like_path(text)) and Path(text).is_file():
         return registry.load_path(Path(text), origin="file")
