@@ -168,8 +168,13 @@ ERRORS = [
                  "got list", id="env-type"),
     pytest.param('jobs:\n  promt: "{prompt}"\n',
                  "a.yaml:5: jobs.promt: unknown key 'promt' (expected one of: after, files, "
-                 "ignore, oneshot, oneshot_env, pooled, prompt, prompt_with_files)",
+                 "ignore, oneshot, oneshot_env, pooled, pooled_args, prompt, "
+                 "prompt_with_files)",
                  id="unknown-key"),
+    pytest.param('jobs:\n  pooled_args: ""\n',
+                 "a.yaml:5: jobs.pooled_args: expected a command (a list of strings, or a "
+                 "string), got an empty string",
+                 id="empty-pooled-args"),
 ]
 
 

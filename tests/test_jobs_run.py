@@ -361,3 +361,24 @@ def test_a_job_that_sets_variables_runs_on_a_fleets_instance_started_with_them(
             "b", repo, env={"AIMTERM_DEMO_THINK": "0.07"})]), mode="pooled")
         assert own.success and own.instance not in {"fast-1", "slow-1"}, own.instance
         assert [r["turns"] for r in fleet.status()] == [1, 0]
+
+
+def test_instances_started_for_jobs_get_the_adapters_pooled_args(
+        repo: Path, tmp_path: Path, aimterm_adapters: Any) -> None:
+    """``jobs.pooled_args`` reach the command of an instance the orchestrator starts (how
+    claude and gemini edit without asking), and not the one-shot command."""
+    aimterm_adapters.add("posixbash", "extends: bash\nname: posixbash\n"
+                                      "jobs: {pooled_args: [-o, posix]}\n")
+    probe = 'case ":$SHELLOPTS:" in *:posix:*) echo posix;; *) echo plain;; esac > {out}'
+
+    def job(name: str) -> dict[str, Any]:
+        return {"id": name, "tool": "posixbash", "cwd": str(repo),
+                "prompt": probe.format(out=f"{name}.txt"),
+                "acceptance": [f"test -s {name}.txt"]}
+
+    with Orchestrator(state_dir=tmp_path / "state", fleet=None, record=False) as o:
+        [pooled] = o.execute_jobs([job("p")], mode="pooled")
+        [oneshot] = o.execute_jobs([job("o")], mode="oneshot")
+    assert pooled.success and oneshot.success, (pooled.error, oneshot.error)
+    assert (repo / "p.txt").read_text() == "posix\n"
+    assert (repo / "o.txt").read_text() == "plain\n"

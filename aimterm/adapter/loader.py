@@ -633,9 +633,12 @@ class _Converter:
         if not pooled and oneshot is None:
             self.fail(at + ("pooled",), "false, but there is no jobs.oneshot: the tool "
                                         "could not run a job at all")
+        pooled_args: tuple[str, ...] = ()
+        if raw.get("pooled_args") is not None:
+            pooled_args = self.argv(raw["pooled_args"], at + ("pooled_args",))
         return JobRecipe(pooled=pooled, files=files, prompt=prompt, prompt_with_files=with_files,
                          after=after, oneshot=oneshot, oneshot_env=env,
-                         ignore=tuple(raw.get("ignore", ())))
+                         ignore=tuple(raw.get("ignore", ())), pooled_args=pooled_args)
 
     def spec(self, name: str, source: str, origin: str) -> AdapterSpec:
         data = self.data
@@ -838,5 +841,7 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
         jobs["oneshot_env"] = dict(j.oneshot_env)
     if j.ignore:
         jobs["ignore"] = list(j.ignore)
+    if j.pooled_args:
+        jobs["pooled_args"] = list(j.pooled_args)
     out["jobs"] = jobs
     return out

@@ -349,6 +349,13 @@ _PROPERTIES: dict[str, Any] = {
                        "description": "Glob patterns of files the tool writes for itself "
                                       "(matched against each part of a path): never counted "
                                       "as changed by a job."},
+            "pooled_args": {"type": ["string", "array"],
+                            "items": {"type": "string", "maxLength": 4096}, "maxItems": 64,
+                            "description": "Arguments added to the command of instances "
+                                           "started to take jobs (not those of a cluster "
+                                           "file): the mode in which the tool edits without "
+                                           "asking (a list, or a string split like a shell "
+                                           "would); default none."},
         },
     ),
     "verified": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64},

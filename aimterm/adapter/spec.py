@@ -273,6 +273,8 @@ class JobRecipe:
     the environment. Texts use :data:`JOB_PLACEHOLDERS`; :mod:`aimterm.jobs.recipe` fills
     them in for one job. ``ignore``: glob patterns of the files the tool writes for itself
     (aider's ``.aider*``), matched against each part of a path: never counted as changed.
+    ``pooled_args``: arguments added to the command of instances started to take jobs (not
+    those of a cluster file): the mode in which the tool edits files without asking.
     """
 
     pooled: bool = True
@@ -283,6 +285,7 @@ class JobRecipe:
     oneshot: tuple[str, ...] | None = None
     oneshot_env: tuple[tuple[str, str], ...] = ()
     ignore: tuple[str, ...] = ()
+    pooled_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

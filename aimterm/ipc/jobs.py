@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aimterm.adapter.registry import load_adapter
@@ -45,14 +45,15 @@ class PoolFleet:
         self._daemon = daemon
 
     def add_group(self, name: str, tool: str, *, cwd: str, env: Mapping[str, str],
-                  count: int = 1) -> None:
+                  args: Sequence[str] = (), count: int = 1) -> None:
         """Start ``count`` instances of ``tool`` in ``cwd`` as the group ``name`` (their ids
-        ``name-1``, …): they are the daemon's like any other, in its status, attachable."""
+        ``name-1``, …), ``args`` added to the tool's command: they are the daemon's like any
+        other, in its status, attachable."""
         if self._daemon is not None:
             spec = self._daemon.group_spec(tool, count, cwd=cwd, env=env)
         else:
             spec = GroupSpec(tool, count=count, cwd=cwd, env=dict(env))
-        self.pool.add_group(dataclasses.replace(spec, name=name))
+        self.pool.add_group(dataclasses.replace(spec, name=name, args=tuple(args)))
 
     def remove_group(self, name: str) -> concurrent.futures.Future[None]:
         return self.pool.remove_group(name)

@@ -268,7 +268,7 @@ class Orchestrator:
             pool = self._pools.get(key)
             if pool is None:
                 spec = GroupSpec(adapter, count=0, cwd=job.cwd, env=dict(job.env),
-                                 tags=job.tags)
+                                 tags=job.tags, args=adapter.jobs.pooled_args)
                 # The orchestrator retries jobs itself, on another instance if one died: the
                 # fleet must not resend a job's prompt behind its back.
                 pool = ClusterManager([spec], retry_turns=0).start(wait=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from aimterm.adapter.registry import load_adapter
@@ -31,7 +31,7 @@ class StepFleet(JobFleet, Protocol):
     """A fleet that can run a group of instances in a folder of the caller's choosing."""
 
     def add_group(self, name: str, tool: str, *, cwd: str, env: Mapping[str, str],
-                  count: int = 1) -> None: ...
+                  args: Sequence[str] = (), count: int = 1) -> None: ...
 
     def remove_group(self, name: str) -> concurrent.futures.Future[None]: ...
 
@@ -51,7 +51,7 @@ class StepGroup:
             return
         for candidate in (name, *(f"{name}.{n}" for n in range(2, 10))):
             try:
-                fleet.add_group(candidate, tool, cwd=cwd, env=env)
+                fleet.add_group(candidate, tool, cwd=cwd, env=env, args=jobs.pooled_args)
             except ValueError:  # the name is taken (by a run of the same plan): the next one
                 continue
             except (AimtermError, RuntimeError) as exc:  # at its ceiling, or stopping

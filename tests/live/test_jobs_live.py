@@ -134,17 +134,12 @@ def orch(root: Path) -> Iterator[Orchestrator]:
 def workspace(cli: str, root: Path, offline: OfflineEnv) -> tuple[Path, dict[str, str]]:
     """The repository the jobs work in, and the CLI's offline environment (the jobs' env)."""
     repo = root / "repo"
+    # No approval mode in the user's settings: the adapters' jobs.pooled_args (claude's
+    # acceptEdits, gemini's auto_edit) are what lets a pooled job edit without asking.
     options: dict[str, Any] = {}
-    if cli == "claude":
-        options["settings"] = {"permissions": {"defaultMode": "acceptEdits"}}
     if cli == "gemini":
         options["trust"] = [repo]
     env = offline(cli, root / "home", **options)
-    if cli == "gemini":
-        settings = root / "home" / ".gemini" / "settings.json"
-        data = json.loads(settings.read_text())
-        data["general"]["defaultApprovalMode"] = "auto_edit"
-        settings.write_text(json.dumps(data, indent=2))
     files = {f"{name}.txt": "old\n" for name in NAMES}
     files[NOTES] = "old notes\n"
     git_workdir(repo, files=files, commit=True, env={**env, **GIT_IDENTITY})
