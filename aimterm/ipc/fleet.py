@@ -14,14 +14,16 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-from collections.abc import Generator, Iterable, Sequence
+import threading
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aimterm.config import SOCKET_NAME, default_state_dir
+from aimterm.errors import ProtocolError
 from aimterm.fleet import TurnRecord, turn_from_dict
-from aimterm.ipc.client import ControlClient
+from aimterm.ipc.client import ClientStream, ControlClient
 from aimterm.states import State
 from aimterm.turn import Turn
 
@@ -42,6 +44,8 @@ class RemoteFleet:
             client = ControlClient(path if path is not None else self.socket_of(state_dir),
                                    timeout=timeout)
         self.client = client
+        self._held: dict[str, tuple[ClientStream, Iterator[Any]]] = {}
+        self._held_lock = threading.Lock()
 
     @staticmethod
     def socket_of(state_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -131,6 +135,44 @@ class RemoteFleet:
 
     def scale(self, tool: str, count: int) -> None:
         self.client.call("scale", tool=tool, count=count)
+
+    # -- groups held for the caller -------------------------------------------------------------
+
+    def hold_group(self, tool: str, *, cwd: str, env: Mapping[str, str] | None = None,
+                   args: Sequence[str] = (), count: int = 1) -> str:
+        """Start ``count`` instances of ``tool`` in ``cwd`` in the daemon's fleet, held for
+        this connection (see :mod:`aimterm.ipc.groups`): the group's name. They stop at
+        :meth:`release_group`, or when this fleet's connection closes."""
+        stream = self.client.open_stream("group", {
+            "tool": tool, "cwd": os.fspath(cwd), "env": dict(env or {}), "args": list(args),
+            "count": count}, timeout=self.client.timeout)
+        items = iter(stream)
+        try:
+            first = next(items)
+        except StopIteration:
+            raise ProtocolError("the daemon ended the group before naming it") from None
+        name = str(first["group"])
+        with self._held_lock:
+            self._held[name] = (stream, items)
+        return name
+
+    def release_group(self, name: str) -> concurrent.futures.Future[None]:
+        """Stop a held group's instances (each finishes its turn); done once they have."""
+        with self._held_lock:
+            stream, items = self._held.pop(name)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def wait() -> None:
+            try:
+                stream.send_input({"stop": True})
+                for _ in items:  # (nothing comes but the end, once the instances stopped)
+                    pass
+                done.set_result(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+        threading.Thread(target=wait, daemon=True, name=f"aimterm-release-{name}").start()
+        return done
 
     def restart(self, instance_id: str) -> State:
         # A restart waits for the tool to start again: as long as its start-up may take.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import secrets
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,22 @@ class PoolFleet:
 
     def remove_group(self, name: str) -> concurrent.futures.Future[None]:
         return self.pool.remove_group(name)
+
+    def hold_group(self, tool: str, *, cwd: str, env: Mapping[str, str] | None = None,
+                   args: Sequence[str] = (), count: int = 1) -> str:
+        """:meth:`add_group` under a name of the daemon's choosing (``TOOL-xxxx``), as a
+        client's held group is named: for a job run's lanes."""
+        for _ in range(8):
+            name = f"{tool}-{secrets.token_hex(2)}"
+            try:
+                self.add_group(name, tool, cwd=cwd, env=env or {}, args=args, count=count)
+            except ValueError:  # taken: draw again
+                continue
+            return name
+        raise ProtocolError("could not name the group (8 names taken)")
+
+    def release_group(self, name: str) -> concurrent.futures.Future[None]:
+        return self.remove_group(name)
 
     def submit(self, prompt: str, *, tool: str | None = None, key: str | None = None,
                tags: Iterable[str] = (), to: str | None = None,

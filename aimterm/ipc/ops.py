@@ -32,6 +32,7 @@ from aimterm.errors import AimtermError, NotReady, ProtocolError, UnknownInstanc
 from aimterm.events import PromptFinished, PromptQueued, Scaled
 from aimterm.fleet import MAX_TURNS, check_kinds, check_limit, status_row
 from aimterm.ipc.attach import Attach
+from aimterm.ipc.groups import DaemonGroups
 from aimterm.ipc.jobs import DaemonJobs
 from aimterm.ipc.plans import DaemonPlans
 from aimterm.ipc.protocol import MAX_LINE
@@ -120,6 +121,7 @@ class DaemonOps:
         self._attach = Attach(daemon)
         self.jobs = DaemonJobs(daemon)
         self.plans = DaemonPlans(daemon)
+        self.groups = DaemonGroups(daemon)
 
     def plain(self) -> dict[str, Op]:
         return {"ping": self.ping, "status": self.status, "send": self.send,
@@ -129,7 +131,7 @@ class DaemonOps:
                 **self.plans.ops()}
 
     def streaming(self) -> dict[str, StreamOp]:
-        return {"events": self.events, "attach": self._attach}
+        return {"events": self.events, "attach": self._attach, **self.groups.streaming()}
 
     @property
     def pool(self) -> Pool:

@@ -10,16 +10,21 @@ instance that took the first of them; a job whose instance died goes to another 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aimterm.adapter.spec import AdapterSpec
+from aimterm.errors import AimtermError
 from aimterm.jobs.attempt import JobFleet
 from aimterm.jobs.spec import Job
+from aimterm.states import State
+from aimterm.turn import Turn
 
-__all__ = ["Lane", "LaneKey", "Task", "lane_key", "usable"]
+__all__ = ["HeldGroup", "HoldingFleet", "Lane", "LaneKey", "Task", "lane_key", "usable"]
 
 LaneKey = tuple[str, str | None, tuple[tuple[str, str], ...], tuple[str, ...]]
 
@@ -129,3 +134,59 @@ class Lane:
                 self._sticky[key] = iid
             return task
         return None
+
+
+class HoldingFleet(JobFleet, Protocol):
+    """A fleet that runs groups of instances for a caller, for as long as it holds them (the
+    daemon's: :class:`~aimterm.ipc.fleet.RemoteFleet`, and in the daemon its own pool)."""
+
+    def hold_group(self, tool: str, *, cwd: str, env: Mapping[str, str] | None = None,
+                   args: Sequence[str] = (), count: int = 1) -> str: ...
+
+    def release_group(self, name: str) -> concurrent.futures.Future[None]: ...
+
+
+class HeldGroup:
+    """A lane's own instances as a group held in a given fleet, so that they are that
+    fleet's (in its status, attachable) rather than this process's. Started at the first
+    :meth:`scale` above zero, released at :meth:`shutdown`."""
+
+    def __init__(self, fleet: HoldingFleet, tool: str, *, cwd: str, env: Mapping[str, str],
+                 args: Sequence[str] = ()) -> None:
+        self.fleet = fleet
+        self.tool = tool
+        self.name: str | None = None
+        self._cwd, self._env, self._args = cwd, dict(env), tuple(args)
+
+    def scale(self, tool: str, count: int) -> None:
+        if self.name is None:
+            if count > 0:
+                self.name = self.fleet.hold_group(self.tool, cwd=self._cwd, env=self._env,
+                                                  args=self._args, count=count)
+            return
+        self.fleet.scale(self.name, count)
+
+    def status(self) -> list[dict[str, Any]]:
+        if self.name is None:
+            return []
+        return [row for row in self.fleet.status() if row.get("group") == self.name]
+
+    def submit(self, prompt: str, *, tool: str | None = None, key: str | None = None,
+               tags: Iterable[str] = (), to: str | None = None,
+               timeout: float | None = None) -> concurrent.futures.Future[Turn]:
+        return self.fleet.submit(prompt, tool=tool, key=key, tags=tags, to=to, timeout=timeout)
+
+    def screen(self, instance_id: str) -> list[str]:
+        return self.fleet.screen(instance_id)
+
+    def interrupt(self, instance_id: str) -> None:
+        self.fleet.interrupt(instance_id)
+
+    def restart(self, instance_id: str) -> State:
+        return self.fleet.restart(instance_id)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        name, self.name = self.name, None
+        if name is not None:
+            with contextlib.suppress(AimtermError, concurrent.futures.TimeoutError):
+                self.fleet.release_group(name).result(timeout)

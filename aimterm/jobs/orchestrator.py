@@ -33,7 +33,7 @@ from aimterm.events import Event, EventBus, RunFinished, RunStarted
 from aimterm.instance import GroupSpec, env_digest
 from aimterm.jobs.attempt import InstanceFate, JobFleet, oneshot_attempt, pooled_attempt
 from aimterm.jobs.checks import ACCEPTANCE_TIMEOUT_S
-from aimterm.jobs.lanes import Lane, LaneKey, Task, lane_key, usable
+from aimterm.jobs.lanes import HeldGroup, Lane, LaneKey, Task, lane_key, usable
 from aimterm.jobs.loader import jobs_from_data
 from aimterm.jobs.result import JobResult, JobStatus
 from aimterm.jobs.run import JobRun
@@ -49,6 +49,11 @@ Mode = Literal["auto", "pooled", "oneshot"]
 #: with one instance when its tool has no one-shot form): a batch of jobs in a hundred folders
 #: must not start a hundred agents at once.
 MAX_OWN_INSTANCES = 16
+
+
+#: The instances a lane starts for itself: a fleet of this process's, or a group held in the
+#: daemon's fleet when the orchestrator runs on one.
+OwnFleet = ClusterManager | HeldGroup
 
 
 def new_run_id() -> str:
@@ -90,7 +95,7 @@ class Orchestrator:
         self._store_owned = store is None
         self._record_event = record_event
         self._adapters: dict[str, AdapterSpec] = {}
-        self._pools: dict[LaneKey, ClusterManager] = {}
+        self._pools: dict[LaneKey, OwnFleet] = {}
         self._oneshots = concurrent.futures.ThreadPoolExecutor(
             max_oneshot, thread_name_prefix="aimterm-oneshot")
         self._lock = threading.Lock()
@@ -133,8 +138,9 @@ class Orchestrator:
         if self._store is not None and self._store_owned:
             self._store.close()
 
-    def pools(self) -> dict[LaneKey, ClusterManager]:
-        """The fleets this orchestrator started, by lane (tool, cwd, env)."""
+    def pools(self) -> dict[LaneKey, OwnFleet]:
+        """The fleets this orchestrator started, by lane (tool, cwd, env): its own, or groups
+        it holds in a daemon's fleet."""
         return dict(self._pools)
 
     # -- running jobs --------------------------------------------------------------------------
@@ -263,10 +269,16 @@ class Orchestrator:
     def _own_instances(self) -> int:
         return sum(len(pool.status()) for pool in list(self._pools.values()))
 
-    def _own_pool(self, key: LaneKey, adapter: AdapterSpec, job: Job) -> ClusterManager:
+    def _own_pool(self, key: LaneKey, adapter: AdapterSpec, job: Job) -> OwnFleet:
         with self._lock:
             pool = self._pools.get(key)
-            if pool is None:
+            given = self._given_fleet()
+            if pool is None and given is not None and hasattr(given, "hold_group"):
+                # A daemon's fleet: the lane's instances are held there, the daemon's own.
+                pool = HeldGroup(given, adapter.name, cwd=job.cwd or os.getcwd(),  # type: ignore[arg-type]
+                                 env=job.env, args=adapter.jobs.pooled_args)
+                self._pools[key] = pool
+            elif pool is None:
                 spec = GroupSpec(adapter, count=0, cwd=job.cwd, env=dict(job.env),
                                  tags=job.tags, args=adapter.jobs.pooled_args)
                 # The orchestrator retries jobs itself, on another instance if one died: the

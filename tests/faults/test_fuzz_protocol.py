@@ -271,6 +271,11 @@ PLAUSIBLE: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "max_concurrency": COUNT, "keep_worktrees": st.sampled_from([True, False, "yes"])},
     "plans_cancel": {"run_id": NAMES},
     "plans_get": {"run_id": NAMES},
+    "group": {"tool": st.sampled_from(["echo", "nosuch", "/etc/passwd", "Echo"]),
+              "cwd": st.sampled_from(["/tmp", "relative", "", "/nonexistent", "/" + "x" * 5000]),
+              "count": COUNT,
+              "env": st.sampled_from([{}, {"A": "1"}, {"1A": "x"}, {"A": "x" * 5000}, []]),
+              "args": st.sampled_from([[], ["-x"], "x", [1], ["a"] * 65])},
 }
 #: The same arguments, with any JSON at all as well.
 ARGS = {op: {name: arg(pick) for name, pick in names.items()} for op, names in PLAUSIBLE.items()}
