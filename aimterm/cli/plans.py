@@ -21,7 +21,7 @@ import click
 
 from aimterm.cli.jobs import daemon_socket, history_store, run_state, run_watched, table, when
 from aimterm.config import resolve_config
-from aimterm.events import Event, MergeConflictDetected, StepChanged, StepMerged
+from aimterm.events import Event, MergeConflictDetected, StepChanged, StepMerged, TaskStarted
 
 __all__ = ["parse_vars", "run_plan", "run_runs_list", "run_runs_show"]
 
@@ -60,6 +60,9 @@ class _Watch:
         if isinstance(event, StepChanged):
             why = f": {event.reason}" if event.reason else ""
             self._line(f"{event.step_id}: {event.state} (attempt {event.attempt}){why}")
+        elif isinstance(event, TaskStarted):
+            where = f"on {event.instance}" if event.instance else "as a one-shot run"
+            self._line(f"{event.task_id}: {where} ({event.tool_id}, attempt {event.attempt})")
         elif isinstance(event, StepMerged):
             self._line(f"{event.step_id}: merged {event.commit[:10]} "
                        f"(merge {event.merge_s:.2f}s, gate {event.gate_s:.2f}s)")
@@ -109,8 +112,8 @@ def _summary(result: dict[str, Any]) -> list[str]:
 
 
 #: The events a client following a plan run in the daemon reads.
-_RUN_KINDS = ["run_started", "step_changed", "step_merged", "merge_conflict_detected",
-              "run_finished"]
+_RUN_KINDS = ["run_started", "step_changed", "task_started", "step_merged",
+              "merge_conflict_detected", "run_finished"]
 
 
 class _Remote:
