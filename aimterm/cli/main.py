@@ -638,6 +638,41 @@ def attach(config: str | None, state_dir: str | None, instance_id: str, read_onl
     sys.exit(run_attach(config, state_dir, instance_id, read_only=read_only, detach_key=key))
 
 
+@cli.command()
+@_where_options
+@click.option("--approve", "approve", default="y", show_default=True, metavar="KEYS",
+              help="What `y` answers a waiting instance: key names and text, space-separated "
+                   "(as `aimterm answer` takes them).")
+@click.option("--reject", "reject", default="n", show_default=True, metavar="KEYS",
+              help="What `n` answers a waiting instance.")
+@click.option("--retry", "retry_s", type=click.FloatRange(0.1, 60), default=1.0,
+              show_default=True, help="Seconds between attempts to reach a daemon that is not "
+                                      "there.")
+@handle_errors
+def dashboard(config: str | None, state_dir: str | None, approve: str, reject: str,
+              retry_s: float) -> None:
+    """A live view of the cluster: instances grouped by what they need, the selected one's
+    screen, its question (approve, reject, answer), the event stream; send prompts. It
+    follows the daemon's events (and waits for a daemon that is not up yet). ? shows the keys.
+
+    Example: aimterm cluster up --detach && aimterm dashboard
+    """
+    import os
+
+    from aimterm.config import resolve_config
+    from aimterm.dashboard import run_dashboard
+
+    cfg = resolve_config(config, state_dir)
+    # `t` hands the terminal to `aimterm attach` for the same cluster.
+    attach = [sys.executable, "-m", "aimterm", "attach"]
+    if config is not None:
+        attach += ["-c", os.path.abspath(config)]
+    if state_dir is not None:
+        attach += ["--state-dir", os.path.abspath(state_dir)]
+    sys.exit(run_dashboard(str(cfg.socket_path), approve=approve.split(),
+                           reject=reject.split(), retry_s=retry_s, attach_command=attach))
+
+
 def main() -> None:
     cli(prog_name="aimterm")
 

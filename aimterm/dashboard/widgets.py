@@ -1,0 +1,232 @@
+"""The dashboard's panels. Each draws a part of a :class:`~aimterm.dashboard.model.FleetView`
+it is handed; none keeps data of its own beyond what it shows."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.content import Content
+from textual.markup import escape
+from textual.message import Message
+from textual.widgets import DataTable, RichLog, Static
+
+from aimterm.dashboard.model import (
+    EventFilter,
+    FleetView,
+    Group,
+    InstanceView,
+    event_colour,
+    event_summary,
+)
+from aimterm.dashboard.plan import PlanView
+from aimterm.states import State
+
+__all__ = ["ApprovalPanel", "Banner", "EventPanel", "FleetTable", "MetricsBar", "PlanPanel",
+           "ScreenPreview", "fit_screen"]
+
+#: The colour of each group's label in the fleet table.
+GROUP_COLOUR = {Group.NEEDS_ANSWER: "magenta", Group.FAILED: "red", Group.WORKING: "yellow",
+                Group.IDLE: "green"}
+COLUMNS = ("group", "instance", "tool", "state", "turn", "cwd", "restarts")
+
+
+class FleetTable(DataTable[str]):
+    """Every instance, one row each, grouped by what it needs (attention first). Cells are
+    markup (the table measures its columns on text, not on Content). It takes no focus: the
+    app's keys move the selection, so a redraw never moves it by itself."""
+
+    can_focus = False
+
+    class Picked(Message):
+        """A person clicked the row of ``instance``."""
+
+        def __init__(self, instance: str) -> None:
+            super().__init__()
+            self.instance = instance
+
+    async def _on_click(self, event: events.Click) -> None:
+        # A click only moves the table's cursor (RowHighlighted, which a redraw sends too):
+        # this tells the app a person chose the row.
+        await super()._on_click(event)
+        picked = self.selected
+        if picked is not None:
+            self.post_message(self.Picked(picked))
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = False
+        for name in COLUMNS:
+            self.add_column(name, key=name)
+
+    def show(self, view: FleetView, now: float, selected: str | None) -> None:
+        """Redraw from ``view``, keeping the cursor on ``selected`` if it is still there."""
+        self.clear()
+        row_of: dict[str, int] = {}
+        for group, members in view.grouped():
+            label = _styled(f"{group.value} ({len(members)})", f"bold {GROUP_COLOUR[group]}")
+            for i, inst in enumerate(members):
+                row_of[inst.id] = self.row_count
+                self.add_row(label if i == 0 else "", *self._cells(inst, now),
+                             key=inst.id)
+        if selected in row_of:
+            self.move_cursor(row=row_of[selected], animate=False)
+
+    @staticmethod
+    def _cells(inst: InstanceView, now: float) -> list[str]:
+        return [escape(inst.id), escape(inst.tool),
+                _styled(inst.state.value, f"bold {inst.colour}"),
+                inst.turn_time(now), escape(_short_path(inst.cwd)),
+                _styled(str(inst.restarts), "red") if inst.restarts else "0"]
+
+    @property
+    def selected(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return str(key.value) if key.value is not None else None
+
+
+def _styled(text: str, style: str) -> str:
+    return f"[{style}]{escape(text)}[/]"
+
+
+def _short_path(path: str | None, most: int = 32) -> str:
+    if not path:
+        return "-"
+    return path if len(path) <= most else "…" + path[-(most - 1):]
+
+
+def fit_screen(lines: list[str], height: int) -> list[str]:
+    """A screen cut to ``height`` rows the way a person reads it: the blank rows under it
+    dropped; if still too tall, runs of blank rows kept as one (a full-screen tool draws its
+    prompt at the bottom and its conversation at the top); then the bottom rows."""
+    lines = list(lines)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if height <= 0 or len(lines) <= height:
+        return lines
+    squeezed: list[str] = []
+    for line in lines:
+        if line.strip() or not squeezed or squeezed[-1].strip():
+            squeezed.append(line)
+    return squeezed[-height:]
+
+
+class ScreenPreview(Static):
+    """The selected instance's rendered screen, as the daemon's ``screen`` op gives it, fitted
+    to the panel (lines are clipped, not wrapped: it is a terminal's screen)."""
+
+    DEFAULT_CSS = "ScreenPreview { text-wrap: nowrap; text-overflow: clip; }"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines: list[str] | None = None
+
+    def show(self, instance: str | None, reply: dict[str, object] | None,
+             note: str | None = None) -> None:
+        self._lines = None
+        if instance is None:
+            self.border_title = "screen"
+            self.update(Content.styled("no instance selected", "dim"))
+            return
+        state = reply.get("state") if reply else None
+        self.border_title = f"screen · {instance}" + (f" ({state})" if state else "")
+        if note is not None:
+            self.update(Content.styled(note, "dim"))
+            return
+        raw = reply.get("lines") if reply else None
+        self._lines = [str(x) for x in raw] if isinstance(raw, list) else []
+        self._fit()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._lines is not None:
+            self._fit()
+
+    def _fit(self) -> None:
+        assert self._lines is not None
+        self.update(Content("\n".join(fit_screen(self._lines, self.content_size.height))))
+
+
+class ApprovalPanel(Static):
+    """What the selected instance asks when it is WAITING, and the keys that answer it; when
+    it is not, which others wait (hidden when none does)."""
+
+    def show(self, inst: InstanceView | None, waiting: list[str], approve: list[str],
+             reject: list[str]) -> None:
+        self.border_title = "approval"
+        if inst is not None and inst.state is State.WAITING:
+            self.display = True
+            self.update(Content.assemble(
+                (f"{inst.id} asks: ", "bold magenta"),
+                inst.question or "(the question is on its screen)",
+                "\n", (f"y approve ({' '.join(approve)})  ·  n reject ({' '.join(reject)})  ·  "
+                       "a type an answer", "dim")))
+        elif waiting:
+            self.display = True
+            self.update(Content.assemble(
+                (f"waiting for an answer: {', '.join(waiting)}", "bold magenta"),
+                ("  ·  w selects the next", "dim")))
+        else:
+            self.display = False
+            self.update(Content(""))
+
+
+class EventPanel(RichLog):
+    """The event stream, colour-coded, through the current :class:`EventFilter`. No focus
+    (the mouse scrolls it), or it would take the arrow keys from the fleet."""
+
+    can_focus = False
+
+    def replay(self, view: FleetView, flt: EventFilter) -> None:
+        self.clear()
+        for event in view.filtered(flt)[-self._keep():]:
+            self.add(event)
+        self.border_title = f"events · {flt.describe()}" if flt else "events"
+
+    def add(self, event: dict[str, object]) -> None:
+        self.write(Content.styled(event_summary(event), event_colour(event)))
+
+    def _keep(self) -> int:
+        return self.max_lines or 1000
+
+
+class Banner(Static):
+    """One line about the connection: hidden while connected."""
+
+    def show(self, message: str | None) -> None:
+        self.display = message is not None
+        self.update(Content.styled(message or "", "bold white on dark_red"))
+
+
+class MetricsBar(Static):
+    """One line of counts over the daemon's life: turns, their mean time, prompts in flight."""
+
+    def show(self, view: FleetView | None) -> None:
+        self.display = view is not None
+        self.update(Content.styled(view.metrics.summary() if view is not None else "", "dim"))
+
+
+class PlanPanel(Static):
+    """The newest plan run of the daemon: its steps by level, in their states' colours."""
+
+    DEFAULT_CSS = "PlanPanel { text-wrap: nowrap; text-overflow: ellipsis; }"
+
+    def show(self, plan: PlanView | None, note: str | None = None) -> None:
+        if plan is None:
+            self.border_title = "plan"
+            self.update(Content.styled(note or "", "dim"))
+            return
+        self.border_title = f"plan {plan.plan_id} ({plan.finished or 'running'})"
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(plan.counts().items()))
+        parts: list[Content | str | tuple[str, str]] = [(f"run {plan.run_id} · {counts}", "dim")]
+        width = max((len(sid) for sid in plan.steps), default=0)
+        for i, level in enumerate(plan.levels()):
+            for j, step in enumerate(level):
+                parts.append("\n")
+                parts.append((f"{'L' + str(i) if j == 0 else '':<4}", "dim"))
+                parts.append((f"● {step.id:<{width}}  {step.state:<11}", f"bold {step.colour}"))
+                where = step.instance or step.tool
+                after = f"  ← {', '.join(step.depends_on)}" if step.depends_on else ""
+                parts.append(f" {where}{after}")
+                if step.reason:
+                    parts.append((f"  {step.reason}", "dim"))
+        self.update(Content.assemble(*parts))
