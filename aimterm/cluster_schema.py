@@ -224,9 +224,12 @@ _INSTANCE = _obj(
         "resumed": {"type": "boolean",
                     "description": "Whether it started with its adapter's resume arguments "
                                    "(continuing its previous conversation)."},
+        "turn_started_at": _nullable("number", "When it took the prompt it is working on "
+                                               "(Unix time, seconds); null between turns."),
     },
     required=["id", "adapter", "group", "env_digest", "state", "pid", "turns", "restarts",
-              "lifecycle", "tags", "cwd", "fatal_reason", "question", "resumed"],
+              "lifecycle", "tags", "cwd", "fatal_reason", "question", "resumed",
+              "turn_started_at"],
 )
 
 _RECOVERED = _obj(
@@ -281,8 +284,11 @@ STATUS_SCHEMA: dict[str, Any] = {
             "ready": {"type": "boolean",
                       "description": "Whether the daemon has started and no instance is "
                                      "starting or waiting to restart."},
+            "seq": {**_COUNT, "description": "The seq of the newest event recorded before "
+                                             "this status was taken: follow the events "
+                                             "stream from it to miss nothing after."},
         },
-        required=["daemon", "instances", "queued", "ready"],
+        required=["daemon", "instances", "queued", "ready", "seq"],
     ),
     "$defs": {"daemon": _DAEMON, "recovered": _RECOVERED, "instance": _INSTANCE},
 }

@@ -181,6 +181,7 @@ class Dispatcher:
         turn.retries += pending.attempts
         pending.attempts += 1
         pending.instance = inst.id
+        pending.started_at = time.time()
         inst.pending = pending
         turn.queued_ms = (turn.started_at - pending.queued_at) * 1000
         if pending.timeout is None:  # never wait forever: the adapter's turn timeout applies

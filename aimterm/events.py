@@ -306,6 +306,9 @@ class PromptFinished(FleetEvent):
     prompt: str | None = None
     code: str | None = None
     error: str | None = None
+    #: The turn's tokens by kind and cost, where the tool's record gives them.
+    tokens: dict[str, int] | None = None
+    cost_usd: float | None = None
 
 
 @dataclass(slots=True)

@@ -131,6 +131,7 @@ class Pending:
         self.queued_at = time.monotonic()
         self.instance: str | None = None
         self.due: float | None = None  # when the turn in flight times out
+        self.started_at: float | None = None  # wall clock: when an instance took it
 
 
 class Instance:
@@ -196,7 +197,9 @@ class Instance:
                     env_digest=self.group.env_digest, tags=sorted(self.group.tags),
                     lifecycle=self.lifecycle.value, restarts=self.restarts, cwd=self.cwd,
                     fatal_reason=self.fatal_reason, resumed=self.resumed,
-                    prompt=self.pending.prompt if self.pending is not None else None)
+                    prompt=self.pending.prompt if self.pending is not None else None,
+                    turn_started_at=self.pending.started_at if self.pending is not None
+                    else None)
         return data
 
 

@@ -313,6 +313,24 @@ class Store:
             out.append(data)
         return out
 
+    def seq_before_last(self, n: int, *, kinds: Sequence[str] = (),
+                        instance: str | None = None) -> int:
+        """The ``seq`` after which come the newest ``n`` events of these kinds and this
+        instance (0 when there are no more than ``n``)."""
+        sql = "SELECT seq FROM events WHERE 1"
+        params: list[Any] = []
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(kinds)
+        if instance is not None:
+            sql += " AND instance = ?"
+            params.append(instance)
+        sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        params.append(n)
+        with self._lock:
+            row = self._conn.execute(sql, params).fetchone()
+        return int(row[0]) if row is not None else 0
+
     def last_seq(self) -> int:
         """The ``seq`` of the newest event; 0 for an empty log."""
         with self._lock:

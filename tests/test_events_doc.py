@@ -23,7 +23,8 @@ ADDED = {"turn_started": {"turn_id"}, "turn_finished": {"turn_id"}}
 #: Python annotation -> the page's JSON type.
 TYPES = {"str": "string", "int": "integer", "float": "number", "str | None": "string or null",
          "int | None": "integer or null", "float | None": "number or null",
-         "dict[str, Any]": "object", "list[str]": "list of strings", "bool": "boolean"}
+         "dict[str, Any]": "object", "list[str]": "list of strings", "bool": "boolean",
+         "dict[str, int] | None": "object or null"}
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "object": (dict,),
     "list of strings": (list,), "boolean": (bool,)}

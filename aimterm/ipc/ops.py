@@ -63,6 +63,8 @@ MAX_PROMPT = MAX_LINE // 4  # bytes of a prompt as JSON text (escapes included)
 _BATCH = 500
 #: The largest ``seq`` there can be: SQLite's integers are 64-bit.
 _MAX_SEQ = 2**63 - 1
+#: The most events ``events`` with ``last`` starts from (a view's backlog, not the log).
+_MAX_LAST = 10_000
 
 
 def _opt_str(args: Mapping[str, Any], name: str, most: int = MAX_ID) -> str | None:
@@ -171,6 +173,7 @@ class DaemonOps:
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
         daemon, cfg = self.daemon, self.daemon.config
+        seq = self.store.last_seq()  # before the rows: what happens after is in the events
         instances = [status_row(r) for r in self.pool.status()]
         settling = {"starting", "backoff"}
         return {
@@ -182,6 +185,7 @@ class DaemonOps:
             "instances": instances,
             "queued": self.pool.queue_length(),
             "ready": daemon.started and not any(r["state"] in settling for r in instances),
+            "seq": seq,
         }
 
     async def screen(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -202,9 +206,9 @@ class DaemonOps:
         return {"turns": self.store.turns(iid, limit=limit)}
 
     async def events(self, args: dict[str, Any], stream: Stream) -> None:
-        """``{since?, follow?, kinds?, instance?}``: events with ``seq > since`` of these
-        kinds and this instance, oldest first; with ``follow``, then live ones until the
-        daemon stops."""
+        """``{since?, last?, follow?, kinds?, instance?}``: events with ``seq > since`` of these
+        kinds and this instance, oldest first (only the newest ``last`` of them, if given);
+        with ``follow``, then live ones until the daemon stops."""
         since = args.get("since", 0)
         if (isinstance(since, bool) or not isinstance(since, int)
                 or not 0 <= since <= _MAX_SEQ):
@@ -213,6 +217,10 @@ class DaemonOps:
         instance = _opt_str(args, "instance")
         if instance is not None:
             self._check_known(instance)
+        if args.get("last") is not None:
+            last_n = _opt_int(args, "last", _MAX_LAST, _MAX_LAST)
+            since = max(since, self.store.seq_before_last(last_n, kinds=kinds,
+                                                          instance=instance))
         follow = bool(args.get("follow", False))
         # The queue only wakes the follower up; what to send is read back from the store,
         # so events recorded on any thread go out once each, in ``seq`` order.
@@ -307,7 +315,8 @@ class DaemonOps:
                                        error=turn.error, reply_source=turn.reply_source,
                                        tokens=turn.tokens, cost_usd=turn.cost_usd)
         daemon.record(PromptFinished(turn.instance, request=request, status=turn.status.value,
-                                     turn_id=turn_id))
+                                     turn_id=turn_id, tokens=dict(turn.tokens) or None,
+                                     cost_usd=turn.cost_usd))
 
     # -- control -------------------------------------------------------------------------------
 

@@ -245,7 +245,7 @@ PLAUSIBLE: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "screen": {"id": NAMES, "lines": COUNT},
     "turns": {"id": NAMES, "limit": COUNT},
     "events": {"since": st.sampled_from([0, 1, 2**63 - 1, 2**63, -1, 10**400]),
-               "follow": st.booleans(), "instance": NAMES,
+               "follow": st.booleans(), "instance": NAMES, "last": COUNT,
                "kinds": st.sampled_from([["state_changed"], "prompt_queued", ["nope"], [],
                                          ["state_changed"] * 65])},
     "attach": {"id": NAMES, "read_only": st.booleans(),
