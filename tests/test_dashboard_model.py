@@ -110,6 +110,16 @@ def test_status_is_newer_than_the_history() -> None:
     assert view.last_seq == 6 and len(view.events) == 6
 
 
+def test_a_status_row_gives_the_turn_start_without_history() -> None:
+    """A daemon's row says when its turn started: no turn_started event needs reading (the
+    history is only the newest events, and may begin after it)."""
+    view = FleetView.build(status(row("a-1", "busy", turn_started_at=700.5),
+                                  row("a-2", "idle", turn_started_at=None)))
+    assert view.instances["a-1"].turn_started == 700.5
+    assert view.instances["a-2"].turn_started is None
+    assert view.instances["a-1"].turn_time(now=730.5) == "30s"
+
+
 def test_an_event_seen_twice_is_taken_once() -> None:
     view = FleetView.build(status(row("a-1")))
     assert view.apply(ev(7, "state_changed", "a-1", old="idle", new="busy"))
@@ -233,3 +243,32 @@ def test_odd_fields_do_not_break_the_view() -> None:
     assert view.apply(ev(2, "instance_restarting", "a-1", attempt=float("nan")))
     assert view.instances["a-1"].turn_started is None
     assert (view.instances["a-1"].turns, view.instances["a-1"].restarts) == (0, 0)
+
+
+def test_the_branch_of_an_instances_folder(tmp_path: Any) -> None:
+    """Read from git's files (a view does it for every instance): a checkout, a folder deep
+    in it, a linked worktree (a plan step's), a detached head, and no repository at all."""
+    import subprocess
+
+    from aimterm.dashboard.model import git_branch
+
+    repo = tmp_path / "repo"
+    (repo / "src" / "deep").mkdir(parents=True)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, env=env, check=True, timeout=30,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("commit", "-q", "--allow-empty", "-m", "start")
+    assert git_branch(str(repo)) == "main"
+    assert git_branch(str(repo / "src" / "deep")) == "main"
+    git("worktree", "add", "-q", "-b", "aimterm/p/a", str(tmp_path / "wt"))
+    assert git_branch(str(tmp_path / "wt")) == "aimterm/p/a"
+    git("checkout", "-q", "--detach")
+    assert git_branch(str(repo)) == git("rev-parse", "HEAD")[:10]
+    assert git_branch(str(tmp_path)) is None
+    view = FleetView.build(status(row("a-1", cwd=str(tmp_path / "wt"))))
+    assert view.instances["a-1"].branch == "aimterm/p/a"

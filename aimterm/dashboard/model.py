@@ -9,6 +9,7 @@ two tables :data:`GROUP_OF_STATE` (which attention group) and :data:`STATE_COLOU
 from __future__ import annotations
 
 import enum
+import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -92,6 +93,8 @@ class InstanceView:
     tool: str
     state: State = State.STARTING
     cwd: str | None = None
+    #: The git branch checked out in ``cwd`` (a plan step's worktree: its step's branch).
+    branch: str | None = None
     restarts: int = 0
     turns: int = 0
     question: str | None = None
@@ -220,12 +223,17 @@ class FleetView:
                 view = self.instances[iid] = InstanceView(iid, str(row.get("adapter") or "?"))
             view.tool = str(row.get("adapter") or view.tool)
             view.state = _state(row.get("state"))
-            view.cwd = row.get("cwd")
+            if row.get("cwd") != view.cwd or view.branch is None:
+                view.cwd = row.get("cwd")
+                view.branch = git_branch(view.cwd) if isinstance(view.cwd, str) else None
             view.restarts = number(row.get("restarts"))
             view.turns = number(row.get("turns"))
             view.question = row.get("question") if view.state is State.WAITING else None
             view.fatal_reason = row.get("fatal_reason")
             view.tags = list(row.get("tags") or [])
+            started = row.get("turn_started_at")
+            if isinstance(started, (int, float)) and not isinstance(started, bool):
+                view.turn_started = float(started)  # (a daemon that says so: the truth)
             if view.state not in (State.BUSY, State.WAITING, State.ATTACHED):
                 view.turn_started = None
 
@@ -423,3 +431,35 @@ def _short(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = text.replace("\n", "⏎")
     return text if len(text) <= 60 else text[:59] + "…"
+
+
+def git_branch(path: str, most_up: int = 64) -> str | None:
+    """The branch checked out in the git work tree holding ``path`` (a short commit id when
+    detached), read from the files, not by running git: a view does this for every
+    instance. None outside a work tree, or when it cannot tell."""
+    here = os.path.abspath(path)
+    for _ in range(most_up):
+        dot = os.path.join(here, ".git")
+        try:
+            if os.path.isfile(dot):  # a linked worktree: "gitdir: <its admin folder>"
+                with open(dot, encoding="utf-8", errors="replace") as f:
+                    first = f.read(4096).strip()
+                if not first.startswith("gitdir:"):
+                    return None
+                admin = os.path.join(here, first[len("gitdir:"):].strip())
+            elif os.path.isdir(dot):
+                admin = dot
+            else:
+                parent = os.path.dirname(here)
+                if parent == here:
+                    return None
+                here = parent
+                continue
+            with open(os.path.join(admin, "HEAD"), encoding="utf-8", errors="replace") as f:
+                head = f.read(4096).strip()
+        except OSError:
+            return None
+        if head.startswith("ref: refs/heads/"):
+            return head[len("ref: refs/heads/"):] or None
+        return head[:10] or None
+    return None

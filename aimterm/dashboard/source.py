@@ -4,10 +4,11 @@
 event loop never blocks on it); :class:`RecordedSource` is fed by hand — status rows,
 events, screens — for tests and for showing the dashboard without a fleet.
 
-A connect returns a :class:`Snapshot`: the events of the daemon's life so far, then its
-status, and the ``seq`` to follow from. The history is read before the status, so the
-status is the newer of the two, and following from the history's last ``seq`` misses
-nothing that happened in between (an event seen twice is dropped by the view).
+A connect returns a :class:`Snapshot`: the daemon's status, the newest events of its life up
+to that status (at most :data:`HISTORY`: enough for the event panel and the recent metrics,
+not a replay of a long-lived daemon's whole log), and the ``seq`` to follow from — the one
+the status was taken at, so nothing that happens after it is missed and the status is never
+older than the history under it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from aimterm.errors import (
 )
 from aimterm.ipc.client import AsyncControlClient
 
-__all__ = ["LiveSource", "RecordedSource", "Snapshot", "Source"]
+__all__ = ["HISTORY", "LiveSource", "RecordedSource", "Snapshot", "Source"]
+
+#: The most past events a connect reads.
+HISTORY = 5000
 
 
 @dataclass
@@ -82,14 +86,16 @@ class LiveSource:
         client = AsyncControlClient(self.where, timeout=self.timeout)
         await client.connect()
         self._client = client
+        status = await client.call("status")
+        seq = number(status.get("seq"))
         # The history of this daemon's life only: it starts at its daemon_started (the
         # store keeps every earlier daemon's too, which says nothing about the fleet now).
-        starts = [e async for e in client.stream("events", since=0, kinds=["daemon_started"])]
+        starts = [e async for e in client.stream("events", since=0, last=1,
+                                                 kinds=["daemon_started"])]
         start = max(0, number(starts[-1].get("seq")) - 1) if starts else 0
-        history = [e async for e in client.stream("events", since=start)]
-        status = await client.call("status")
-        since = max([start] + [number(e.get("seq")) for e in history[-1:]])
-        return Snapshot(status, history, since)
+        history = [e async for e in client.stream("events", since=start, last=HISTORY)
+                   if number(e.get("seq")) <= seq]
+        return Snapshot(status, history, seq)
 
     async def follow(self, since: int) -> AsyncGenerator[dict[str, Any], None]:
         stream = self._live().open_stream("events", {"since": since, "follow": True})

@@ -26,7 +26,7 @@ __all__ = ["ApprovalPanel", "Banner", "EventPanel", "FleetTable", "MetricsBar", 
 #: The colour of each group's label in the fleet table.
 GROUP_COLOUR = {Group.NEEDS_ANSWER: "magenta", Group.FAILED: "red", Group.WORKING: "yellow",
                 Group.IDLE: "green"}
-COLUMNS = ("group", "instance", "tool", "state", "turn", "cwd", "restarts")
+COLUMNS = ("group", "instance", "tool", "state", "turn", "branch or folder", "restarts")
 
 
 class FleetTable(DataTable[str]):
@@ -74,7 +74,8 @@ class FleetTable(DataTable[str]):
     def _cells(inst: InstanceView, now: float) -> list[str]:
         return [escape(inst.id), escape(inst.tool),
                 _styled(inst.state.value, f"bold {inst.colour}"),
-                inst.turn_time(now), escape(_short_path(inst.cwd)),
+                inst.turn_time(now),
+                escape(inst.branch) if inst.branch else escape(_short_path(inst.cwd)),
                 _styled(str(inst.restarts), "red") if inst.restarts else "0"]
 
     @property
