@@ -32,7 +32,7 @@ from typing import IO, TextIO
 
 from aimterm.errors import UnknownInstance
 
-__all__ = ["Run", "continues", "open_run", "print_run", "transcript_path"]
+__all__ = ["Run", "continues", "open_run", "print_run", "rendered_lines", "transcript_path"]
 
 #: How often ``-f`` looks at the file (the daemon flushes every 0.25 s).
 _POLL_S = 0.1
@@ -194,13 +194,7 @@ def print_run(tail: Run, *, follow: bool, raw: bool, lines: int | None, out: Tex
 
     if carry is not None and follow:
         return _follow(tail, carry, batch, out)
-    renderer = _Renderer(tail.header)
-    # What is there already: the history and the screen as last drawn, cut to `lines`.
-    backlog: collections.deque[str] = collections.deque(maxlen=lines)
-    for code, data in _events(batch):
-        renderer.feed(code, data)
-        if code == "o":
-            backlog.extend(renderer.scrolled())
+    renderer, backlog = _render(tail.header, batch, lines)
     if not follow:
         backlog.extend(renderer.final())
         out.write("".join(f"{line}\n" for line in backlog))
@@ -212,6 +206,34 @@ def print_run(tail: Run, *, follow: bool, raw: bool, lines: int | None, out: Tex
     out.write("".join(f"{line}\n" for line in backlog))
     out.flush()
     return _follow(tail, renderer, [], out)
+
+
+def _render(header: dict[str, object], batch: list[bytes],
+            lines: int | None) -> tuple[_Renderer, collections.deque[str]]:
+    """What is there already: the history and the screen as last drawn, cut to ``lines``."""
+    renderer = _Renderer(header)
+    backlog: collections.deque[str] = collections.deque(maxlen=lines)
+    for code, data in _events(batch):
+        renderer.feed(code, data)
+        if code == "o":
+            backlog.extend(renderer.scrolled())
+    return renderer, backlog
+
+
+def rendered_lines(path: Path, lines: int | None = None) -> list[str]:
+    """A transcript as ``aimterm logs`` prints it (its last ``lines``): what scrolled by,
+    then the screen as last drawn. An empty list for a file that does not exist yet."""
+    try:
+        tail = open_run(path)
+    except FileNotFoundError:
+        return []
+    try:
+        batch, tail.pending = tail.pending + tail.read(), []
+        renderer, backlog = _render(tail.header, batch, lines)
+        backlog.extend(renderer.final())
+        return list(backlog)
+    finally:
+        tail.close()
 
 
 def _follow(tail: Run, renderer: _Renderer, batch: list[bytes], out: TextIO) -> _Renderer:

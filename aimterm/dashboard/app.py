@@ -25,6 +25,7 @@ from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header
 
 from aimterm.dashboard.keys import bindings, help_rows
+from aimterm.dashboard.logs import LogScreen
 from aimterm.dashboard.model import MAX_EVENTS, EventFilter, FleetView, InstanceView
 from aimterm.dashboard.plan import PlanView
 from aimterm.dashboard.screens import HelpScreen, TextPrompt
@@ -190,6 +191,8 @@ class DashboardApp(App[None]):
             self._want_screen()
         elif event.get("instance") == self.selected:
             self._want_screen()
+        if isinstance(self.screen, LogScreen) and event.get("instance") == self.screen.instance:
+            self.screen.instance_moved()
         if self.showing_plan:
             newest = self.view.plan_runs[-1] if self.view.plan_runs else None
             if self.plan is None or newest != self.plan.run_id:
@@ -480,3 +483,9 @@ class DashboardApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_rows()))
+
+    def action_logs(self) -> None:
+        if self.selected is None:
+            self.say("no instance to show the log of", severity="warning")
+            return
+        self.push_screen(LogScreen(self.source, self.selected, clock=self.clock))

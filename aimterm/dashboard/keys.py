@@ -21,6 +21,7 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("i", "filter_instance", "", "show only the selected instance's events (again: all)"),
     ("c", "clear_filter", "", "clear the event filter"),
     ("r", "refresh_screen", "", "fetch the selected instance's screen again"),
+    ("l", "logs", "log", "the selected instance's log: / search, f filter, F follow, e export"),
     ("p", "toggle_plan", "plan", "show the newest plan run's steps instead of the screen (again: "
                                  "the screen)"),
     ("t", "take_over", "take over",

@@ -60,6 +60,10 @@ class Source(Protocol):
 
     async def answer(self, instance: str, keys: list[str]) -> dict[str, Any]: ...
 
+    async def logs(self, instance: str, lines: int | None = None) -> list[str]:
+        """The instance's terminal as text (the ``logs`` op): its last ``lines``."""
+        ...
+
     async def plan(self, run_id: str) -> dict[str, Any]:
         """The ``plans_get`` op's reply: ``{run, steps, running, result, failure}``."""
         ...
@@ -117,6 +121,13 @@ class LiveSource:
         result: dict[str, Any] = await self._live().call("plans_get", run_id=run_id)
         return result
 
+    async def logs(self, instance: str, lines: int | None = None) -> list[str]:
+        args: dict[str, Any] = {"id": instance}
+        if lines is not None:
+            args["lines"] = lines
+        result = await self._live().request("logs", args)
+        return [str(line) for line in result.get("lines") or []]
+
     async def send(self, prompt: str, *, to: str | None = None,
                    tool: str | None = None) -> dict[str, Any]:
         args: dict[str, Any] = {"prompt": prompt, "no_wait": True}
@@ -150,6 +161,8 @@ class RecordedSource:
     status: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     screens: dict[str, list[str]] = field(default_factory=dict)
+    #: What ``logs`` returns, by instance.
+    logs_of: dict[str, list[str]] = field(default_factory=dict)
     #: ``plans_get`` replies by run id.
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     available: bool = True
@@ -236,6 +249,12 @@ class RecordedSource:
             raise NotReady("no question is pending", instance=instance, state=row["state"])
         self.answers.append((instance, list(keys)))
         return {"id": instance, "state": "busy"}
+
+    async def logs(self, instance: str, lines: int | None = None) -> list[str]:
+        self._check()
+        self._row(instance)
+        text = list(self.logs_of.get(instance, []))
+        return text[-lines:] if lines else text
 
     async def plan(self, run_id: str) -> dict[str, Any]:
         self._check()

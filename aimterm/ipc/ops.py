@@ -41,6 +41,7 @@ from aimterm.pool import Pool
 from aimterm.router import NoSuchTool
 from aimterm.states import State
 from aimterm.store import Store
+from aimterm.transcripts import rendered_lines, transcript_path
 from aimterm.turn import Turn
 from aimterm.version import __version__
 
@@ -65,6 +66,8 @@ _BATCH = 500
 _MAX_SEQ = 2**63 - 1
 #: The most events ``events`` with ``last`` starts from (a view's backlog, not the log).
 _MAX_LAST = 10_000
+#: The most lines ``logs`` returns (a view's worth, not the whole history).
+MAX_LOG_LINES = 20_000
 
 
 def _opt_str(args: Mapping[str, Any], name: str, most: int = MAX_ID) -> str | None:
@@ -129,7 +132,8 @@ class DaemonOps:
         return {"ping": self.ping, "status": self.status, "send": self.send,
                 "answer": self.answer, "interrupt": self.interrupt, "drain": self.drain,
                 "scale": self.scale, "restart": self.restart, "screen": self.screen,
-                "turns": self.turns, "down": self.down, **self.jobs.ops(),
+                "turns": self.turns, "logs": self.logs, "down": self.down,
+                **self.jobs.ops(),
                 **self.plans.ops()}
 
     def streaming(self) -> dict[str, StreamOp]:
@@ -196,6 +200,21 @@ class DaemonOps:
         text = self.pool.screen(iid)
         return {"id": iid, "state": session.state.value, "rows": session.rows,
                 "cols": session.cols, "lines": text[-lines:]}
+
+    async def logs(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{id, lines?, previous?}``: the instance's terminal as ``aimterm logs`` renders
+        it — what scrolled by, then its screen — its last ``lines`` (default and at most
+        :data:`MAX_LOG_LINES`); ``previous`` N: the run N restarts ago (at most 3)."""
+        iid = _req_str(args, "id", "logs")
+        self._check_known(iid)
+        lines = _opt_int(args, "lines", MAX_LOG_LINES, MAX_LOG_LINES)
+        previous = args.get("previous", 0)
+        if isinstance(previous, bool) or not isinstance(previous, int) or not 0 <= previous <= 3:
+            raise ProtocolError("'previous' must be an integer from 0 to 3")
+        path = transcript_path(self.daemon.config.transcript_dir, iid, previous)
+        # Rendering a long transcript takes a while: not on the loop.
+        text = await asyncio.to_thread(rendered_lines, path, lines)
+        return {"id": iid, "previous": previous, "path": str(path), "lines": text}
 
     async def turns(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{id?, limit?}``: the last turns (of one instance), newest first, from the store."""
