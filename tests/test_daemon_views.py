@@ -54,3 +54,15 @@ def test_a_busy_instance_says_when_its_turn_started(daemon: Daemon) -> None:  # 
         assert before - 0.01 <= started <= time.time()
         wait_for(lambda: client.call("status")["instances"][0]["turn_started_at"] is None,
                  "the turn over", timeout=20)
+
+
+def test_usage_reads_each_instances_process_tree(daemon: Daemon) -> None:  # noqa: F811
+    with ControlClient(daemon.config.socket_path, timeout=30) as client:
+        wait_for(lambda: client.call("status")["ready"], "ready")
+        first = client.call("usage")
+        got = first["instances"]["bash-1"]
+        assert got["processes"] >= 1 and got["rss_bytes"] > 1 << 20 and got["cpu_s"] >= 0
+        client.call("send", prompt="sleep 0.3 & i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done")
+        second = client.call("usage")
+        assert second["at"] > first["at"]
+        assert second["instances"]["bash-1"]["cpu_s"] > got["cpu_s"]

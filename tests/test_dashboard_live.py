@@ -55,8 +55,10 @@ def test_dashboard_follows_a_real_daemon(cluster: Cluster) -> None:  # noqa: F81
             await pilot.press("enter")
             await until(pilot, lambda: rows(app)[0][:2] == ["[bold magenta]needs an answer (1)[/]",
                                                             "demo-1"], "demo-1 waiting")
+            # (The question comes in its own event, just after the state change.)
+            await until(pilot, lambda: "Apply edit to ../dash-x.txt?" in str(
+                app.query_one(ApprovalPanel).render()), "the question in the approval panel")
             assert "demo-1 asks: " in str(app.query_one(ApprovalPanel).render())
-            assert "Apply edit to ../dash-x.txt?" in str(app.query_one(ApprovalPanel).render())
             await until(pilot, lambda: "(y)es/(n)o" in preview(app), "the question on its screen")
             await pilot.press("n")  # reject, through the daemon's answer op
             await until(pilot, lambda: all("idle" in r[3] for r in rows(app)), "demo-1 idle again")

@@ -272,3 +272,20 @@ def test_the_branch_of_an_instances_folder(tmp_path: Any) -> None:
     assert git_branch(str(tmp_path)) is None
     view = FleetView.build(status(row("a-1", cwd=str(tmp_path / "wt"))))
     assert view.instances["a-1"].branch == "aimterm/p/a"
+
+
+def test_usage_readings_give_cpu_shares_and_memory() -> None:
+    from aimterm.dashboard.model import format_bytes
+
+    view = FleetView.build(status(row("a-1", "busy"), row("a-2")))
+    view.take_usage({"at": 100.0, "instances": {"a-1": {"cpu_s": 10.0, "rss_bytes": 85 << 20},
+                                                "a-2": {"cpu_s": 1.0, "rss_bytes": 1536}}})
+    a1, a2 = view.instances["a-1"], view.instances["a-2"]
+    assert a1.cpu_percent is None and a1.usage_text() == ("-", "85M")  # one reading: no share
+    view.take_usage({"at": 102.0, "instances": {"a-1": {"cpu_s": 11.5, "rss_bytes": 90 << 20}}})
+    assert a1.usage_text() == ("75%", "90M")  # 1.5 s of CPU in 2 s
+    assert a2.usage_text() == ("-", "-")  # no reading: its process is gone
+    view.take_usage({"at": "x", "instances": []})  # a malformed reply changes nothing
+    assert a1.usage_text() == ("75%", "90M")
+    assert [format_bytes(n) for n in (0, 1023, 1536, 10 << 20, 3 << 30)] == [
+        "0B", "1023B", "1.5K", "10M", "3.0G"]

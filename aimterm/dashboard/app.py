@@ -12,15 +12,18 @@ every ``retry_s`` (a socket cannot tell anyone that a daemon has come back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from typing import Any
 
+from textual import work
 from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header
 
@@ -67,7 +70,8 @@ class DashboardApp(App[None]):
     def __init__(self, source: Source, *, approve: list[str] | None = None,
                  reject: list[str] | None = None, retry_s: float = 1.0,
                  clock: Callable[[], float] = time.time, max_events: int = MAX_EVENTS,
-                 tick_s: float | None = 1.0, attach_command: list[str] | None = None,
+                 tick_s: float | None = 1.0, usage_s: float | None = 2.0,
+                 attach_command: list[str] | None = None,
                  run_command: Callable[[list[str]], int] = subprocess.call) -> None:
         super().__init__()
         self.source = source
@@ -77,6 +81,7 @@ class DashboardApp(App[None]):
         self.clock = clock
         self.max_events = max_events
         self.tick_s = tick_s
+        self.usage_s = usage_s
         #: The command that attaches a terminal to an instance, but for the instance's id.
         self.attach_command = attach_command
         self._run_command = run_command
@@ -121,6 +126,21 @@ class DashboardApp(App[None]):
         self.run_worker(self._connection(), name="connection", exclusive=True)
         if self.tick_s:
             self.set_interval(self.tick_s, self._tick)
+        if self.usage_s:
+            # CPU and memory are read, not told: no event says them (docs/dashboard.md).
+            self.set_interval(self.usage_s, self.sample_usage)
+
+    @work(exclusive=True, group="usage")
+    async def sample_usage(self) -> None:
+        if not self.connected:
+            return
+        try:
+            reply = await self.source.usage()
+        except (AimtermError, OSError):
+            return  # (a lost daemon is the connection's to report)
+        with _closing_quietly():
+            self.view.take_usage(reply)
+            self._draw_fleet()
 
     def _tick(self) -> None:
         """The turn times move on: redraw them (nothing is fetched)."""
@@ -132,13 +152,17 @@ class DashboardApp(App[None]):
     async def _connection(self) -> None:
         """Connect, rebuild, follow; on any failure say so, wait, and start again."""
         try:
-            while True:
-                reason = await self._session()
-                await self._close_source()
-                self._go_offline(reason)
-                await asyncio.sleep(self.retry_s)
+            with _closing_quietly():
+                await self._connect_for_ever()
         finally:
             await self._close_source()  # the app is quitting: no socket is left open
+
+    async def _connect_for_ever(self) -> None:
+        while True:
+            reason = await self._session()
+            await self._close_source()
+            self._go_offline(reason)
+            await asyncio.sleep(self.retry_s)
 
     async def _session(self) -> str:
         """One connection: rebuild everything from the daemon, then follow its events.
@@ -262,25 +286,28 @@ class DashboardApp(App[None]):
 
     async def _fetch_screens(self) -> None:
         try:
-            while True:
-                self._screen_again = False
-                iid = self.selected
-                if iid is not None and self.connected:
-                    try:
-                        self.screen_reply = await self.source.screen(iid)
-                    except (AimtermError, OSError) as exc:
-                        self.screen_reply = None
-                        if self.connected:  # else the banner says it all
-                            self.query_one(ScreenPreview).show(iid, None,
-                                                               note=f"no screen: {exc}")
-                    else:
-                        self._draw_preview()
-                else:
-                    self._draw_preview()
-                if not self._screen_again:
-                    return
+            with _closing_quietly():
+                await self._fetch_screens_now()
         finally:
             self._screen_running = False
+
+    async def _fetch_screens_now(self) -> None:
+        while True:
+            self._screen_again = False
+            iid = self.selected
+            if iid is not None and self.connected:
+                try:
+                    self.screen_reply = await self.source.screen(iid)
+                except (AimtermError, OSError) as exc:
+                    self.screen_reply = None
+                    if self.connected:  # else the banner says it all
+                        self.query_one(ScreenPreview).show(iid, None, note=f"no screen: {exc}")
+                else:
+                    self._draw_preview()
+            else:
+                self._draw_preview()
+            if not self._screen_again:
+                return
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -489,3 +516,14 @@ class DashboardApp(App[None]):
             self.say("no instance to show the log of", severity="warning")
             return
         self.push_screen(LogScreen(self.source, self.selected, clock=self.clock))
+
+
+@contextlib.contextmanager
+def _closing_quietly() -> Iterator[None]:
+    """For a worker that draws when its await returns: the app's own screen holds every
+    panel while the app lives (app queries go to it, whatever screen is on top), so a panel
+    not found means the app is closing under the worker — it ends, quietly."""
+    try:
+        yield
+    except NoMatches:
+        return

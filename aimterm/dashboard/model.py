@@ -102,6 +102,14 @@ class InstanceView:
     tags: list[str] = field(default_factory=list)
     #: Wall-clock start of the turn in progress (from its ``turn_started``), None between turns.
     turn_started: float | None = None
+    #: Its process tree's CPU share since the previous reading (100 = one core) and memory.
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+
+    def usage_text(self) -> tuple[str, str]:
+        """(CPU, memory) as the table shows them; "-" before a reading."""
+        cpu = "-" if self.cpu_percent is None else f"{self.cpu_percent:.0f}%"
+        return cpu, "-" if self.rss_bytes is None else format_bytes(self.rss_bytes)
 
     @property
     def group(self) -> Group:
@@ -194,6 +202,7 @@ class FleetView:
         self.runs: set[str] = set()
         self.plan_runs: list[str] = []
         self.metrics = Metrics()
+        self._usage: dict[str, tuple[float, float]] = {}  # id -> (at, cpu_s) last read
 
     @classmethod
     def build(cls, status: Mapping[str, Any], history: Iterable[Mapping[str, Any]] = (),
@@ -208,6 +217,27 @@ class FleetView:
             view.apply(event)
         view.load_status(status)
         return view
+
+    def take_usage(self, reply: Mapping[str, Any]) -> None:
+        """A reading of the daemon's ``usage`` op: memory as it is, CPU as the share of the
+        time since this instance's previous reading (the first gives none yet)."""
+        at = reply.get("at")
+        readings = reply.get("instances")
+        if not isinstance(at, (int, float)) or not isinstance(readings, Mapping):
+            return
+        for iid, view in self.instances.items():
+            got = readings.get(iid)
+            if not isinstance(got, Mapping):
+                view.cpu_percent = view.rss_bytes = None
+                self._usage.pop(iid, None)
+                continue
+            cpu_s = got.get("cpu_s")
+            view.rss_bytes = number(got.get("rss_bytes"))
+            before = self._usage.get(iid)
+            if isinstance(cpu_s, (int, float)):
+                self._usage[iid] = (float(at), float(cpu_s))
+                if before is not None and at > before[0] and cpu_s >= before[1]:
+                    view.cpu_percent = 100.0 * (cpu_s - before[1]) / (at - before[0])
 
     def load_status(self, status: Mapping[str, Any]) -> None:
         self.daemon = dict(status.get("daemon") or {})
@@ -463,3 +493,13 @@ def git_branch(path: str, most_up: int = 64) -> str | None:
             return head[len("ref: refs/heads/"):] or None
         return head[:10] or None
     return None
+
+
+def format_bytes(n: int) -> str:
+    """1536 -> "1.5K", 85 MiB -> "85M": a column's width."""
+    value, unit = float(n), "B"
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            break
+        value /= 1024
+    return f"{value:.0f}{unit}" if unit == "B" or value >= 10 else f"{value:.1f}{unit}"

@@ -64,6 +64,10 @@ class Source(Protocol):
         """The instance's terminal as text (the ``logs`` op): its last ``lines``."""
         ...
 
+    async def usage(self) -> dict[str, Any]:
+        """The ``usage`` op's reply: ``{at, instances: {id: {cpu_s, rss_bytes, processes}}}``."""
+        ...
+
     async def plan(self, run_id: str) -> dict[str, Any]:
         """The ``plans_get`` op's reply: ``{run, steps, running, result, failure}``."""
         ...
@@ -121,6 +125,10 @@ class LiveSource:
         result: dict[str, Any] = await self._live().call("plans_get", run_id=run_id)
         return result
 
+    async def usage(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._live().call("usage")
+        return result
+
     async def logs(self, instance: str, lines: int | None = None) -> list[str]:
         args: dict[str, Any] = {"id": instance}
         if lines is not None:
@@ -161,8 +169,9 @@ class RecordedSource:
     status: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     screens: dict[str, list[str]] = field(default_factory=dict)
-    #: What ``logs`` returns, by instance.
+    #: What ``logs`` returns, by instance; what ``usage`` returns.
     logs_of: dict[str, list[str]] = field(default_factory=dict)
+    usage_reply: dict[str, Any] = field(default_factory=lambda: {"at": 0.0, "instances": {}})
     #: ``plans_get`` replies by run id.
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     available: bool = True
@@ -249,6 +258,10 @@ class RecordedSource:
             raise NotReady("no question is pending", instance=instance, state=row["state"])
         self.answers.append((instance, list(keys)))
         return {"id": instance, "state": "busy"}
+
+    async def usage(self) -> dict[str, Any]:
+        self._check()
+        return dict(self.usage_reply)
 
     async def logs(self, instance: str, lines: int | None = None) -> list[str]:
         self._check()

@@ -26,7 +26,8 @@ __all__ = ["ApprovalPanel", "Banner", "EventPanel", "FleetTable", "MetricsBar", 
 #: The colour of each group's label in the fleet table.
 GROUP_COLOUR = {Group.NEEDS_ANSWER: "magenta", Group.FAILED: "red", Group.WORKING: "yellow",
                 Group.IDLE: "green"}
-COLUMNS = ("group", "instance", "tool", "state", "turn", "branch or folder", "restarts")
+COLUMNS = ("group", "instance", "tool", "state", "turn", "branch or folder", "restarts",
+           "cpu", "mem")
 
 
 class FleetTable(DataTable[str]):
@@ -76,7 +77,8 @@ class FleetTable(DataTable[str]):
                 _styled(inst.state.value, f"bold {inst.colour}"),
                 inst.turn_time(now),
                 escape(inst.branch) if inst.branch else escape(_short_path(inst.cwd)),
-                _styled(str(inst.restarts), "red") if inst.restarts else "0"]
+                _styled(str(inst.restarts), "red") if inst.restarts else "0",
+                *inst.usage_text()]
 
     @property
     def selected(self) -> str | None:

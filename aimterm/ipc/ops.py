@@ -41,6 +41,7 @@ from aimterm.pool import Pool
 from aimterm.router import NoSuchTool
 from aimterm.states import State
 from aimterm.store import Store
+from aimterm.term.child import tree_usage
 from aimterm.transcripts import rendered_lines, transcript_path
 from aimterm.turn import Turn
 from aimterm.version import __version__
@@ -68,6 +69,8 @@ _MAX_SEQ = 2**63 - 1
 _MAX_LAST = 10_000
 #: The most lines ``logs`` returns (a view's worth, not the whole history).
 MAX_LOG_LINES = 20_000
+#: States whose pid is the process that exited, not one running.
+_NOT_RUNNING = frozenset({"exited", "fatal", "backoff"})
 
 
 def _opt_str(args: Mapping[str, Any], name: str, most: int = MAX_ID) -> str | None:
@@ -132,7 +135,8 @@ class DaemonOps:
         return {"ping": self.ping, "status": self.status, "send": self.send,
                 "answer": self.answer, "interrupt": self.interrupt, "drain": self.drain,
                 "scale": self.scale, "restart": self.restart, "screen": self.screen,
-                "turns": self.turns, "logs": self.logs, "down": self.down,
+                "turns": self.turns, "logs": self.logs, "usage": self.usage,
+                "down": self.down,
                 **self.jobs.ops(),
                 **self.plans.ops()}
 
@@ -200,6 +204,16 @@ class DaemonOps:
         text = self.pool.screen(iid)
         return {"id": iid, "state": session.state.value, "rows": session.rows,
                 "cols": session.cols, "lines": text[-lines:]}
+
+    async def usage(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{}``: each live instance's process tree now — ``cpu_s`` (cumulative), ``rss_bytes``,
+        ``processes`` — and ``at`` (Unix time): two readings give a CPU share."""
+        pids = {r["id"]: r["pid"] for r in self.pool.status()
+                if isinstance(r.get("pid"), int) and r.get("state") not in _NOT_RUNNING}
+        at = time.time()
+        # Reading /proc for a hundred process trees: not on the loop.
+        got = await asyncio.to_thread(lambda: {iid: tree_usage(pid) for iid, pid in pids.items()})
+        return {"at": round(at, 3), "instances": {k: v for k, v in got.items() if v is not None}}
 
     async def logs(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{id, lines?, previous?}``: the instance's terminal as ``aimterm logs`` renders

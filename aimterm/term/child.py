@@ -423,3 +423,26 @@ class PtyChild:
             self.wait_group(2.0)
             return "sigkill"
         raise StopTimeout(f"process {self.pid} ({self.argv[0]}) survived SIGKILL")
+
+
+def tree_usage(pid: int) -> dict[str, float | int] | None:
+    """What a tool costs the machine now: ``cpu_s`` (user and system seconds, cumulative,
+    of the process and every descendant alive — an agent CLI runs node, a language server,
+    shells …), ``rss_bytes`` (their resident memory together) and ``processes``. A caller
+    turns two readings into a CPU share. None when the process is gone."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    cpu, rss, alive = 0.0, 0, 0
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+            alive += 1
+        except psutil.Error:
+            continue  # it went between the listing and the reading
+    return {"cpu_s": round(cpu, 3), "rss_bytes": rss, "processes": alive} if alive else None

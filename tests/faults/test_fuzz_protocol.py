@@ -245,6 +245,7 @@ PLAUSIBLE: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "screen": {"id": NAMES, "lines": COUNT},
     "turns": {"id": NAMES, "limit": COUNT},
     "logs": {"id": NAMES, "lines": COUNT, "previous": st.sampled_from([0, 1, 3, 4, -1])},
+    "usage": {},
     "events": {"since": st.sampled_from([0, 1, 2**63 - 1, 2**63, -1, 10**400]),
                "follow": st.booleans(), "instance": NAMES, "last": COUNT,
                "kinds": st.sampled_from([["state_changed"], "prompt_queued", ["nope"], [],
