@@ -106,3 +106,31 @@ def test_the_logs_op_renders_an_instances_terminal(daemon: Daemon) -> None:  # n
                 pass
             else:
                 raise AssertionError(f"{bad} was taken")
+
+
+def test_a_job_file_is_started_through_aimterm_jobs_run(tmp_path: Path) -> None:
+    """J asks for a job file and runs the jobs command on it with --detach; what the command
+    says last (its result, or its one-line error) is shown."""
+    import sys
+
+    script = tmp_path / "fake-jobs-run"
+    script.write_text("import sys\nargs = sys.argv[1:]\n"
+                      "if 'bad.yaml' in args[0]:\n"
+                      "    sys.stderr.write('bad.yaml:3: [0].tool: no adapter named nope\\n')\n"
+                      "    sys.exit(2)\n"
+                      "print('checking'); print('run R1: 1 jobs, in the daemon', *args)\n")
+    source = fleet()
+
+    async def body(app: DashboardApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.connected, "the connection")
+        for name in ("ok.yaml", "bad.yaml"):
+            await pilot.press("J")
+            await until(pilot, lambda: isinstance(app.screen, TextPrompt), "the path prompt")
+            app.screen.query_one("#prompt-input").value = str(tmp_path / name)  # type: ignore[attr-defined]
+            await pilot.press("enter")
+        await until(pilot, lambda: len(app.said) >= 2, "both answers")
+        said = list(app.said)
+        assert f"run R1: 1 jobs, in the daemon {tmp_path / 'ok.yaml'} --detach" in said
+        assert "bad.yaml:3: [0].tool: no adapter named nope" in said
+
+    run(source, body, jobs_command=[sys.executable, str(script)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header
 
+from aimterm.dashboard.commands import run_command
 from aimterm.dashboard.keys import bindings, help_rows
 from aimterm.dashboard.logs import LogScreen
 from aimterm.dashboard.model import MAX_EVENTS, EventFilter, FleetView, InstanceView
@@ -72,6 +74,7 @@ class DashboardApp(App[None]):
                  clock: Callable[[], float] = time.time, max_events: int = MAX_EVENTS,
                  tick_s: float | None = 1.0, usage_s: float | None = 2.0,
                  attach_command: list[str] | None = None,
+                 jobs_command: list[str] | None = None,
                  run_command: Callable[[list[str]], int] = subprocess.call) -> None:
         super().__init__()
         self.source = source
@@ -84,6 +87,8 @@ class DashboardApp(App[None]):
         self.usage_s = usage_s
         #: The command that attaches a terminal to an instance, but for the instance's id.
         self.attach_command = attach_command
+        #: ``aimterm jobs run`` for this cluster, but for the file (and ``--detach``).
+        self.jobs_command = jobs_command
         self._run_command = run_command
         self.view = FleetView(max_events)
         self.connected = False
@@ -412,6 +417,27 @@ class DashboardApp(App[None]):
                             f"{to or 'the fleet'}")
 
         self.run_worker(go(), group="requests")
+
+    def action_run_jobs(self) -> None:
+        if self.jobs_command is None:
+            self.say("starting jobs needs the jobs command (aimterm dashboard sets it)",
+                     severity="warning")
+            return
+
+        def done(path: str | None) -> None:
+            if path:
+                self.run_worker(self._run_jobs(os.path.abspath(os.path.expanduser(path))),
+                                group="requests")
+
+        self.push_screen(TextPrompt("run a job file in the daemon",
+                                    "path of a job file (YAML or JSON)"), done)
+
+    async def _run_jobs(self, path: str) -> None:
+        assert self.jobs_command is not None
+        got = await run_command([*self.jobs_command, path, "--detach"])
+        # Its events (run_started, task_*) come through the stream like any other's.
+        self.say(got.line or f"exit status {got.code}",
+                 severity="information" if got.ok else "error")
 
     def action_edit_filter(self) -> None:
         def done(text: str | None) -> None:

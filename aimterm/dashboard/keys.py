@@ -17,6 +17,7 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("a", "type_answer", "answer", "type an answer (sent as typed, then Enter)"),
     ("s", "send_instance", "send", "send a prompt to the selected instance"),
     ("S", "send_fleet", "send to fleet", "send a prompt to the fleet (any free instance)"),
+    ("J", "run_jobs", "run jobs", "run a job file in the daemon (aimterm jobs run FILE --detach)"),
     ("slash", "edit_filter", "filter", "filter the events: instance:ID tool:T run:R kind:K1,K2"),
     ("i", "filter_instance", "", "show only the selected instance's events (again: all)"),
     ("c", "clear_filter", "", "clear the event filter"),
