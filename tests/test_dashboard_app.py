@@ -334,10 +334,11 @@ def test_plan_panel_shows_the_newest_plan_run_and_follows_it() -> None:
         src.push({"kind": "step_changed", "instance": None, "ts": NOW, "run_id": "R1",
                   "step_id": "greet", "old": "pending", "state": "running", "attempt": 1,
                   "reason": None})
-        await until(pilot, lambda: "● greet" in str(panel.render()), "the plan")
+        await until(pilot, lambda: "greet" in str(panel.render()), "the plan")
         assert "plan rename-greetings (running)" in str(panel.border_title)
         lines = str(panel.render()).splitlines()
-        assert lines[1].startswith("L0  ● greet") and lines[3].startswith("L1  ● both")
+        # A running step is marked ▶ (drawn reversed), the others ●.
+        assert lines[1].startswith("L0  ▶ greet") and lines[3].startswith("L1  ● both")
         assert "← greet, farewell" in lines[3]
         src.push({"kind": "step_merged", "instance": None, "ts": NOW, "run_id": "R1",
                   "step_id": "greet", "branch": "b", "commit": "c", "merge_s": 0.1,

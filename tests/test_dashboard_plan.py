@@ -73,3 +73,14 @@ def test_a_loop_or_a_missing_step_does_not_hang() -> None:
 def test_every_step_state_has_a_colour() -> None:
     assert set(STEP_COLOUR) == {state.value for state in StepState}
     assert STEP_COLOUR["succeeded"] == "green" and STEP_COLOUR["failed"] == "red"
+
+
+def test_collisions_are_marked_from_the_reply_and_the_radars_events() -> None:
+    data = reply()
+    data["steps"][1]["detail"] = {"predicted": ["integration"], "conflicts": []}
+    plan = PlanView.from_reply(data)
+    assert plan.steps["farewell"].collides == ["integration"]
+    event = {"kind": "merge_conflict_detected", "run_id": "R1", "step_id": "greet",
+             "other": "farewell", "paths": ["a.txt"], "predicted": True}
+    assert plan.apply(event) and plan.apply(event)
+    assert plan.steps["greet"].collides == ["farewell"]  # once, however often it is seen

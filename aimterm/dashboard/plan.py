@@ -31,6 +31,9 @@ class StepView:
     attempts: int = 0
     instance: str | None = None
     reason: str | None = None
+    #: Steps (or "integration") its work is seen to collide with: predicted by the radar
+    #: while it runs, or a merge that conflicted.
+    collides: list[str] = field(default_factory=list)
 
     @property
     def colour(self) -> str:
@@ -63,6 +66,9 @@ class PlanView:
                 step.attempts = number(row.get("attempts"))
                 step.instance = row.get("instance")
                 step.reason = row.get("error")
+                detail = row.get("detail")
+                if isinstance(detail, Mapping):
+                    step.collides = [str(o) for o in detail.get("predicted") or []]
         if not reply.get("running") and run.get("status") not in (None, "running"):
             view.finished = str(run.get("status"))
         return view
@@ -85,6 +91,10 @@ class PlanView:
             step.state = "succeeded"
         elif kind == "task_started" and isinstance(event.get("instance"), str):
             step.instance = str(event["instance"])
+        elif kind == "merge_conflict_detected":
+            other = str(event.get("other") or "?")
+            if other not in step.collides:
+                step.collides.append(other)
         return True
 
     def levels(self) -> list[list[StepView]]:

@@ -226,10 +226,15 @@ class PlanPanel(Static):
             for j, step in enumerate(level):
                 parts.append("\n")
                 parts.append((f"{'L' + str(i) if j == 0 else '':<4}", "dim"))
-                parts.append((f"● {step.id:<{width}}  {step.state:<11}", f"bold {step.colour}"))
+                mark = "▶" if step.state in ("running", "merging") else "●"
+                parts.append((f"{mark} {step.id:<{width}}  {step.state:<11}",
+                               f"bold {step.colour}" + (" reverse" if mark == "▶" else "")))
                 where = step.instance or step.tool
                 after = f"  ← {', '.join(step.depends_on)}" if step.depends_on else ""
                 parts.append(f" {where}{after}")
+                if step.collides:
+                    parts.append((f"  ⚠ collides with {', '.join(step.collides)}",
+                                  "bold red"))
                 if step.reason:
                     parts.append((f"  {step.reason}", "dim"))
         self.update(Content.assemble(*parts))
