@@ -134,3 +134,34 @@ def test_a_job_file_is_started_through_aimterm_jobs_run(tmp_path: Path) -> None:
         assert "bad.yaml:3: [0].tool: no adapter named nope" in said
 
     run(source, body, jobs_command=[sys.executable, str(script)])
+
+
+def test_the_metrics_screen_shows_latency_by_tool_tokens_and_the_rate() -> None:
+    from textual.widgets import DataTable, Sparkline, Static
+
+    from aimterm.dashboard.screens import MetricsScreen
+
+    source = fleet()
+    for n, (iid, ms) in enumerate([("demo-1", 1200.0), ("demo-3", 800.0), ("codex-1", 4000.0)]):
+        source.history.append({"seq": 10 + n, "kind": "turn_finished", "instance": iid,
+                               "ts": NOW - 5, "turn": 1, "status": "done",
+                               "submit_to_busy_ms": 5.0, "busy_to_idle_ms": ms})
+    source.history.append({"seq": 20, "kind": "prompt_finished", "instance": "codex-1",
+                           "ts": NOW - 4, "request": 1, "status": "done",
+                           "tokens": {"input": 900, "output": 100}, "cost_usd": 0.01})
+
+    async def body(app: DashboardApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.connected, "the connection")
+        await pilot.press("m")
+        await until(pilot, lambda: isinstance(app.screen, MetricsScreen), "the metrics")
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        got = [[str(c) for c in table.get_row_at(r)] for r in range(table.row_count)]
+        assert got == [["codex", "1", "4.00s", "4.00s"], ["demo", "2", "0.80s", "1.20s"]]
+        counts = str(screen.query_one("#metrics-counts", Static).render())
+        assert "1000 tokens" not in counts and "900 input" in counts and "$0.0100" in counts
+        assert screen.query_one(Sparkline).data[-1] == 3  # all three ended 5 s ago
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, MetricsScreen), "back")
+
+    run(source, body)

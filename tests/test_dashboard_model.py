@@ -232,7 +232,7 @@ def test_metrics_count_the_whole_history() -> None:
     m = view.metrics
     assert m.turns == {"done": 2, "timeout": 1} and m.in_flight == 1
     assert m.summary() == ("turns 2 done, 1 not  ·  mean turn 2.0s  ·  prompts in flight 1  ·  "
-                           "jobs 1 ok, 1 failed  ·  restarts 1")
+                           "jobs 1 ok, 1 failed, 0 running  ·  restarts 1")
     assert FleetView().metrics.summary() == "turns 0 done  ·  prompts in flight 0"
 
 
@@ -289,3 +289,31 @@ def test_usage_readings_give_cpu_shares_and_memory() -> None:
     assert a1.usage_text() == ("75%", "90M")
     assert [format_bytes(n) for n in (0, 1023, 1536, 10 << 20, 3 << 30)] == [
         "0B", "1023B", "1.5K", "10M", "3.0G"]
+
+
+
+def test_metrics_by_tool_tokens_cost_and_the_turn_rate() -> None:
+    from aimterm.dashboard.metrics import RATE_BUCKET_S, percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
+    assert percentile([float(n) for n in range(1, 101)], 0.95) == 95.0
+    view = FleetView.build(status(row("a-1", adapter="demo"), row("c-1", adapter="claude")))
+    seq = 0
+    for iid, ms, ts in [("a-1", 100.0, 1000.0), ("a-1", 300.0, 1005.0), ("c-1", 2000.0, 1012.0),
+                        ("a-1", 200.0, 1290.0)]:
+        seq += 1
+        view.apply(ev(seq, "turn_finished", iid, status="done", busy_to_idle_ms=ms, ts=ts))
+    view.apply(ev(seq + 1, "prompt_finished", "c-1", status="done",
+                  tokens={"input": 120, "output": 30}, cost_usd=0.0021))
+    view.apply(ev(seq + 2, "prompt_finished", "a-1", status="done", tokens=None, cost_usd=None))
+    view.apply(ev(seq + 3, "task_started", "a-1", run_id="R", task_id="j1"))
+    m = view.metrics
+    assert m.by_tool() == [("claude", 1, 2000.0, 2000.0), ("demo", 3, 200.0, 300.0)]
+    assert m.tokens == {"input": 120, "output": 30} and round(m.cost_usd, 4) == 0.0021
+    assert m.tasks_running == 1
+    assert "tokens 150" in m.summary() and "$0.0021" in m.summary()
+    bars = m.rate(now=1301.0)
+    assert len(bars) * RATE_BUCKET_S == 300
+    # The one at 1000 is older than the chart's window; the others in their 10 s buckets.
+    assert sum(bars) == 3 and bars[0] == bars[1] == bars[28] == 1

@@ -33,7 +33,7 @@ from aimterm.dashboard.keys import bindings, help_rows
 from aimterm.dashboard.logs import LogScreen
 from aimterm.dashboard.model import MAX_EVENTS, EventFilter, FleetView, InstanceView
 from aimterm.dashboard.plan import PlanView
-from aimterm.dashboard.screens import HelpScreen, TextPrompt
+from aimterm.dashboard.screens import HelpScreen, MetricsScreen, TextPrompt
 from aimterm.dashboard.source import Source
 from aimterm.dashboard.widgets import (
     ApprovalPanel,
@@ -536,6 +536,9 @@ class DashboardApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_rows()))
+
+    def action_metrics(self) -> None:
+        self.push_screen(MetricsScreen(lambda: self.view.metrics, self.clock))
 
     def action_logs(self) -> None:
         if self.selected is None:

@@ -22,6 +22,7 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("i", "filter_instance", "", "show only the selected instance's events (again: all)"),
     ("c", "clear_filter", "", "clear the event filter"),
     ("r", "refresh_screen", "", "fetch the selected instance's screen again"),
+    ("m", "metrics", "metrics", "metrics: turn time p50/p95 by tool, tokens, cost, turns per 10 s"),
     ("l", "logs", "log", "the selected instance's log: / search, f filter, F follow, e export"),
     ("p", "toggle_plan", "plan", "show the newest plan run's steps instead of the screen (again: "
                                  "the screen)"),

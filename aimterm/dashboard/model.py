@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aimterm.dashboard.metrics import Metrics
 from aimterm.states import State
 
 __all__ = ["GROUP_OF_STATE", "STATE_COLOUR", "EventFilter", "FleetView", "Group",
-           "InstanceView", "Metrics", "event_colour", "event_summary", "format_duration",
+           "InstanceView", "event_colour", "event_summary", "format_duration",
            "number"]
 
 #: Events the view keeps for the event panel (older ones still count towards the fleet).
@@ -135,60 +136,6 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-@dataclass
-class Metrics:
-    """Counts over every event of the daemon's life the view has taken (not only the ones
-    the event panel keeps)."""
-
-    #: Turns ended, by status (done, failed, timeout, interrupted; waiting is not an end).
-    turns: dict[str, int] = field(default_factory=dict)
-    #: The tools' own time (busy to idle) of every turn done, in ms, summed, and how many.
-    busy_ms: float = 0.0
-    busy_n: int = 0
-    #: Prompts accepted and prompts over (any outcome): the difference is in flight.
-    prompts_queued: int = 0
-    prompts_over: int = 0
-    tasks_completed: int = 0
-    tasks_failed: int = 0
-    restarts: int = 0
-
-    def take(self, kind: str, data: Mapping[str, Any]) -> None:
-        if kind == "turn_finished" and data.get("status") != "waiting":
-            status = str(data.get("status"))
-            self.turns[status] = self.turns.get(status, 0) + 1
-            busy = data.get("busy_to_idle_ms")
-            if status == "done" and isinstance(busy, (int, float)):
-                self.busy_ms += float(busy)
-                self.busy_n += 1
-        elif kind == "prompt_queued":
-            self.prompts_queued += 1
-        elif kind == "prompt_finished":
-            self.prompts_over += 1
-        elif kind == "task_completed":
-            self.tasks_completed += 1
-        elif kind == "task_failed" and not data.get("retrying"):
-            self.tasks_failed += 1  # a job that fails for good (a retry is not yet a failure)
-        elif kind == "instance_restarting":
-            self.restarts += 1
-
-    @property
-    def in_flight(self) -> int:
-        return max(0, self.prompts_queued - self.prompts_over)
-
-    def summary(self) -> str:
-        done = self.turns.get("done", 0)
-        bad = sum(n for status, n in self.turns.items() if status != "done")
-        parts = [f"turns {done} done" + (f", {bad} not" if bad else "")]
-        if self.busy_n:
-            parts.append(f"mean turn {self.busy_ms / self.busy_n / 1000:.1f}s")
-        parts.append(f"prompts in flight {self.in_flight}")
-        if self.tasks_completed or self.tasks_failed:
-            parts.append(f"jobs {self.tasks_completed} ok, {self.tasks_failed} failed")
-        if self.restarts:
-            parts.append(f"restarts {self.restarts}")
-        return "  ·  ".join(parts)
-
-
 class FleetView:
     """The fleet as last heard of: instances by id, the daemon's own row, recent events."""
 
@@ -285,7 +232,7 @@ class FleetView:
                 self.plan_runs.append(run)
         iid = data.get("instance")
         kind = data.get("kind")
-        self.metrics.take(str(kind), data)
+        self.metrics.take(str(kind), data, self.tool_of(data))
         if isinstance(iid, str):
             self._apply_to(iid, str(kind), data)
         return True
