@@ -6,6 +6,7 @@ and notices the daemon going away."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 
@@ -74,11 +75,30 @@ def test_dashboard_follows_a_real_daemon(cluster: Cluster) -> None:  # noqa: F81
 
     async def second() -> None:
         # A new dashboard rebuilds the same fleet from the daemon, turn count included.
-        app = DashboardApp(LiveSource(str(cluster.socket)), retry_s=0.1)
+        jobs = [sys.executable, "-m", "aimterm", "jobs", "run", "-c", str(cluster.config)]
+        app = DashboardApp(LiveSource(str(cluster.socket)), retry_s=0.1, jobs_command=jobs)
         async with app.run_test(size=(130, 40)) as pilot:
             await until(pilot, lambda: app.connected and len(rows(app)) == 2, "the fleet")
             assert app.view.instances["demo-1"].turns == 1
             assert any("edit ../dash-x.txt: hi" in ln for ln in event_lines(app))
+            # A real job file, run in the daemon from the dashboard (J): the demo agent edits
+            # a file, the acceptance command passes, and the run's events arrive.
+            work = cluster.root / "work"
+            work.mkdir()
+            job_file = cluster.root / "jobs.yaml"
+            job_file.write_text(f"jobs:\n  - id: hello\n    tool: demo\n    cwd: {work}\n"
+                                f"    prompt: 'edit hello.txt: hi'\n"
+                                f"    acceptance: ['grep -q hi hello.txt']\n")
+            await pilot.press("J")
+            await until(pilot, lambda: app.screen.query("#prompt-input"), "the path box")
+            app.screen.query_one("#prompt-input").value = str(job_file)  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await until(pilot, lambda: any("1 jobs, in the daemon" in s for s in app.said),
+                        "the run handed over")
+            await until(pilot, lambda: app.view.metrics.tasks_completed == 1, "the job done",
+                        timeout=60)
+            assert (work / "hello.txt").read_text().strip() == "hi"
+            assert any("task_completed" in ln and "hello" in ln for ln in event_lines(app))
             await asyncio.to_thread(cluster.cli, "cluster", "down")
             banner = app.query_one(Banner)
             # (The banner says it lost the daemon, then, from the next attempt on, that none
