@@ -50,6 +50,10 @@ from aimterm.states import State
 __all__ = ["DashboardApp"]
 
 
+#: The most times a second the panels are drawn again for new events.
+REDRAWS_PER_S = 10
+
+
 class DashboardApp(App[None]):
     """The dashboard over one :class:`Source`."""
 
@@ -101,6 +105,8 @@ class DashboardApp(App[None]):
         self._screen_running = False
         self._screen_again = False
         self._redraw_pending = False
+        self._last_redraw = 0.0
+        self._new_events: list[dict[str, Any]] = []  # for the event panel's next redraw
         #: The plan run shown (with ``p``) instead of the screen, and the run being fetched.
         self.plan: PlanView | None = None
         self.showing_plan = False
@@ -213,7 +219,7 @@ class DashboardApp(App[None]):
         if not self.view.apply(event):
             return
         if self.filter.matches(event, self.view.tool_of(event)):
-            self.query_one(EventPanel).add(event)
+            self._new_events.append(event)
         if self.selected not in self.view.instances:
             ordered = self.view.ordered()
             self.selected = ordered[0].id if ordered else None
@@ -229,12 +235,25 @@ class DashboardApp(App[None]):
             elif self.plan.apply(event):
                 self.query_one(PlanPanel).show(self.plan)
         if not self._redraw_pending:
-            # A burst of events is drawn once, after the messages already queued.
+            # Events are drawn together, at most REDRAWS_PER_S times a second: a busy fleet
+            # sends thousands a second, and a person reads none of them one by one.
             self._redraw_pending = True
-            self.call_later(self._redraw)
+            wait = self._last_redraw + 1.0 / REDRAWS_PER_S - time.monotonic()
+            if wait > 0:
+                self.set_timer(wait, self._redraw)
+            else:
+                self.call_later(self._redraw)
 
     def _redraw(self) -> None:
         self._redraw_pending = False
+        self._last_redraw = time.monotonic()
+        with _closing_quietly():
+            self._redraw_now()
+
+    def _redraw_now(self) -> None:
+        events, self._new_events = self._new_events, []
+        if events:
+            self.query_one(EventPanel).add_many(events)
         self._draw_fleet()
         self._draw_approval()
         self.query_one(MetricsBar).show(self.view if self.connected else None)
@@ -247,6 +266,7 @@ class DashboardApp(App[None]):
         self._draw_fleet()
         self._draw_approval()
         self._draw_preview()
+        self._new_events = []  # (the replay has them)
         self.query_one(EventPanel).replay(self.view, self.filter)
         self.sub_title = self.source.where
 
@@ -325,7 +345,7 @@ class DashboardApp(App[None]):
         if iid is None or iid == self.selected:
             return
         self.selected = iid
-        self._draw_fleet()
+        self.query_one(FleetTable).select(iid)
         self._draw_approval()
         self._draw_preview()
         self._want_screen()
@@ -464,6 +484,7 @@ class DashboardApp(App[None]):
 
     def _set_filter(self, flt: EventFilter) -> None:
         self.filter = flt
+        self._new_events = []  # (the replay has them)
         self.query_one(EventPanel).replay(self.view, flt)
 
     def action_refresh_screen(self) -> None:

@@ -53,23 +53,41 @@ class FleetTable(DataTable[str]):
             self.post_message(self.Picked(picked))
 
     def on_mount(self) -> None:
+        self._order: list[str] = []
+        self._shown: list[list[str]] = []
         self.cursor_type = "row"
         self.zebra_stripes = False
         for name in COLUMNS:
             self.add_column(name, key=name)
 
     def show(self, view: FleetView, now: float, selected: str | None) -> None:
-        """Redraw from ``view``, keeping the cursor on ``selected`` if it is still there."""
-        self.clear()
-        row_of: dict[str, int] = {}
+        """Redraw from ``view``, keeping the cursor on ``selected`` if it is still there.
+        When the rows are the same instances in the same order (most redraws: a state moves
+        within its group), only the cells that changed are written: rebuilding a hundred
+        rows on every burst of events is what a busy fleet cannot afford."""
+        rows: list[tuple[str, list[str]]] = []
         for group, members in view.grouped():
             label = _styled(f"{group.value} ({len(members)})", f"bold {GROUP_COLOUR[group]}")
             for i, inst in enumerate(members):
-                row_of[inst.id] = self.row_count
-                self.add_row(label if i == 0 else "", *self._cells(inst, now),
-                             key=inst.id)
-        if selected in row_of:
-            self.move_cursor(row=row_of[selected], animate=False)
+                rows.append((inst.id, [label if i == 0 else "", *self._cells(inst, now)]))
+        order = [iid for iid, _ in rows]
+        if order == self._order:
+            for (iid, cells), old in zip(rows, self._shown, strict=True):
+                for column, (new, was) in enumerate(zip(cells, old, strict=True)):
+                    if new != was:
+                        self.update_cell(iid, COLUMNS[column], new)
+        else:
+            self.clear()
+            for iid, cells in rows:
+                self.add_row(*cells, key=iid)
+            self._order = order
+        self._shown = [cells for _, cells in rows]
+        self.select(selected)
+
+    def select(self, iid: str | None) -> None:
+        """Move the cursor to ``iid``'s row (nothing else is drawn again)."""
+        if iid in self._order:
+            self.move_cursor(row=self._order.index(iid), animate=False)
 
     @staticmethod
     def _cells(inst: InstanceView, now: float) -> list[str]:
@@ -187,6 +205,12 @@ class EventPanel(RichLog):
 
     def add(self, event: dict[str, object]) -> None:
         self.write(Content.styled(event_summary(event), event_colour(event)))
+
+    def add_many(self, events: list[dict[str, object]]) -> None:
+        """Events that came since the last redraw, written together (only those the panel
+        keeps: a burst larger than it shows only its newest)."""
+        for event in events[-self._keep():]:
+            self.add(event)
 
     def _keep(self) -> int:
         return self.max_lines or 1000

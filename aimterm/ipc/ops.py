@@ -67,6 +67,8 @@ _BATCH = 500
 _MAX_SEQ = 2**63 - 1
 #: The most events ``events`` with ``last`` starts from (a view's backlog, not the log).
 _MAX_LAST = 10_000
+#: How long a follower of ``events`` lets new events gather before it reads them.
+_FOLLOW_READ_S = 0.02
 #: The most lines ``logs`` returns (a view's worth, not the whole history).
 MAX_LOG_LINES = 20_000
 #: States whose pid is the process that exited, not one running.
@@ -274,6 +276,9 @@ class DaemonOps:
                 if not follow or self.daemon.closed:
                     return
                 await queue.get()
+                # A busy fleet records thousands of events a second: a follower reads them
+                # back in batches, at most 1/_FOLLOW_READ_S times a second, not one by one.
+                await asyncio.sleep(_FOLLOW_READ_S)
                 while not queue.empty():
                     queue.get_nowait()
         finally:
