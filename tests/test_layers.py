@@ -45,7 +45,9 @@ FORBIDDEN_FOR = {5: {1}}
 #: Third-party modules and the only layer allowed to import them.
 #: pexpect is a test dependency (the test extra), so no layer may import it.
 OWNED = {"pexpect": set(), "ptyprocess": {1}, "pyte": {1}, "psutil": {1}, "yaml": {2},
-         "jsonschema": {2}, "click": {5}, "textual": {5}, "pytest": {5}}
+         "jsonschema": {2}, "click": {5}, "textual": {5}, "textual_serve": {5},
+         "aiohttp": {5},  # textual-serve's web server, which the token guard is part of
+         "pytest": {5}}
 STDLIB = set(sys.stdlib_module_names)
 
 

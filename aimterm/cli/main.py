@@ -648,9 +648,13 @@ def attach(config: str | None, state_dir: str | None, instance_id: str, read_onl
 @click.option("--retry", "retry_s", type=click.FloatRange(0.1, 60), default=1.0,
               show_default=True, help="Seconds between attempts to reach a daemon that is not "
                                       "there.")
+@click.option("--web", is_flag=True, help="Serve it to browsers on 127.0.0.1 instead, behind a "
+                                          "random token; prints the address to open.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="With --web: the port (0: a free one).")
 @handle_errors
 def dashboard(config: str | None, state_dir: str | None, approve: str, reject: str,
-              retry_s: float) -> None:
+              retry_s: float, web: bool, port: int) -> None:
     """A live view of the cluster: instances grouped by what they need, the selected one's
     screen, its question (approve, reject, answer), the event stream; send prompts. It
     follows the daemon's events (and waits for a daemon that is not up yet). ? shows the keys.
@@ -663,12 +667,26 @@ def dashboard(config: str | None, state_dir: str | None, approve: str, reject: s
     from aimterm.dashboard import run_dashboard
 
     cfg = resolve_config(config, state_dir)
-    # `t` hands the terminal to `aimterm attach` for the same cluster.
-    attach = [sys.executable, "-m", "aimterm", "attach"]
+    where: list[str] = []
     if config is not None:
-        attach += ["-c", os.path.abspath(config)]
+        where += ["-c", os.path.abspath(config)]
     if state_dir is not None:
-        attach += ["--state-dir", os.path.abspath(state_dir)]
+        where += ["--state-dir", os.path.abspath(state_dir)]
+    if web:
+        from aimterm.dashboard.web import serve_dashboard
+
+        # Each browser tab runs this same dashboard, on the same cluster.
+        served = [sys.executable, "-m", "aimterm", "dashboard", *where, "--approve", approve,
+                  "--reject", reject, "--retry", str(retry_s)]
+        try:
+            code = serve_dashboard(served, port=port)
+        except OSError as exc:  # the port is taken, most likely
+            click.echo(f"aimterm: cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}",
+                       err=True)
+            sys.exit(1)
+        sys.exit(code)
+    # `t` hands the terminal to `aimterm attach` for the same cluster.
+    attach = [sys.executable, "-m", "aimterm", "attach", *where]
     sys.exit(run_dashboard(str(cfg.socket_path), approve=approve.split(),
                            reject=reject.split(), retry_s=retry_s, attach_command=attach))
 
