@@ -191,6 +191,10 @@ class ApprovalPanel(Static):
             self.update(Content(""))
 
 
+#: The most event lines written in one redraw (10 a second).
+BURST_LINES = 40
+
+
 class EventPanel(RichLog):
     """The event stream, colour-coded, through the current :class:`EventFilter`. No focus
     (the mouse scrolls it), or it would take the arrow keys from the fleet."""
@@ -207,9 +211,14 @@ class EventPanel(RichLog):
         self.write(Content.styled(event_summary(event), event_colour(event)))
 
     def add_many(self, events: list[dict[str, object]]) -> None:
-        """Events that came since the last redraw, written together (only those the panel
-        keeps: a burst larger than it shows only its newest)."""
-        for event in events[-self._keep():]:
+        """Events that came since the last redraw, written together. A burst of more than
+        :data:`BURST_LINES` shows its newest and says how many it passed over: at thousands
+        a second nobody reads them line by line, and each line written costs the app time
+        the keys need (the filter, ``/``, narrows the stream; replaying it shows all kept)."""
+        skipped = len(events) - BURST_LINES
+        if skipped > 0:
+            self.write(Content.styled(f"… {skipped} more events (narrow them with /)", "dim"))
+        for event in events[-BURST_LINES:]:
             self.add(event)
 
     def _keep(self) -> int:
