@@ -290,17 +290,8 @@ class Store:
     def events(self, since: int = 0, limit: int | None = None, kinds: Sequence[str] = (),
                instance: str | None = None) -> list[dict[str, Any]]:
         """Events with ``seq > since``, oldest first, each a dict with its ``seq``."""
-        if isinstance(kinds, str):
-            kinds = (kinds,)
-        sql = "SELECT seq, data FROM events WHERE seq > ?"
-        params: list[Any] = [since]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params.extend(kinds)
-        if instance is not None:
-            sql += " AND instance = ?"
-            params.append(instance)
-        sql += " ORDER BY seq"
+        where, params = _event_filter(since, kinds, instance)
+        sql = f"SELECT seq, data FROM events WHERE {where} ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -317,18 +308,11 @@ class Store:
                         instance: str | None = None) -> int:
         """The ``seq`` after which come the newest ``n`` events of these kinds and this
         instance (0 when there are no more than ``n``)."""
-        sql = "SELECT seq FROM events WHERE 1"
-        params: list[Any] = []
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params.extend(kinds)
-        if instance is not None:
-            sql += " AND instance = ?"
-            params.append(instance)
-        sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
-        params.append(n)
+        where, params = _event_filter(0, kinds, instance)
         with self._lock:
-            row = self._conn.execute(sql, params).fetchone()
+            row = self._conn.execute(
+                f"SELECT seq FROM events WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                [*params, n]).fetchone()
         return int(row[0]) if row is not None else 0
 
     def last_seq(self) -> int:
@@ -639,3 +623,19 @@ def _turn_row(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     out["tokens"] = json.loads(out["tokens"]) if out.get("tokens") else {}
     return out
+
+
+def _event_filter(since: int, kinds: Sequence[str] | str,
+                  instance: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of events after ``since``, of these kinds and
+    this instance."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    sql = "seq > ?"
+    params: list[Any] = [since]
+    if kinds:
+        sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        params.extend(kinds)
+    if instance is not None:
+        sql += " AND instance = ?"
+        params.append(instance)
+    return sql, params

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
 
 from textual.pilot import Pilot
@@ -17,15 +16,12 @@ from aimterm.dashboard.source import LiveSource
 from aimterm.dashboard.widgets import ApprovalPanel, Banner
 from tests.test_daemon import Cluster, cluster, up  # noqa: F401  (the fixture)
 from tests.test_dashboard_app import event_lines, preview, rows
+from tests.test_dashboard_app import until as app_until
 
 
 async def until(pilot: Pilot[None], check: Callable[[], object], what: str,
                 timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await pilot.pause(0.01)
+    await app_until(pilot, check, what, timeout)  # (a real daemon: a longer deadline)
 
 
 def test_dashboard_follows_a_real_daemon(cluster: Cluster) -> None:  # noqa: F811
