@@ -11,17 +11,16 @@ a word ends them too, so a killed script leaves no agents behind.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import re
-import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aimterm.adapter.registry import load_adapter
 from aimterm.adapter.schema import NAME_PATTERN
 from aimterm.errors import NoSuchTool, ProtocolError
+from aimterm.ipc.jobs import PoolFleet
 from aimterm.ipc.server import Stream
 
 if TYPE_CHECKING:
@@ -87,17 +86,9 @@ class DaemonGroups:
         tool, count, cwd, env, extra = _check(args)
         pool = self.daemon.pool
         assert pool is not None
-        spec = await asyncio.to_thread(self._spec, tool, count, cwd, env, extra)
-        name = ""
-        for _ in range(8):
-            name = f"{tool}-{secrets.token_hex(2)}"
-            try:
-                await asyncio.to_thread(pool.add_group, dataclasses.replace(spec, name=name))
-                break
-            except ValueError:  # the name is taken: draw again
-                name = ""
-        if not name:
-            raise ProtocolError("could not name the group (8 names taken)")
+        await asyncio.to_thread(load_adapter, tool)  # AdapterNotFound: the reply's own code
+        name = await asyncio.to_thread(PoolFleet(pool, self.daemon).hold_group, tool, cwd=cwd,
+                                       env=env, args=extra, count=count)
         stopped = False
         try:
             ids = [r["id"] for r in pool.status() if r["group"] == name]
@@ -121,9 +112,3 @@ class DaemonGroups:
                     pool.remove_group(name)
                 except (NoSuchTool, RuntimeError):
                     pass
-
-    def _spec(self, tool: str, count: int, cwd: str, env: dict[str, str],
-              extra: list[str]) -> Any:
-        load_adapter(tool)  # AdapterNotFound: the reply's own code
-        spec = self.daemon.group_spec(tool, count, cwd=cwd, env=env)
-        return dataclasses.replace(spec, args=tuple(extra))
