@@ -131,6 +131,7 @@ class Session:
         self._startup: asyncio.Future[str] | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._eval_scheduled = False
+        self._reads = 0  # output reads so far: typing with after_echo waits for the next
         # rule name -> (what it answered, when), until the question leaves the screen
         self._marks = AnswerMarks()
         self._answered: str | None = None  # the question the caller answered, while on screen
@@ -309,6 +310,10 @@ class Session:
         run = self._run
         if run is not None and run.tracker.output(at):
             run.sync()
+        self._reads += 1
+        if run is not None and run.echo is not None and not run.echo[0].done() \
+                and run.echo[1]():
+            run.echo[0].set_result(None)
         if self._stream:
             # Line tools print little per read: decide now rather than a loop pass later.
             self._evaluate()
@@ -669,8 +674,22 @@ class Session:
             self._loop.create_task(self._type(run, body, keys))
 
     async def _type(self, run: TurnRun, body: list[Write], keys: list[Write]) -> None:
+        echo = self.spec.submit.after_echo and not self._stream
+        terminal = self.terminal
+        assert terminal is not None
         try:
-            await self._write_all(body)
+            if echo:
+                # Each write goes once the tool drew after the one before (the keys: once the
+                # text shows), its pause being only the longest wait for that.
+                for i, w in enumerate(body):
+                    if i:
+                        await self._drawn(run, w.pause_s, self._drew_since(self._reads))
+                    terminal.write(w.data)
+                if keys:
+                    await self._drawn(run, keys[0].pause_s, lambda: self._typed_shows(run))
+                    keys = [Write(keys[0].data, 0.0), *keys[1:]]
+            else:
+                await self._write_all(body)
             await self._write_all(keys)
         except (BrokenPipeError, OSError) as exc:
             if self._run is run:
@@ -678,6 +697,26 @@ class Session:
             return
         if self._run is run:
             self._submitted(run)
+
+    async def _drawn(self, run: TurnRun, longest_s: float, shows: Callable[[], bool]) -> None:
+        """Wait until ``shows()`` holds after some output, ``longest_s`` at most."""
+        if shows():
+            return
+        run.echo = (self._loop.create_future(), shows)
+        try:
+            await asyncio.wait_for(run.echo[0], longest_s)
+        except TimeoutError:
+            pass
+        finally:
+            run.echo = None
+
+    def _drew_since(self, reads: int) -> Callable[[], bool]:
+        return lambda: self._reads > reads
+
+    def _typed_shows(self, run: TurnRun) -> bool:
+        assert self.terminal is not None
+        snap = self.terminal.snapshot()
+        return still_typed(snap.lines, snap.cursor[0], run.turn.prompt)
 
     def _submitted(self, run: TurnRun) -> None:
         tracker = run.tracker

@@ -115,7 +115,8 @@ class TurnRun:
     """Loop-side bookkeeping of the turn in flight."""
 
     __slots__ = ("turn", "loop", "tracker", "_phase", "_outcome", "_final", "on_done",
-                 "resolved", "error", "verify_timer", "before", "at_submit", "record_query")
+                 "resolved", "error", "verify_timer", "before", "at_submit", "record_query",
+                 "echo")
 
     def __init__(self, turn: Turn, loop: asyncio.AbstractEventLoop,
                  tracker: TurnTracker) -> None:
@@ -136,6 +137,8 @@ class TurnRun:
         self.before: Snapshot | None = None  # the screen before typing
         self.at_submit: Snapshot | None = None  # the screen when the submit keys went out
         self.record_query: TurnQuery | None = None  # the turn, as asked of the tool's record
+        #: While typing waits for the tool to draw (``after_echo``): the wait and its test.
+        self.echo: tuple[asyncio.Future[None], Callable[[], bool]] | None = None
 
     def sync(self) -> None:
         """Mirror onto the turn and its timer what the tracker decided."""

@@ -506,6 +506,7 @@ class _Converter:
             verify_timeout_ms=int(raw.get("verify_timeout_ms", default.verify_timeout_ms)),
             retry=int(raw.get("retry", default.retry)),
             clear=self.keys(raw["clear"], ("submit", "clear")) if "clear" in raw else (),
+            after_echo=bool(raw.get("after_echo", False)),
         )
 
     def answers(self) -> tuple[AnswerRule, ...]:
@@ -789,7 +790,8 @@ def spec_to_dict(spec: AdapterSpec) -> dict[str, Any]:
     s = spec.submit
     out["submit"] = {"paste": s.paste, "keys": _keys_to_data(s.keys), "delay_ms": s.delay_ms,
                      "verify": s.verify, "verify_timeout_ms": s.verify_timeout_ms,
-                     "retry": s.retry, "clear": _keys_to_data(s.clear)}
+                     "retry": s.retry, "clear": _keys_to_data(s.clear),
+                     "after_echo": s.after_echo}
     answers = []
     for answer in spec.answers:
         entry = {"name": answer.name, "match": answer.match.pattern,

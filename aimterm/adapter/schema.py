@@ -248,6 +248,10 @@ _PROPERTIES: dict[str, Any] = {
                                       "3000).", 1),
             "retry": _int("How many times to send the submit keys again (default 1).", 0),
             "clear": _ref("keys", "Keys sent before the prompt to empty the input line."),
+            "after_echo": {"type": "boolean",
+                           "description": "Send the submit keys as soon as the typed prompt "
+                                          "shows in the input line; delay_ms is then the "
+                                          "longest wait for it (default false)."},
         },
     ),
     "answers": {

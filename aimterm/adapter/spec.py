@@ -130,7 +130,10 @@ class SubmitRecipe:
     send ``keys`` as separate writes, then confirm the tool took it (``verify``): ``busy`` — a
     busy rule fired, or the turn visibly ran and ended; ``output`` — the tool printed
     anything; ``none``. If not confirmed within ``verify_timeout_ms``, send ``keys`` again, up
-    to ``retry`` times. ``clear`` is sent before the text to empty the input line.
+    to ``retry`` times. ``clear`` is sent before the text to empty the input line. With
+    ``after_echo``, the keys go out as soon as the typed text shows in the input line, and
+    ``delay_ms`` is only the longest wait for it: an echo proves the tool read the text, so
+    the keys arrive in a read of their own, which a fixed pause only makes likely.
     """
 
     paste: Literal["none", "bracketed"] = "none"
@@ -140,6 +143,7 @@ class SubmitRecipe:
     verify_timeout_ms: int = 3000
     retry: int = 1
     clear: KeySeq = ()
+    after_echo: bool = False
 
 
 @dataclass(frozen=True)
