@@ -58,22 +58,55 @@ def _hash(path: str) -> str | None:
         return f"error:{exc.errno}"
 
 
+#: A work tree's top, by a folder in it: a job's folder does not move to another repository,
+#: and a snapshot is taken twice per job attempt (each git call costs milliseconds).
+_TOPS: dict[str, str] = {}
+_TOPS_MAX = 1024
+#: Fields before the path in ``git status --porcelain=v2`` entries, by entry kind.
+_V2_FIELDS = {"1": 8, "2": 9, "u": 10, "?": 1, "!": 1}
+
+
+def _top(cwd: str) -> str | None:
+    top = _TOPS.get(cwd)
+    if top is not None and os.path.exists(os.path.join(top, ".git")):
+        return top
+    out = _git(cwd, "rev-parse", "--show-toplevel")
+    if out is None:
+        _TOPS.pop(cwd, None)
+        return None
+    if len(_TOPS) >= _TOPS_MAX:
+        _TOPS.clear()
+    _TOPS[cwd] = top = out.strip()
+    return top
+
+
 def snapshot(cwd: str | None, files: Sequence[str] = ()) -> Snapshot:
     """Hash ``files`` (absolute paths) and, when ``cwd`` is in a git work tree, every file
     git reports changed or untracked there."""
     paths = set(files)
     head = repo = None
     if cwd is not None and os.path.isdir(cwd):
-        top = _git(cwd, "rev-parse", "--show-toplevel")
-        if top is not None:
-            repo = top.strip()
-            head = (_git(repo, "rev-parse", "--verify", "-q", "HEAD") or "").strip() or None
-            status = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-            for entry in (status or "").split("\0"):
-                if len(entry) > 3:
-                    # "XY path"; a rename's source follows as its own entry and is hashed
-                    # as absent, which is what it is now.
-                    paths.add(os.path.join(repo, entry[3:]))
+        repo = _top(cwd)
+        # One call gives both HEAD (``# branch.oid``) and the dirty files.
+        status = _git(repo, "status", "--porcelain=v2", "-z", "--branch",
+                      "--untracked-files=all") if repo is not None else None
+        if status is None:
+            repo = None
+        entries = iter((status or "").split("\0"))
+        for entry in entries:
+            if entry.startswith("# branch.oid "):
+                oid = entry[len("# branch.oid "):].strip()
+                head = oid if oid != "(initial)" else None
+                continue
+            fields = _V2_FIELDS.get(entry[:1])
+            parts = entry.split(" ", fields) if fields else []
+            if len(parts) == (fields or 0) + 1:
+                assert repo is not None
+                paths.add(os.path.join(repo, parts[-1]))
+                if entry[:1] == "2":
+                    # A rename's source follows as its own entry: hashed as absent, which
+                    # is what it is now.
+                    paths.add(os.path.join(repo, next(entries, "")))
     return Snapshot({p: _hash(p) for p in sorted(paths)}, head, repo)
 
 
