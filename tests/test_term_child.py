@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ import psutil
 import pytest
 
 from aimterm.errors import SpawnError
-from aimterm.term.child import PtyChild
+from aimterm.term.child import PtyChild, trees_usage
 from aimterm.term.loop import IOLoop
 from tests.helpers import wait_for
 
@@ -457,3 +458,25 @@ def test_a_tool_starts_with_default_signals_whatever_its_parent_ignores(
     sink.wait_text("ready> ")
     assert child.stop(grace=10.0) == "sighup"
     assert sink.exits == [(None, signal.SIGHUP)]
+
+
+def test_trees_usage_counts_each_tree_once_and_a_gone_process_as_none() -> None:
+    # Two trees: a shell with two children, and a lone sleep.
+    shell = subprocess.Popen(["bash", "-c", "sleep 30 & sleep 30 & wait"])
+    lone = subprocess.Popen(["sleep", "30"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        wait_for(lambda: len(psutil.Process(shell.pid).children()) == 2, "the shell's children")
+        got = trees_usage([shell.pid, lone.pid, gone.pid])
+        assert got[gone.pid] is None
+        shell_tree, lone_tree = got[shell.pid], got[lone.pid]
+        assert shell_tree is not None and lone_tree is not None
+        assert shell_tree["processes"] == 3 and lone_tree["processes"] == 1
+        assert shell_tree["rss_bytes"] > lone_tree["rss_bytes"] > 0
+    finally:
+        for proc in (shell, lone):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.wait()

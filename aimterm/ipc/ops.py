@@ -41,7 +41,7 @@ from aimterm.pool import Pool
 from aimterm.router import NoSuchTool
 from aimterm.states import State
 from aimterm.store import Store
-from aimterm.term.child import tree_usage
+from aimterm.term.child import trees_usage
 from aimterm.transcripts import rendered_lines, transcript_path
 from aimterm.turn import Turn
 from aimterm.version import __version__
@@ -214,8 +214,9 @@ class DaemonOps:
                 if isinstance(r.get("pid"), int) and r.get("state") not in _NOT_RUNNING}
         at = time.time()
         # Reading /proc for a hundred process trees: not on the loop.
-        got = await asyncio.to_thread(lambda: {iid: tree_usage(pid) for iid, pid in pids.items()})
-        return {"at": round(at, 3), "instances": {k: v for k, v in got.items() if v is not None}}
+        got = await asyncio.to_thread(trees_usage, set(pids.values()))
+        return {"at": round(at, 3), "instances": {iid: got[pid] for iid, pid in pids.items()
+                                                  if got.get(pid) is not None}}
 
     async def logs(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{id, lines?, previous?}``: the instance's terminal as ``aimterm logs`` renders

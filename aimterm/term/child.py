@@ -20,7 +20,7 @@ import signal
 import termios
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import psutil
 import ptyprocess
@@ -425,24 +425,45 @@ class PtyChild:
         raise StopTimeout(f"process {self.pid} ({self.argv[0]}) survived SIGKILL")
 
 
-def tree_usage(pid: int) -> dict[str, float | int] | None:
-    """What a tool costs the machine now: ``cpu_s`` (user and system seconds, cumulative,
-    of the process and every descendant alive — an agent CLI runs node, a language server,
-    shells …), ``rss_bytes`` (their resident memory together) and ``processes``. A caller
-    turns two readings into a CPU share. None when the process is gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
+def trees_usage(pids: Iterable[int]) -> dict[int, dict[str, float | int] | None]:
+    """What each tool costs the machine now, by its process id: ``cpu_s`` (user and system
+    seconds, cumulative, of the process and every descendant alive — an agent CLI runs node,
+    a language server, shells …), ``rss_bytes`` (their resident memory together) and
+    ``processes``. A caller turns two readings into a CPU share. None for a process gone.
+
+    The process table is read once for all the trees: asking each process for its children
+    reads all of ``/proc`` each time, which for a hundred tools is most of the daemon's work."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info.get("ppid")
+        if isinstance(ppid, int):
+            children.setdefault(ppid, []).append(proc.pid)
+    return {pid: _one_tree(pid, children) for pid in pids}
+
+
+def _one_tree(pid: int, children: Mapping[int, list[int]]) -> dict[str, float | int] | None:
     cpu, rss, alive = 0.0, 0, 0
-    for proc in procs:
+    todo, seen = [pid], set()
+    while todo:
+        one = todo.pop()
+        if one in seen:  # (a pid reused while the table was read)
+            continue
+        seen.add(one)
+        todo.extend(children.get(one, ()))
         try:
+            proc = psutil.Process(one)
             with proc.oneshot():
                 times = proc.cpu_times()
                 cpu += times.user + times.system
                 rss += proc.memory_info().rss
             alive += 1
         except psutil.Error:
+            if one == pid:
+                return None
             continue  # it went between the listing and the reading
     return {"cpu_s": round(cpu, 3), "rss_bytes": rss, "processes": alive} if alive else None
+
+
+def tree_usage(pid: int) -> dict[str, float | int] | None:
+    """:func:`trees_usage` of one process."""
+    return trees_usage([pid])[pid]
