@@ -17,11 +17,11 @@ from aimterm.dashboard.app import DashboardApp
 from aimterm.dashboard.keys import KEYS
 from aimterm.dashboard.screens import HelpScreen, TextPrompt
 from aimterm.dashboard.source import RecordedSource
+from aimterm.dashboard.table import FleetTable
 from aimterm.dashboard.widgets import (
     ApprovalPanel,
     Banner,
     EventPanel,
-    FleetTable,
     MetricsBar,
     PlanPanel,
     ScreenPreview,
@@ -125,6 +125,29 @@ def test_live_events_regroup_and_time_the_turn() -> None:
         assert rows(app)[-1][4] == "-"
         await until(pilot, lambda: "turns 1 done  ·  mean turn 2.5s" in str(
             app.query_one(MetricsBar).render()), "the metrics")
+
+    run(src, body)
+
+
+def test_working_and_idle_wait_for_the_reorder_but_a_question_comes_first_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import aimterm.dashboard.table as table
+
+    monkeypatch.setattr(table, "REORDER_S", 3600.0)  # (no reorder falls due in this test)
+    src = fleet()
+
+    async def body(app: DashboardApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.connected, "the connection")
+        order = [r[1] for r in rows(app)]
+        src.set_state("demo-1", "busy")  # idle -> working: its row stays, its state says so
+        await until(pilot, lambda: rows(app)[-1][3] == "[bold yellow]busy[/]", "demo-1 busy")
+        assert [r[1] for r in rows(app)] == order
+        src.set_state("demo-3", "waiting", question="Run tests? (y)es/(n)o")
+        await until(pilot, lambda: [r[1] for r in rows(app)][:2] == ["demo-2", "demo-3"],
+                    "demo-3 among those who need an answer")
+        # The reorder a question brings puts every row where it belongs.
+        assert [r[1] for r in rows(app)] == ["demo-2", "demo-3", "codex-1", "codex-2",
+                                             "demo-1"]
 
     run(src, body)
 

@@ -35,11 +35,11 @@ from aimterm.dashboard.model import MAX_EVENTS, EventFilter, FleetView, Instance
 from aimterm.dashboard.plan import PlanView
 from aimterm.dashboard.screens import HelpScreen, MetricsScreen, TextPrompt
 from aimterm.dashboard.source import Source
+from aimterm.dashboard.table import FleetTable
 from aimterm.dashboard.widgets import (
     ApprovalPanel,
     Banner,
     EventPanel,
-    FleetTable,
     MetricsBar,
     PlanPanel,
     ScreenPreview,
@@ -50,8 +50,11 @@ from aimterm.states import State
 __all__ = ["DashboardApp"]
 
 
-#: The most times a second the panels are drawn again for new events.
-REDRAWS_PER_S = 10
+#: The most times a second the panels are drawn again for new events: often enough for the
+#: eye, and each redraw of a busy fleet's panels costs the dashboard (and the machine) time.
+REDRAWS_PER_S = 4
+#: The most times a second the selected instance's screen is fetched while it changes.
+SCREEN_FETCHES_PER_S = 4
 
 
 class DashboardApp(App[None]):
@@ -292,7 +295,10 @@ class DashboardApp(App[None]):
         if self.selected is None or not self.connected:
             preview.show(None, None)
         elif self.screen_reply is None or self.screen_reply.get("id") != self.selected:
-            preview.show(self.selected, None, note="loading…")
+            # Named at once, with the state the events gave it; the screen is on its way.
+            view = self._selected_view()
+            preview.show(self.selected, None, note="loading…",
+                         state=view.state.value if view is not None else None)
         else:
             preview.show(self.selected, self.screen_reply)
 
@@ -333,6 +339,13 @@ class DashboardApp(App[None]):
                 self._draw_preview()
             if not self._screen_again:
                 return
+            if self.selected == iid:
+                # The same instance drew more: its screen again in a moment, not at once (a
+                # busy tool changes it faster than the daemon can be asked). Another
+                # instance chosen meanwhile is fetched straight away.
+                until = time.monotonic() + 1.0 / SCREEN_FETCHES_PER_S
+                while self.selected == iid and time.monotonic() < until:
+                    await asyncio.sleep(0.02)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -351,7 +364,8 @@ class DashboardApp(App[None]):
         self._want_screen()
 
     def action_select(self, step: int) -> None:
-        ordered = [v.id for v in self.view.ordered()]
+        # The rows as they stand: they may wait a moment to be put in order again.
+        ordered = self.query_one(FleetTable).order or [v.id for v in self.view.ordered()]
         if not ordered:
             return
         at = ordered.index(self.selected) if self.selected in ordered else -step
@@ -359,6 +373,9 @@ class DashboardApp(App[None]):
 
     def on_fleet_table_picked(self, message: FleetTable.Picked) -> None:
         self._move_to(message.instance)
+
+    def on_fleet_table_reorder(self, _message: FleetTable.Reorder) -> None:
+        self._draw_fleet()
 
     def action_next_waiting(self) -> None:
         waiting = [v.id for v in self.view.ordered() if v.state is State.WAITING]

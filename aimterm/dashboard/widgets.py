@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from textual import events
 from textual.content import Content
-from textual.markup import escape
-from textual.message import Message
-from textual.widgets import DataTable, RichLog, Static
+from textual.widgets import RichLog, Static
 
 from aimterm.dashboard.model import (
     EventFilter,
     FleetView,
-    Group,
     InstanceView,
     event_colour,
     event_summary,
@@ -20,100 +17,9 @@ from aimterm.dashboard.model import (
 from aimterm.dashboard.plan import PlanView
 from aimterm.states import State
 
-__all__ = ["ApprovalPanel", "Banner", "EventPanel", "FleetTable", "MetricsBar", "PlanPanel",
-           "ScreenPreview", "fit_screen"]
+__all__ = ["ApprovalPanel", "Banner", "EventPanel", "MetricsBar", "PlanPanel", "ScreenPreview",
+           "fit_screen"]
 
-#: The colour of each group's label in the fleet table.
-GROUP_COLOUR = {Group.NEEDS_ANSWER: "magenta", Group.FAILED: "red", Group.WORKING: "yellow",
-                Group.IDLE: "green"}
-COLUMNS = ("group", "instance", "tool", "state", "turn", "branch or folder", "restarts",
-           "cpu", "mem")
-
-
-class FleetTable(DataTable[str]):
-    """Every instance, one row each, grouped by what it needs (attention first). Cells are
-    markup (the table measures its columns on text, not on Content). It takes no focus: the
-    app's keys move the selection, so a redraw never moves it by itself."""
-
-    can_focus = False
-
-    class Picked(Message):
-        """A person clicked the row of ``instance``."""
-
-        def __init__(self, instance: str) -> None:
-            super().__init__()
-            self.instance = instance
-
-    async def _on_click(self, event: events.Click) -> None:
-        # A click only moves the table's cursor (RowHighlighted, which a redraw sends too):
-        # this tells the app a person chose the row.
-        await super()._on_click(event)
-        picked = self.selected
-        if picked is not None:
-            self.post_message(self.Picked(picked))
-
-    def on_mount(self) -> None:
-        self._order: list[str] = []
-        self._shown: list[list[str]] = []
-        self.cursor_type = "row"
-        self.zebra_stripes = False
-        for name in COLUMNS:
-            self.add_column(name, key=name)
-
-    def show(self, view: FleetView, now: float, selected: str | None) -> None:
-        """Redraw from ``view``, keeping the cursor on ``selected`` if it is still there.
-        When the rows are the same instances in the same order (most redraws: a state moves
-        within its group), only the cells that changed are written: rebuilding a hundred
-        rows on every burst of events is what a busy fleet cannot afford."""
-        rows: list[tuple[str, list[str]]] = []
-        for group, members in view.grouped():
-            label = _styled(f"{group.value} ({len(members)})", f"bold {GROUP_COLOUR[group]}")
-            for i, inst in enumerate(members):
-                rows.append((inst.id, [label if i == 0 else "", *self._cells(inst, now)]))
-        order = [iid for iid, _ in rows]
-        if order == self._order:
-            for (iid, cells), old in zip(rows, self._shown, strict=True):
-                for column, (new, was) in enumerate(zip(cells, old, strict=True)):
-                    if new != was:
-                        self.update_cell(iid, COLUMNS[column], new)
-        else:
-            self.clear()
-            for iid, cells in rows:
-                self.add_row(*cells, key=iid)
-            self._order = order
-        self._shown = [cells for _, cells in rows]
-        self.select(selected)
-
-    def select(self, iid: str | None) -> None:
-        """Move the cursor to ``iid``'s row (nothing else is drawn again)."""
-        if iid in self._order:
-            self.move_cursor(row=self._order.index(iid), animate=False)
-
-    @staticmethod
-    def _cells(inst: InstanceView, now: float) -> list[str]:
-        return [escape(inst.id), escape(inst.tool),
-                _styled(inst.state.value, f"bold {inst.colour}"),
-                inst.turn_time(now),
-                escape(inst.branch) if inst.branch else escape(_short_path(inst.cwd)),
-                _styled(str(inst.restarts), "red") if inst.restarts else "0",
-                *inst.usage_text()]
-
-    @property
-    def selected(self) -> str | None:
-        if self.row_count == 0:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        return str(key.value) if key.value is not None else None
-
-
-def _styled(text: str, style: str) -> str:
-    return f"[{style}]{escape(text)}[/]"
-
-
-def _short_path(path: str | None, most: int = 32) -> str:
-    if not path:
-        return "-"
-    return path if len(path) <= most else "…" + path[-(most - 1):]
 
 
 def fit_screen(lines: list[str], height: int) -> list[str]:
@@ -143,14 +49,16 @@ class ScreenPreview(Static):
         self._lines: list[str] | None = None
 
     def show(self, instance: str | None, reply: dict[str, object] | None,
-             note: str | None = None) -> None:
+             note: str | None = None, state: str | None = None) -> None:
+        """Draw ``reply`` (the ``screen`` op's), or ``note`` in its place; the title names
+        the instance and its state (the reply's, else ``state``, the fleet's word on it)."""
         self._lines = None
         if instance is None:
             self.border_title = "screen"
             self.update(Content.styled("no instance selected", "dim"))
             return
-        state = reply.get("state") if reply else None
-        self.border_title = f"screen · {instance}" + (f" ({state})" if state else "")
+        shown = reply.get("state") if reply else state
+        self.border_title = f"screen · {instance}" + (f" ({shown})" if shown else "")
         if note is not None:
             self.update(Content.styled(note, "dim"))
             return
@@ -191,8 +99,8 @@ class ApprovalPanel(Static):
             self.update(Content(""))
 
 
-#: The most event lines written in one redraw (10 a second).
-BURST_LINES = 40
+#: The fewest event lines a burst writes (more when the panel is taller: as many as it shows).
+BURST_LINES = 12
 
 
 class EventPanel(RichLog):
@@ -215,10 +123,11 @@ class EventPanel(RichLog):
         :data:`BURST_LINES` shows its newest and says how many it passed over: at thousands
         a second nobody reads them line by line, and each line written costs the app time
         the keys need (the filter, ``/``, narrows the stream; replaying it shows all kept)."""
-        skipped = len(events) - BURST_LINES
+        most = max(BURST_LINES, self.size.height - 1)
+        skipped = len(events) - most
         if skipped > 0:
             self.write(Content.styled(f"… {skipped} more events (narrow them with /)", "dim"))
-        for event in events[-BURST_LINES:]:
+        for event in events[-most:]:
             self.add(event)
 
     def _keep(self) -> int:
