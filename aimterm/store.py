@@ -290,6 +290,30 @@ class Store:
     def events(self, since: int = 0, limit: int | None = None, kinds: Sequence[str] = (),
                instance: str | None = None) -> list[dict[str, Any]]:
         """Events with ``seq > since``, oldest first, each a dict with its ``seq``."""
+        out = []
+        for seq, text in self._event_rows(since, limit, kinds, instance):
+            data: dict[str, Any] = json.loads(text)
+            data["seq"] = seq
+            out.append(data)
+        return out
+
+    def event_texts(self, since: int = 0, limit: int | None = None, kinds: Sequence[str] = (),
+                    instance: str | None = None) -> list[tuple[int, str]]:
+        """:meth:`events` as ``(seq, JSON text)``, the text with its ``seq`` as the last key:
+        what a follower sends, without decoding each event to encode it again."""
+        out = []
+        for seq, text in self._event_rows(since, limit, kinds, instance):
+            body = text.rstrip()
+            if not body.endswith("}"):  # (not an object: only a hand-edited store)
+                data = {"value": json.loads(text), "seq": seq}
+                out.append((seq, json.dumps(data, ensure_ascii=False)))
+                continue
+            sep = "" if body[:-1].rstrip() == "{" else ", "
+            out.append((seq, f'{body[:-1]}{sep}"seq": {seq}}}'))
+        return out
+
+    def _event_rows(self, since: int, limit: int | None, kinds: Sequence[str],
+                    instance: str | None) -> list[tuple[int, str]]:
         where, params = _event_filter(since, kinds, instance)
         sql = f"SELECT seq, data FROM events WHERE {where} ORDER BY seq"
         if limit is not None:
@@ -297,12 +321,7 @@ class Store:
             params.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
-        out = []
-        for row in rows:
-            data: dict[str, Any] = json.loads(row["data"])
-            data["seq"] = row["seq"]
-            out.append(data)
-        return out
+        return [(int(row["seq"]), str(row["data"])) for row in rows]
 
     def seq_before_last(self, n: int, *, kinds: Sequence[str] = (),
                         instance: str | None = None) -> int:

@@ -227,3 +227,17 @@ def test_a_store_of_the_first_schema_is_migrated_with_its_turns(tmp_path: Path) 
         assert db.schema_version == SCHEMA_VERSION
         (row,) = db.turns()
         assert (row["reply"], row["reply_source"], row["tokens"]) == ("r", None, {})
+
+
+def test_event_texts_are_the_events_as_sent(store: Store) -> None:
+    import json
+
+    store.append_event({"kind": "daemon_started", "ts": 1.0})
+    store.append_event({"kind": "turn_finished", "instance": "demo-1", "ts": 2.0,
+                        "reply": "héllo\n{\"quoted\": [1]}", "tokens": {"sent": 3}})
+    store.append_event({"kind": "state_changed", "instance": "demo-1", "ts": 3.0,
+                        "seq": 99})  # a seq of its own is not kept: the store gives it one
+    texts = store.event_texts(since=0)
+    assert [json.loads(text) for _, text in texts] == store.events(since=0)
+    assert [seq for seq, _ in texts] == [1, 2, 3]
+    assert store.event_texts(since=1, kinds=["state_changed"]) == [texts[2]]

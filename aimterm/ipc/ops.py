@@ -267,11 +267,13 @@ class DaemonOps:
             last = since
             while True:
                 while True:
-                    batch = self.store.events(since=last, limit=_BATCH, kinds=kinds,
-                                              instance=instance)
-                    for event in batch:
-                        await stream.send(event)
-                        last = event["seq"]
+                    batch = self.store.event_texts(since=last, limit=_BATCH, kinds=kinds,
+                                                   instance=instance)
+                    if batch:
+                        # As stored: decoding each event to encode it again was most of
+                        # what a follower cost the daemon.
+                        await stream.send_encoded([text for _, text in batch])
+                        last = batch[-1][0]
                     if len(batch) < _BATCH:
                         break
                 if not follow or self.daemon.closed:

@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,6 +49,7 @@ from aimterm.ipc.framing import READ_CHUNK, ByteBudget, LineReader
 from aimterm.ipc.protocol import (
     CANCEL_OP,
     MAX_LINE,
+    PROTOCOL_VERSION,
     Request,
     decode,
     encode,
@@ -101,6 +102,27 @@ class Stream:
 
     async def send(self, payload: Any) -> None:
         await self._conn.send(item(self.id, payload))
+
+    async def send_encoded(self, payloads: Sequence[str]) -> None:
+        """Items whose payloads are JSON objects encoded already (the store's events), in
+        one write. Each must be JSON as :func:`~aimterm.ipc.protocol.encode` would allow:
+        a text with NaN or Infinity in it goes through :meth:`send`, which refuses it."""
+        head = f'{{"v":{PROTOCOL_VERSION},"id":{self.id},"item":'
+        lines: list[bytes] = []
+        for text in payloads:
+            if "NaN" in text or "Infinity" in text:
+                if lines:
+                    await self._conn.send_line(b"".join(lines))
+                    lines = []
+                await self.send(json.loads(text))
+                continue
+            line = f"{head}{text}}}\n".encode()
+            if len(line) > MAX_LINE:
+                raise ProtocolError(f"message of {len(line)} bytes exceeds the "
+                                    f"{MAX_LINE}-byte limit")
+            lines.append(line)
+        if lines:
+            await self._conn.send_line(b"".join(lines))
 
     @property
     def peer_pid(self) -> int:
