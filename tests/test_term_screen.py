@@ -490,3 +490,68 @@ def test_a_wider_screen_gets_default_tab_stops_in_its_new_columns() -> None:
     assert s.cursor == (0, 32)
     s.feed(b"\t\t")
     assert s.cursor == (0, 39)  # no stop past 32: the last column, as a terminal does
+
+
+class _PyteDraw(Screen):
+    """The same screen with pyte's own ``draw``: what the fast path must equal."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        super().__init__(rows, cols)
+        import pyte
+
+        inner = self._screen
+        inner.draw = lambda data: pyte.Screen.draw(inner, data)  # type: ignore[method-assign]
+
+
+_DRAW_PIECES = [b"hello world ", b"x" * 50, b"\x1b[1;31m", b"\x1b[0m", b"\x1b[7m", b"\r\n",
+                b"\x1b[5;10H", b"\x1b[?7l", b"\x1b[?7h", b"\x1b[4h", b"\x1b[4l", b"\x1b(0",
+                b"\x1b(B", b"lqqk", "wide 界界 ".encode(), "e\u0301 ".encode(), b"\x1b[K",
+                b"\x1b[38;5;208m", b"\t", b"\x1b[2J", b"\x1b[H", b"\x7f", b"\x1b[20G",
+                "⠋ ─│ spin ✓".encode(), "a界b".encode()]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_DRAW_PIECES), max_size=60), st.integers(8, 30))
+def test_the_fast_draw_makes_the_cells_pyte_makes(pieces: list[bytes], cols: int) -> None:
+    fast, slow = Screen(6, cols), _PyteDraw(6, cols)
+    for piece in pieces:
+        fast.feed(piece)
+        slow.feed(piece)
+    a, b = fast._screen, slow._screen  # (the cells themselves, styles and all)
+    assert {y: dict(line) for y, line in a.buffer.items() if line} == \
+        {y: dict(line) for y, line in b.buffer.items() if line}
+    assert (a.cursor.x, a.cursor.y, a.cursor.attrs) == (b.cursor.x, b.cursor.y, b.cursor.attrs)
+    assert fast.lines() == slow.lines()
+
+
+_STREAM_PIECES = [b"plain text ", b"\x1b[12;34H", b"\x1b[H", b"\x1b[2J", b"\x1b[K", b"\x1b[1K",
+                  b"\x1b[1;38;5;208m", b"\x1b[m", b"\x1b[0;7m", b"\x1b[?25l", b"\x1b[?1049h",
+                  b"\x1b[?1049l", b"\x1b[?2004h", b"\x1b[3A", b"\x1b[;5H", b"\x1b[99999C",
+                  b"\x1b[12;", b"\x1b[", b"\x1b", b"\r\n", b"\x08", b"\t", b"\x07", b"\x0e",
+                  b"\x0f", b"\x1b]0;title\x07", b"\x1b]2;a \x1b[1m b\x1b\\", b"\x1b(0qqq\x1b(B",
+                  b"\x1b7", b"\x1b8", b"\x1bM", b"\x1b#8", b"\x9b5C", b"\x1b[4h", b"\x1b[4l",
+                  b"\x1b[1\x0d2H", b"\x1b[5\x18x", b"\x1b[>1c", b"\x1b[2$p", "é界".encode(),
+                  b"\xe7\x95", b"\x8c", b"\x1b[S", b"\x1b[2@", b"\x1b[3P", b"\x1b[`"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_STREAM_PIECES), max_size=80), st.data())
+def test_the_fast_stream_does_what_pyte_does(pieces: list[bytes], data: st.DataObject) -> None:
+    import pyte
+
+    fast = Screen(8, 30)
+    slow = Screen(8, 30)
+    slow._stream = pyte.ByteStream(slow._screen)  # (pyte's own parser, byte by byte)
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        fast.feed(stream[a:b])  # (a sequence may be cut anywhere, as reads cut it)
+        slow.feed(stream[a:b])
+    x, y = fast._screen, slow._screen
+    assert {r: dict(line) for r, line in x.buffer.items() if line} == \
+        {r: dict(line) for r, line in y.buffer.items() if line}
+    assert (x.cursor.x, x.cursor.y, x.cursor.attrs, x.cursor.hidden) == \
+        (y.cursor.x, y.cursor.y, y.cursor.attrs, y.cursor.hidden)
+    assert (fast.title, fast.private_modes, fast.alternate, x.mode) == \
+        (slow.title, slow.private_modes, slow.alternate, y.mode)
+    assert fast.lines() == slow.lines()

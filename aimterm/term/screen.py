@@ -14,15 +14,20 @@ restores the main screen.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyte
-from pyte.screens import Margins
+from pyte.screens import (
+    Margins,
+    wcwidth,  # (pyte's own measure, cached)
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,8 @@ _ALT_MODES = (1049, 1047, 47)
 _BRACKETED_PASTE = 2004
 #: 80/132 columns: xterm ignores it by default, and the screen must keep the PTY's size.
 _DECCOLM = 3
+#: Styles whose cells :meth:`_HardenedScreen.draw` keeps (a tool cycling colours clears it).
+_STYLES_KEPT = 256
 
 
 def _render(line: Any, cols: int) -> str:
@@ -42,6 +49,29 @@ def _render(line: Any, cols: int) -> str:
     return "".join(buf).rstrip()
 
 
+#: Characters outside ASCII known to take one cell (box drawing, spinners, arrows …).
+_NARROW: set[str] = set()
+_WIDE_OR_ODD: set[str] = set()
+
+
+def _all_narrow(text: str) -> bool:
+    """Whether every character of ``text`` takes exactly one cell (wcwidth 1, as pyte
+    measures), each character measured once."""
+    for ch in text:
+        if ch in _NARROW or (ch.isascii() and ch.isprintable()):
+            continue
+        if ch in _WIDE_OR_ODD:
+            return False
+        if wcwidth(ch) == 1:
+            if len(_NARROW) < 4096:
+                _NARROW.add(ch)
+        else:
+            if len(_WIDE_OR_ODD) < 4096:
+                _WIDE_OR_ODD.add(ch)
+            return False
+    return True
+
+
 class _HardenedScreen(pyte.Screen):
     """pyte.Screen with text scrollback, an alternate screen, and no way to raise."""
 
@@ -51,6 +81,10 @@ class _HardenedScreen(pyte.Screen):
         self.alt_active = False
         self._saved_main: tuple[Any, Any] | None = None
         self.private_modes: set[int] = set()
+        #: Cells by style and character, made once (see :meth:`draw`); styles by style and
+        #: SGR attributes (see :meth:`select_graphic_rendition`).
+        self._cells: dict[Any, dict[str, Any]] = {}
+        self._styles: dict[tuple[Any, tuple[int, ...]], Any] = {}
         super().__init__(columns, lines)
 
     # Scrollback: the top line leaves the screen when the whole screen scrolls up.
@@ -71,10 +105,20 @@ class _HardenedScreen(pyte.Screen):
     def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
         if private:  # ESC[?...m: xterm's "query/set key modifier options"; not SGR
             return
+        # A tool sets the same few styles over and over: what a style becomes under these
+        # attributes is worked out once (pyte changes nothing but the cursor's style).
+        key = (self.cursor.attrs, attrs)
+        done = self._styles.get(key)
+        if done is not None:
+            self.cursor.attrs = done
+            return
         try:
             super().select_graphic_rendition(*attrs)
         except (IndexError, KeyError, ValueError):
             pass
+        if len(self._styles) >= _STYLES_KEPT:
+            self._styles.clear()
+        self._styles[key] = self.cursor.attrs
 
     def set_mode(self, *modes: int, **kwargs: Any) -> None:
         private = bool(kwargs.get("private"))
@@ -113,6 +157,47 @@ class _HardenedScreen(pyte.Screen):
         self._saved_main = None
         self.alt_active = False
         self.dirty.update(range(self.lines))
+
+    def draw(self, data: str) -> None:
+        """pyte's ``draw``, with a fast path for the common case: characters one cell wide
+        (after the charset) in replace mode. pyte measures each character's width and builds
+        a new cell for it; here a run fills the rest of the line at once from cells made
+        once per style — the same cells, for a fraction of the cost (a busy agent's redraws
+        are mostly this). Wide and combining characters go to pyte's ``draw``."""
+        text = data.translate(self.g1_charset if self.charset else self.g0_charset)
+        if pyte.modes.IRM in self.mode or not (text.isascii() and text.isprintable()
+                                               or _all_narrow(text)):
+            super().draw(data)
+            return
+        cursor, columns = self.cursor, self.columns
+        cells = self._cells.get(cursor.attrs)
+        if cells is None:
+            if len(self._cells) >= _STYLES_KEPT:
+                self._cells.clear()
+            cells = self._cells[cursor.attrs] = {}
+        wrap = pyte.modes.DECAWM in self.mode
+        i, n = 0, len(text)
+        while i < n:
+            if cursor.x >= columns:
+                if wrap:
+                    self.dirty.add(cursor.y)
+                    self.carriage_return()
+                    self.linefeed()
+                    cursor = self.cursor
+                else:
+                    cursor.x = columns - 1  # the last column is written over
+            line = self.buffer[cursor.y]
+            x = cursor.x
+            run = text[i:i + columns - x]
+            for ch in run:
+                cell = cells.get(ch)
+                if cell is None:
+                    cell = cells[ch] = cursor.attrs._replace(data=ch)
+                line[x] = cell
+                x += 1
+            cursor.x = x
+            i += len(run)
+        self.dirty.add(cursor.y)
 
     def write_process_input(self, data: str) -> None:
         """Queries are answered by the responder, in stream order, not here."""
@@ -166,6 +251,79 @@ def _harden(cls: type) -> None:
 _harden(_HardenedScreen)
 
 
+#: The control sequences most output is made of — CSI with decimal parameters (cursor
+#: moves, colours, erases) — whole in one chunk: what :class:`_FastStream` dispatches itself.
+_PLAIN_CSI = re.compile(r"\x1b\[(\?)?([0-9;]*)([@A-Za-z`])")
+#: Parameters by their text ("12;34" -> (12, 34)): the same moves and colours come back.
+_PARAMS: dict[str, tuple[int, ...]] = {}
+
+
+class _FastText(pyte.Stream):
+    """pyte's stream, dispatching whole plain CSI sequences and single control characters
+    itself. pyte's parser takes every byte of a sequence through a generator, one call
+    each, which was most of a busy screen's cost; anything else (OSC, other escapes, a
+    sequence cut by the chunk's end, C1 codes) still goes through it. The handlers and the
+    parameters they get are pyte's: a missing parameter is 0, each at most 9999."""
+
+    def attach(self, screen: Any) -> None:
+        super().attach(screen)
+        debug = screen.debug
+        self._csi_fast = collections.defaultdict(
+            lambda: debug, {ch: getattr(screen, name) for ch, name in self.csi.items()})
+        # (SI and SO are ignored in UTF-8 mode: pyte's parser decides.)
+        self._basic_fast = {ch: getattr(screen, name) for ch, name in self.basic.items()
+                            if ch not in (pyte.control.SI, pyte.control.SO)}
+
+    def feed(self, data: str) -> None:
+        send = self._send_to_parser
+        assert self.listener is not None
+        draw = self.listener.draw
+        match_text = self._text_pattern.match
+        match_csi = _PLAIN_CSI.match
+        csi, basic = self._csi_fast, self._basic_fast
+        taking = self._taking_plain_text
+        offset, length = 0, len(data)
+        while offset < length:
+            if not taking:  # inside a sequence: the parser's
+                taking = bool(send(data[offset:offset + 1]))
+                offset += 1
+                continue
+            m = match_text(data, offset)
+            if m is not None:
+                start, offset = m.span()
+                draw(data[start:offset])
+                continue
+            ch = data[offset]
+            if ch == "\x1b":
+                m = match_csi(data, offset)
+                if m is not None:
+                    private, params, final = m.groups()
+                    args = _PARAMS.get(params)
+                    if args is None:
+                        args = tuple(min(int(p or 0), 9999) for p in params.split(";"))
+                        if len(_PARAMS) < 4096:
+                            _PARAMS[params] = args
+                    if private:
+                        csi[final](*args, private=True)
+                    else:
+                        csi[final](*args)
+                    offset = m.end()
+                    continue
+            else:
+                handler = basic.get(ch)
+                if handler is not None:
+                    handler()
+                    offset += 1
+                    continue
+            taking = bool(send(ch))
+            offset += 1
+        self._taking_plain_text = taking
+
+
+class _FastStream(pyte.ByteStream, _FastText):  # type: ignore[misc]  # (bytes in, str on)
+    """Bytes decoded as pyte's ByteStream does, then :class:`_FastText`."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent copy of what the screen shows, for rules and reply extraction."""
@@ -182,7 +340,7 @@ class Screen:
 
     def __init__(self, rows: int = 40, cols: int = 120, scrollback: int = 2000) -> None:
         self._screen = _HardenedScreen(cols, rows, scrollback)
-        self._stream = pyte.ByteStream(self._screen)
+        self._stream = _FastStream(self._screen)
         self._lines = [""] * rows
         self._screen.dirty.clear()
 
