@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aimterm.term.responder import Item, Osc, Query, Responder
 from aimterm.term.terminal import Terminal
@@ -269,3 +271,45 @@ def test_cursor_position_answer_follows_the_screen(fakes: Path) -> None:
         assert "got ESC[3;7R" in term.lines()
     finally:
         term.stop()
+
+
+_SPLIT_PIECES = [b"text ", b"\x1b[12;34H", b"\x1b[1;31m", b"\x1b[6n", b"\x1b[?6n", b"\x1b[5n",
+                 b"\x1b[c", b"\x1b[>c", b"\x1b[=c", b"\x1b[>0q", b"\x1b[18t", b"\x1b[?2004$p",
+                 b"\x1b[<u", b"\x1b[?u", b"\x1b[>4;1m", b"\x1b[38:5:1m", b"\x1b[1 q",
+                 b"\x1b]0;title\x07", b"\x1b]11;?\x1b\\", b"\x1b]7501;state=working\x07",
+                 b"\x1bP+q544e\x1b\\", b"\x1b_apc\x1b[1m\x1b\\", b"\x1b[", b"\x1b", b"\x1b]0;",
+                 b"\x1b[12", b"\r\n", "é".encode(), b"\x1b[2J", b"\x1b[?25l"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_SPLIT_PIECES), max_size=40), st.data())
+def test_the_active_scan_splits_as_the_full_scan_does(pieces: list[bytes],
+                                                      data: st.DataObject) -> None:
+    import aimterm.term.responder as responder
+
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+    def run() -> list[object]:
+        r = Responder()
+        out: list[object] = []
+        for chunk in chunks:
+            out.extend(r.split(chunk))
+        # Screen bytes joined: where a run of them is cut does not matter to the screen.
+        merged: list[object] = []
+        for item in out:
+            if isinstance(item, bytes) and merged and isinstance(merged[-1], bytes):
+                merged[-1] += item
+            else:
+                merged.append(item)
+        return merged
+
+    fast = run()
+    active = responder._SEQ_ACTIVE
+    try:
+        responder._SEQ_ACTIVE = responder._SEQ  # every sequence looked at, as before
+        full = run()
+    finally:
+        responder._SEQ_ACTIVE = active
+    assert fast == full

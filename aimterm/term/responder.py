@@ -21,6 +21,18 @@ _SEQ = re.compile(
     rb"|\x1b(?P<str_kind>[PX^_])(?P<str_body>.*?)\x1b\\",
     re.DOTALL,
 )
+#: :data:`_SEQ` less the CSI sequences :meth:`Responder._classify` passes on untouched —
+#: those whose final byte is not one a query ends with and whose parameters pyte reads
+#: right: most of a busy tool's output (cursor moves, colours), no longer matched one by
+#: one only to be let through. The sequences it finds among the rest are :data:`_SEQ`'s.
+_SEQ_ACTIVE = re.compile(
+    rb"\x1b\[(?=[<=>]|[\x30-\x3f]*:|[\x30-\x3f]*[\x20-\x2f]*[nctpqu])"
+    rb"(?P<csi_params>[\x30-\x3f]*)(?P<csi_inter>[\x20-\x2f]*)(?P<csi_final>[\x40-\x7e])"
+    rb"|\x1b\](?P<osc>[^\x07\x1b]*)(?P<osc_end>\x07|\x1b\\)"
+    rb"|\x1b(?P<str_kind>[PX^_])(?P<str_body>.*?)\x1b\\",
+    re.DOTALL,
+)
+
 #: Longest incomplete sequence we hold back waiting for its end; past that it is junk.
 _MAX_HOLD = 16384
 
@@ -76,7 +88,7 @@ class Responder:
         data = self._hold_incomplete(data)
         items: list[Item] = []
         pos = 0
-        for m in _SEQ.finditer(data):
+        for m in _SEQ_ACTIVE.finditer(data):
             action = self._classify(m)
             if action is None:
                 continue
