@@ -395,6 +395,19 @@ class Session:
             self._arm_settle()
         else:
             self._cancel_settle()
+            if run is not None and verdict.state == "idle" and run.tracker.idle_seen(
+                    time.monotonic()):
+                self._arm_verify(run)
+
+    def _arm_verify(self, run: TurnRun) -> None:
+        """(Re)start the verify timer for when the tracker says it is due."""
+        if run.verify_timer is not None:
+            run.verify_timer.cancel()
+            run.verify_timer = None
+        due = run.tracker.verify_due
+        if due is not None:
+            run.verify_timer = self._loop.call_later(max(0.0, due - time.monotonic()),
+                                                     self._verify_due, run)
 
     def _answer(self, found: Found, *, startup: bool) -> bool:
         """Send the rule's keys unless this very question was answered a moment ago;

@@ -286,6 +286,19 @@ def test_the_same_question_in_the_next_turn_is_answered_at_once(tmp_path: Path) 
         assert second.total_ms is not None and second.total_ms < ANSWER_RETRY_S * 1000 * 0.8
 
 
+def test_a_turn_too_quick_to_show_busy_ends_well_before_the_verify_timeout(
+        tmp_path: Path) -> None:
+    """With no think time the demo agent answers before a busy frame is seen: the idle
+    screen brings the verify timer forward, so the turn does not wait verify_timeout_ms."""
+    env = {"AIMTERM_DEMO_THINK": "0", "AIMTERM_DEMO_HOME": str(tmp_path / "home")}
+    with Session("demo", cwd=tmp_path, env=env) as s:
+        timeout_ms = s.spec.submit.verify_timeout_ms
+        for i in range(3):
+            turn = s.send(f"hello {i}")
+            assert turn.total_ms is not None and turn.total_ms < timeout_ms * 0.8, turn
+            assert turn.reply.strip(), turn  # it answered, and the answer was read
+
+
 def test_transcript_is_written(tmp_path: Path) -> None:
     cast = tmp_path / "s.cast"
     with Session(fake_adapter(ECHO), transcript=cast) as s:

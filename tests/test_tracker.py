@@ -254,3 +254,22 @@ def test_settle_seconds_uses_the_startup_settle_only_while_starting() -> None:
     assert settle_seconds(spec, starting=True) == 0.9
     assert settle_seconds(spec, starting=False) == 0.15
     assert settle_seconds(_spec_with(150, None), starting=True) == 0.15
+
+
+def test_idle_before_busy_brings_the_verify_timer_forward() -> None:
+    from aimterm.adapter.tracker import QUICK_VERIFY_S
+
+    t = tracker(timeout=3.0)
+    assert t.keys_out(10.0) == 13.0
+    assert not t.idle_seen(10.01)  # no output since the keys: nothing ran yet
+    t.output(10.02)
+    assert t.idle_seen(10.03) and t.verify_due == pytest.approx(10.03 + QUICK_VERIFY_S)
+    assert not t.idle_seen(10.04)  # (never later again)
+    assert t.verify_fired(10.53, screen_moved=True) is VerifyStep.ACCEPT
+    assert t.phase is P.VERIFIED and not t.idle_seen(10.6)
+
+    shown = tracker(timeout=3.0)
+    shown.keys_out(0.0)
+    shown.output(0.1)
+    shown.busy(0.2)  # busy was seen: the turn is verified, no timer to move
+    assert not shown.idle_seen(0.3)

@@ -244,6 +244,8 @@ class _Replayer:
                 self._advance(t)
         else:
             self.idle_due = None
+            if self.turn is not None and verdict.state == "idle":
+                self.turn.idle_seen(t)  # (the next _advance fires it when due)
 
     def finish(self, end: float) -> Explanation:
         self._advance(float("inf"))

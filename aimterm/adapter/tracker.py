@@ -116,6 +116,11 @@ def settle_seconds(spec: AdapterSpec, starting: bool) -> float:
     return spec.settle_ms / 1000.0
 
 
+#: How soon the verify timer fires once a turn shows idle before busy (see
+#: :meth:`TurnTracker.idle_seen`).
+QUICK_VERIFY_S = 0.5
+
+
 @dataclass(slots=True)
 class TurnTracker:
     """One turn's phase and the times that decide it. Times are the caller's clock."""
@@ -219,6 +224,20 @@ class TurnTracker:
         self.retries += 1
         self.verify_due = at + self.verify_timeout_s
         return VerifyStep.RESEND
+
+    def idle_seen(self, at: float) -> bool:
+        """Idle showed on screen, after output, while the submit keys are unconfirmed: the
+        turn may have run too quickly for busy to be seen (a zero-think tool). The verify
+        timer is brought forward to :data:`QUICK_VERIFY_S` from now — it then accepts a
+        turn the screen shows ran — rather than the whole ``verify_timeout_ms``; a tool
+        still about to show busy has that long to. True if the timer moved."""
+        if self.phase is not P.SUBMITTED or self.output_at is None or self.verify_due is None:
+            return False
+        due = at + min(QUICK_VERIFY_S, self.verify_timeout_s)
+        if due >= self.verify_due:
+            return False
+        self.verify_due = due
+        return True
 
     def asked(self) -> None:
         """A question no rule answers is on screen."""
