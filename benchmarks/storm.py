@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from fleet import proc_cpu  # noqa: E402
 from turn import machine, percentile  # noqa: E402
 
 STORM_AGENT = ROOT / "tests" / "fakes" / "storm_agent.py"
@@ -242,19 +243,6 @@ def loop_cpu(pool: Any) -> float:
     return float(pool._ioloop.run_sync(time.thread_time, timeout=60))
 
 
-def agents_cpu(pids: Sequence[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
-
-
 def leftovers(pids: Sequence[int]) -> list[int]:
     import psutil
 
@@ -313,7 +301,7 @@ def run_storm(n: int, *, window: float, busy_s: float, fps: float, frame_bytes: 
             if profiler is None:
                 sampler = Sampler(sessions, tails, sample_s)
             bytes0 = sum(s.terminal.bytes_in for s in sessions.values() if s.terminal)
-            agents0, loop0, cpu0 = agents_cpu(pids), loop_cpu(pool), time.process_time()
+            agents0, loop0, cpu0 = proc_cpu(pids), loop_cpu(pool), time.process_time()
             if profiler is not None:
                 pool._ioloop.run_sync(profiler.enable)
             w0 = time.monotonic()
@@ -323,7 +311,7 @@ def run_storm(n: int, *, window: float, busy_s: float, fps: float, frame_bytes: 
             time.sleep(window)
             if profiler is not None:
                 pool._ioloop.run_sync(profiler.disable, timeout=60)
-            cpu1, loop1, agents1 = time.process_time(), loop_cpu(pool), agents_cpu(pids)
+            cpu1, loop1, agents1 = time.process_time(), loop_cpu(pool), proc_cpu(pids)
             w1 = time.monotonic()
             bytes1 = sum(s.terminal.bytes_in for s in sessions.values() if s.terminal)
             if sampler is not None:
