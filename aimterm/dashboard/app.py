@@ -573,7 +573,11 @@ class DashboardApp(App[None]):
         self._want_screen()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(help_rows()))
+        # Built once and kept: composing and styling it anew on each `?` was most of the
+        # time the key took while the fleet was busy.
+        if not self.is_screen_installed("help"):
+            self.install_screen(HelpScreen(help_rows()), name="help")
+        self.push_screen("help")
 
     def action_metrics(self) -> None:
         self.push_screen(MetricsScreen(lambda: self.view.metrics, self.clock))
