@@ -492,15 +492,31 @@ def test_a_wider_screen_gets_default_tab_stops_in_its_new_columns() -> None:
     assert s.cursor == (0, 39)  # no stop past 32: the last column, as a terminal does
 
 
+def _plain_pyte(screen: Screen) -> None:
+    """Give ``screen`` pyte's own draw and SGR (no cached cells or styles) and pyte's own
+    byte-at-a-time parser: what the fast paths must equal."""
+    import pyte
+
+    inner = screen._screen
+
+    def sgr(*attrs: int, private: bool = False) -> None:
+        if not private:
+            try:
+                pyte.Screen.select_graphic_rendition(inner, *attrs)
+            except (IndexError, KeyError, ValueError):
+                pass
+
+    inner.draw = lambda data: pyte.Screen.draw(inner, data)  # type: ignore[method-assign]
+    inner.select_graphic_rendition = sgr  # type: ignore[method-assign]
+    screen._stream = pyte.ByteStream(inner)  # (made after: it binds the handlers)
+
+
 class _PyteDraw(Screen):
-    """The same screen with pyte's own ``draw``: what the fast path must equal."""
+    """The same screen with pyte's own draw, SGR and parser."""
 
     def __init__(self, rows: int, cols: int) -> None:
         super().__init__(rows, cols)
-        import pyte
-
-        inner = self._screen
-        inner.draw = lambda data: pyte.Screen.draw(inner, data)  # type: ignore[method-assign]
+        _plain_pyte(self)
 
 
 _DRAW_PIECES = [b"hello world ", b"x" * 50, b"\x1b[1;31m", b"\x1b[0m", b"\x1b[7m", b"\r\n",
@@ -531,6 +547,7 @@ _STREAM_PIECES = [b"plain text ", b"\x1b[12;34H", b"\x1b[H", b"\x1b[2J", b"\x1b[
                   b"\x0f", b"\x1b]0;title\x07", b"\x1b]2;a \x1b[1m b\x1b\\", b"\x1b(0qqq\x1b(B",
                   b"\x1b7", b"\x1b8", b"\x1bM", b"\x1b#8", b"\x9b5C", b"\x1b[4h", b"\x1b[4l",
                   b"\x1b[1\x0d2H", b"\x1b[5\x18x", b"\x1b[>1c", b"\x1b[2$p", "é界".encode(),
+                  b"\x1b[?5h", b"\x1b[?5l", b"\x1b[27m",
                   b"\xe7\x95", b"\x8c", b"\x1b[S", b"\x1b[2@", b"\x1b[3P", b"\x1b[`"]
 
 
@@ -541,7 +558,7 @@ def test_the_fast_stream_does_what_pyte_does(pieces: list[bytes], data: st.DataO
 
     fast = Screen(8, 30)
     slow = Screen(8, 30)
-    slow._stream = pyte.ByteStream(slow._screen)  # (pyte's own parser, byte by byte)
+    _plain_pyte(slow)
     stream = b"".join(pieces)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
@@ -555,3 +572,14 @@ def test_the_fast_stream_does_what_pyte_does(pieces: list[bytes], data: st.DataO
     assert (fast.title, fast.private_modes, fast.alternate, x.mode) == \
         (slow.title, slow.private_modes, slow.alternate, y.mode)
     assert fast.lines() == slow.lines()
+
+
+def test_a_style_reset_in_reverse_video_mode_is_reversed_as_pyte_makes_it() -> None:
+    # (A style worked out once must not be reused across the screen modes it depends on.)
+    fast, slow = Screen(4, 10), Screen(4, 10)
+    _plain_pyte(slow)
+    for chunk in (b"\x1b[mA", b"\x1b[?5h", b"\x1b[27m\x1b[mC", b"\x1b[?5l\x1b[mD"):
+        fast.feed(chunk)
+        slow.feed(chunk)
+        assert fast._screen.cursor.attrs == slow._screen.cursor.attrs
+    assert dict(fast._screen.buffer[0]) == dict(slow._screen.buffer[0])

@@ -35,8 +35,13 @@ _ALT_MODES = (1049, 1047, 47)
 _BRACKETED_PASTE = 2004
 #: 80/132 columns: xterm ignores it by default, and the screen must keep the PTY's size.
 _DECCOLM = 3
-#: Styles whose cells :meth:`_HardenedScreen.draw` keeps (a tool cycling colours clears it).
-_STYLES_KEPT = 256
+#: Cells by style and character, made once for every screen (cells are immutable): see
+#: :meth:`_HardenedScreen.draw`. Styles by style, SGR attributes and reverse-video mode: see
+#: :meth:`_HardenedScreen.select_graphic_rendition`. Each keeps at most _KEPT entries (a
+#: tool cycling through colours clears it now and then).
+_CELLS: dict[Any, dict[str, Any]] = {}
+_SGR: dict[tuple[Any, tuple[int, ...], bool], Any] = {}
+_KEPT = 1024
 
 
 def _render(line: Any, cols: int) -> str:
@@ -81,10 +86,6 @@ class _HardenedScreen(pyte.Screen):
         self.alt_active = False
         self._saved_main: tuple[Any, Any] | None = None
         self.private_modes: set[int] = set()
-        #: Cells by style and character, made once (see :meth:`draw`); styles by style and
-        #: SGR attributes (see :meth:`select_graphic_rendition`).
-        self._cells: dict[Any, dict[str, Any]] = {}
-        self._styles: dict[tuple[Any, tuple[int, ...]], Any] = {}
         super().__init__(columns, lines)
 
     # Scrollback: the top line leaves the screen when the whole screen scrolls up.
@@ -107,8 +108,9 @@ class _HardenedScreen(pyte.Screen):
             return
         # A tool sets the same few styles over and over: what a style becomes under these
         # attributes is worked out once (pyte changes nothing but the cursor's style).
-        key = (self.cursor.attrs, attrs)
-        done = self._styles.get(key)
+        # (A reset gives the default style, reversed in reverse-video screen mode.)
+        key = (self.cursor.attrs, attrs, pyte.modes.DECSCNM in self.mode)
+        done = _SGR.get(key)
         if done is not None:
             self.cursor.attrs = done
             return
@@ -116,9 +118,9 @@ class _HardenedScreen(pyte.Screen):
             super().select_graphic_rendition(*attrs)
         except (IndexError, KeyError, ValueError):
             pass
-        if len(self._styles) >= _STYLES_KEPT:
-            self._styles.clear()
-        self._styles[key] = self.cursor.attrs
+        if len(_SGR) >= _KEPT:
+            _SGR.clear()
+        _SGR[key] = self.cursor.attrs
 
     def set_mode(self, *modes: int, **kwargs: Any) -> None:
         private = bool(kwargs.get("private"))
@@ -170,11 +172,11 @@ class _HardenedScreen(pyte.Screen):
             super().draw(data)
             return
         cursor, columns = self.cursor, self.columns
-        cells = self._cells.get(cursor.attrs)
+        cells = _CELLS.get(cursor.attrs)
         if cells is None:
-            if len(self._cells) >= _STYLES_KEPT:
-                self._cells.clear()
-            cells = self._cells[cursor.attrs] = {}
+            if len(_CELLS) >= _KEPT:
+                _CELLS.clear()
+            cells = _CELLS[cursor.attrs] = {}
         wrap = pyte.modes.DECAWM in self.mode
         i, n = 0, len(text)
         while i < n:
