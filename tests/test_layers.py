@@ -47,6 +47,7 @@ FORBIDDEN_FOR = {5: {1}}
 OWNED = {"pexpect": set(), "ptyprocess": {1}, "pyte": {1}, "psutil": {1}, "yaml": {2},
          "jsonschema": {2}, "click": {5}, "textual": {5}, "textual_serve": {5},
          "aiohttp": {5},  # textual-serve's web server, which the token guard is part of
+         "rich": {5},  # Textual's renderer: the fleet table draws its own lines with it
          "pytest": {5}}
 STDLIB = set(sys.stdlib_module_names)
 
