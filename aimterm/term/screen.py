@@ -270,16 +270,18 @@ class _FastText(pyte.Stream):
     def attach(self, screen: Any) -> None:
         super().attach(screen)
         debug = screen.debug
+        # The handlers as written, not their tolerant wrappers: feed guards its calls as the
+        # wrappers would, without a wrapper's call for each one.
         self._csi_fast = collections.defaultdict(
-            lambda: debug, {ch: getattr(screen, name) for ch, name in self.csi.items()})
+            lambda: debug, {ch: _bare(screen, name) for ch, name in self.csi.items()})
         # (SI and SO are ignored in UTF-8 mode: pyte's parser decides.)
-        self._basic_fast = {ch: getattr(screen, name) for ch, name in self.basic.items()
+        self._basic_fast = {ch: _bare(screen, name) for ch, name in self.basic.items()
                             if ch not in (pyte.control.SI, pyte.control.SO)}
+        self._draw_fast = _bare(screen, "draw")
 
     def feed(self, data: str) -> None:
         send = self._send_to_parser
-        assert self.listener is not None
-        draw = self.listener.draw
+        draw = self._draw_fast
         match_text = self._text_pattern.match
         match_csi = _PLAIN_CSI.match
         csi, basic = self._csi_fast, self._basic_fast
@@ -293,7 +295,10 @@ class _FastText(pyte.Stream):
             m = match_text(data, offset)
             if m is not None:
                 start, offset = m.span()
-                draw(data[start:offset])
+                try:
+                    draw(data[start:offset])
+                except Exception:
+                    log.debug("screen draw failed", exc_info=True)
                 continue
             ch = data[offset]
             if ch == "\x1b":
@@ -305,21 +310,40 @@ class _FastText(pyte.Stream):
                         args = tuple(min(int(p or 0), 9999) for p in params.split(";"))
                         if len(_PARAMS) < 4096:
                             _PARAMS[params] = args
-                    if private:
-                        csi[final](*args, private=True)
-                    else:
-                        csi[final](*args)
+                    handler = csi[final]
+                    try:  # (as the tolerant wrapper guards it, inlined)
+                        if private:
+                            handler(*args, private=True)
+                        else:
+                            handler(*args)
+                    except TypeError:  # an unexpected `private`: once more, plainly
+                        try:
+                            handler(*args)
+                        except Exception:
+                            log.debug("screen handler failed on %r", args, exc_info=True)
+                    except Exception:
+                        log.debug("screen handler failed on %r", args, exc_info=True)
                     offset = m.end()
                     continue
             else:
                 handler = basic.get(ch)
                 if handler is not None:
-                    handler()
+                    try:
+                        handler()
+                    except Exception:
+                        log.debug("screen handler %r failed", ch, exc_info=True)
                     offset += 1
                     continue
             taking = bool(send(ch))
             offset += 1
         self._taking_plain_text = taking
+
+
+def _bare(screen: Any, name: str) -> Any:
+    """``screen``'s handler ``name`` without its tolerant wrapper (see :func:`_harden`)."""
+    handler = getattr(screen, name)
+    raw = getattr(getattr(handler, "__func__", None), "__wrapped__", None)
+    return raw.__get__(screen) if raw is not None else handler
 
 
 class _FastStream(pyte.ByteStream, _FastText):  # type: ignore[misc]  # (bytes in, str on)
