@@ -327,13 +327,14 @@ class Session:
             self._eval_scheduled = True
             self._loop.call_soon(self._evaluate)
 
-    def _view(self) -> tuple[list[str], int, str]:
+    def _view(self) -> tuple[Sequence[str], int, str]:
         if self._stream:
             lines = self._text.tails(MATCH_TAIL)
             return lines, len(lines) - 1, ""
         assert self.terminal is not None
-        snap = self.terminal.snapshot()
-        return snap.lines, snap.cursor[0], snap.title
+        # Rows rendered as the rules read them: a busy tool's frames redraw every row, and
+        # the rules look at a few.
+        return self.terminal.view()
 
     def _evaluate(self) -> None:
         self._eval_scheduled = False

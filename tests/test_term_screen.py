@@ -554,7 +554,6 @@ _STREAM_PIECES = [b"plain text ", b"\x1b[12;34H", b"\x1b[H", b"\x1b[2J", b"\x1b[
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(_STREAM_PIECES), max_size=80), st.data())
 def test_the_fast_stream_does_what_pyte_does(pieces: list[bytes], data: st.DataObject) -> None:
-    import pyte
 
     fast = Screen(8, 30)
     slow = Screen(8, 30)
@@ -583,3 +582,21 @@ def test_a_style_reset_in_reverse_video_mode_is_reversed_as_pyte_makes_it() -> N
         slow.feed(chunk)
         assert fast._screen.cursor.attrs == slow._screen.cursor.attrs
     assert dict(fast._screen.buffer[0]) == dict(slow._screen.buffer[0])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_STREAM_PIECES), max_size=40),
+       st.lists(st.integers(-10, 9), max_size=6))
+def test_a_rows_view_reads_what_lines_give(pieces: list[bytes], reads: list[int]) -> None:
+    screen, plain = Screen(8, 30), Screen(8, 30)
+    for piece in pieces:
+        screen.feed(piece)
+        plain.feed(piece)
+        view = screen.rows_view()  # some rows read after each chunk, the others left dirty
+        for y in reads:
+            if -8 <= y < 8:
+                assert view[y] == plain.lines()[y]
+        assert view[-3:] == plain.lines()[-3:]
+    assert screen.lines() == plain.lines() and len(screen.rows_view()) == 8
+    with pytest.raises(IndexError):
+        screen.rows_view()[8]

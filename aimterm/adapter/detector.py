@@ -53,7 +53,7 @@ def _region_text(region: Region, lines: Sequence[str], cursor_row: int,
     # Keyed by identity: hashing a frozen dataclass costs more than the lookup saves.
     text = cache.get(id(region))
     if text is None:
-        text = "\n".join(region.select(list(lines), cursor_row))
+        text = "\n".join(region.select(lines, cursor_row))
         cache[id(region)] = text
     return text
 

@@ -7,7 +7,7 @@ construct them from raw data. All regexes are compiled here once, at load time.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,18 +37,19 @@ class Region:
             return "cursor"
         return f"{self.kind}:{self.start}"
 
-    def select(self, lines: list[str], cursor_row: int = -1) -> list[str]:
-        """Pick this region's lines out of ``lines`` (``cursor_row`` is 0-based)."""
+    def select(self, lines: Sequence[str], cursor_row: int = -1) -> list[str]:
+        """Pick this region's lines out of ``lines`` (``cursor_row`` is 0-based). Only
+        those rows are read: ``lines`` may render each as it is read."""
         if self.kind == "all":
-            return lines
+            return list(lines)
         if self.kind == "top":
-            return lines[: self.start]
+            return list(lines[: self.start])
         if self.kind == "bottom":
-            return lines[-self.start :] if self.start else []
+            return list(lines[-self.start :]) if self.start else []
         if self.kind == "rows":
-            return lines[self.start - 1 : self.end]
+            return list(lines[self.start - 1 : self.end])
         row = cursor_row if cursor_row >= 0 else len(lines) - 1
-        return lines[max(0, row - self.start + 1) : row + 1]
+        return list(lines[max(0, row - self.start + 1) : row + 1])
 
 
 ALL = Region()

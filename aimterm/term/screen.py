@@ -19,9 +19,9 @@ import functools
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import pyte
 from pyte.screens import (
@@ -350,6 +350,34 @@ class _FastStream(pyte.ByteStream, _FastText):  # type: ignore[misc]  # (bytes i
     """Bytes decoded as pyte's ByteStream does, then :class:`_FastText`."""
 
 
+class _Rows(Sequence[str]):
+    """A screen's rows, rendered as they are read (see :meth:`Screen.rows_view`)."""
+
+    __slots__ = ("_screen",)
+
+    def __init__(self, screen: Screen) -> None:
+        self._screen = screen
+
+    def __len__(self) -> int:
+        return self._screen.rows
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        n = self._screen.rows
+        if isinstance(index, slice):
+            return [self._screen._row(y) for y in range(*index.indices(n))]
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("row out of range")
+        return self._screen._row(index)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent copy of what the screen shows, for rules and reply extraction."""
@@ -400,6 +428,23 @@ class Screen:
         """The visible lines, trailing blanks removed."""
         self._refresh()
         return list(self._lines)
+
+    def rows_view(self) -> Sequence[str]:
+        """The visible lines as :meth:`lines` gives them, each rendered only when read —
+        for a look at a few rows (a state rule's ``bottom:3``) of a screen a busy tool
+        redraws whole. Valid until the screen is fed again: a copy to keep is
+        :meth:`lines`."""
+        return _Rows(self)
+
+    def _row(self, y: int) -> str:
+        screen = self._screen
+        if len(self._lines) != screen.lines:
+            self._refresh()
+        elif y in screen.dirty:
+            buf = screen.buffer
+            self._lines[y] = _render(buf[y], screen.columns) if y in buf else ""
+            screen.dirty.discard(y)
+        return self._lines[y]
 
     def text(self) -> str:
         return "\n".join(self.lines())

@@ -171,6 +171,13 @@ class Terminal:
             self._flush_pending()
             return self.screen.snapshot()
 
+    def view(self) -> tuple[Sequence[str], int, str]:
+        """(rows, cursor row, title) for a look now: the rows are rendered as they are read
+        (:meth:`Screen.rows_view`), so they are for use at once, on the loop thread."""
+        with self._lock:
+            self._flush_pending()
+            return self.screen.rows_view(), self.screen.cursor[0], self.screen.title
+
     def lines(self) -> list[str]:
         with self._lock:
             self._flush_pending()
