@@ -493,21 +493,26 @@ def test_a_wider_screen_gets_default_tab_stops_in_its_new_columns() -> None:
 
 
 def _plain_pyte(screen: Screen) -> None:
-    """Give ``screen`` pyte's own draw and SGR (no cached cells or styles) and pyte's own
-    byte-at-a-time parser: what the fast paths must equal."""
+    """Give ``screen`` pyte's own draw and SGR (no cached cells or styles), made
+    tolerant as the screen's own handlers are, and pyte's own byte-at-a-time parser: what
+    the fast paths must equal."""
+    import types
+
     import pyte
+
+    from aimterm.term.screen import _tolerant
 
     inner = screen._screen
 
-    def sgr(*attrs: int, private: bool = False) -> None:
+    def sgr(self: object, *attrs: int, private: bool = False) -> None:
         if not private:
             try:
-                pyte.Screen.select_graphic_rendition(inner, *attrs)
+                pyte.Screen.select_graphic_rendition(self, *attrs)  # type: ignore[arg-type]
             except (IndexError, KeyError, ValueError):
                 pass
 
-    inner.draw = lambda data: pyte.Screen.draw(inner, data)  # type: ignore[method-assign]
-    inner.select_graphic_rendition = sgr  # type: ignore[method-assign]
+    for name, fn in (("draw", pyte.Screen.draw), ("select_graphic_rendition", sgr)):
+        setattr(inner, name, types.MethodType(_tolerant(fn), inner))
     screen._stream = pyte.ByteStream(inner)  # (made after: it binds the handlers)
 
 
@@ -541,6 +546,7 @@ def test_the_fast_draw_makes_the_cells_pyte_makes(pieces: list[bytes], cols: int
 
 
 _STREAM_PIECES = [b"plain text ", b"\x1b[12;34H", b"\x1b[H", b"\x1b[2J", b"\x1b[K", b"\x1b[1K",
+                  b"\x1b[2K", b"\x1b[0K", b"\x1b[5K", b"\x1b[?K", b"\x1b[44m\x1b[K",
                   b"\x1b[1;38;5;208m", b"\x1b[m", b"\x1b[0;7m", b"\x1b[?25l", b"\x1b[?1049h",
                   b"\x1b[?1049l", b"\x1b[?2004h", b"\x1b[3A", b"\x1b[;5H", b"\x1b[99999C",
                   b"\x1b[12;", b"\x1b[", b"\x1b", b"\r\n", b"\x08", b"\t", b"\x07", b"\x0e",
