@@ -729,8 +729,8 @@ class Session:
 
     def _typed_shows(self, run: TurnRun) -> bool:
         assert self.terminal is not None
-        snap = self.terminal.snapshot()
-        return still_typed(snap.lines, snap.cursor[0], run.turn.prompt)
+        lines, row, _title = self.terminal.view()
+        return still_typed(lines, row, run.turn.prompt)
 
     def _submitted(self, run: TurnRun) -> None:
         tracker = run.tracker
