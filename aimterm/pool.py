@@ -129,6 +129,12 @@ class Pool:
 
     # -- groups and instances ---------------------------------------------------------------------
 
+    @property
+    def ioloop(self) -> IOLoop:
+        """The reader loop the pool's sessions run on (a benchmark times its thread's CPU
+        or schedules on it)."""
+        return self._ioloop
+
     def add_group(self, spec: GroupSpec) -> None:
         """Add a group; its instances start with :meth:`start` (or now, if running)."""
         adapter = load_adapter(spec.adapter) if isinstance(spec.adapter, str) else spec.adapter

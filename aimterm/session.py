@@ -150,6 +150,11 @@ class Session:
     # -- state machine ----------------------------------------------------------------------------
 
     @property
+    def ioloop(self) -> IOLoop:
+        """The reader loop the session runs on."""
+        return self._ioloop
+
+    @property
     def state(self) -> State:
         return self._state
 

@@ -239,7 +239,7 @@ class AimtermThroughput:
         self.pool.start(wait=True, timeout=60)
 
     def loop_cpu(self) -> float:
-        return float(self.pool._ioloop.run_sync(time.thread_time))
+        return float(self.pool.ioloop.run_sync(time.thread_time))
 
     def run(self, seconds: float) -> tuple[int, float]:
         """N prompts in flight; each completion (a done callback, on the reader loop) submits
@@ -288,7 +288,7 @@ class AimtermThroughput:
             for _ in range(self.n):
                 submit()
 
-        pool._ioloop.run_sync(first)
+        pool.ioloop.run_sync(first)
         if not drained.wait(seconds + 30):
             raise RuntimeError("aimterm: turns did not drain")
         self.cpu_s += time.process_time() - cpu0
@@ -507,7 +507,7 @@ def profile_throughput(n: int, seconds: float, top: int = 20) -> dict[str, Any]:
     try:
         side.start()
         side.run(0.3)
-        ioloop = side.pool._ioloop
+        ioloop = side.pool.ioloop
         ioloop.run_sync(prof.enable)
         count, elapsed = side.run(seconds)
         ioloop.run_sync(prof.disable)

@@ -235,12 +235,12 @@ class Storm:
             for iid in self.ids:
                 self.submit(iid)
 
-        self.pool._ioloop.run_sync(first, timeout=60)
+        self.pool.ioloop.run_sync(first, timeout=60)
 
 
 def loop_cpu(pool: Any) -> float:
     """CPU time of the reader-loop thread (where reading, pyte, detection and replies run)."""
-    return float(pool._ioloop.run_sync(time.thread_time, timeout=60))
+    return float(pool.ioloop.run_sync(time.thread_time, timeout=60))
 
 
 def leftovers(pids: Sequence[int]) -> list[int]:
@@ -303,14 +303,14 @@ def run_storm(n: int, *, window: float, busy_s: float, fps: float, frame_bytes: 
             bytes0 = sum(s.terminal.bytes_in for s in sessions.values() if s.terminal)
             agents0, loop0, cpu0 = proc_cpu(pids), loop_cpu(pool), time.process_time()
             if profiler is not None:
-                pool._ioloop.run_sync(profiler.enable)
+                pool.ioloop.run_sync(profiler.enable)
             w0 = time.monotonic()
             storm.deadline = w0 + window
             if sampler is not None:
                 sampler.start()
             time.sleep(window)
             if profiler is not None:
-                pool._ioloop.run_sync(profiler.disable, timeout=60)
+                pool.ioloop.run_sync(profiler.disable, timeout=60)
             cpu1, loop1, agents1 = time.process_time(), loop_cpu(pool), proc_cpu(pids)
             w1 = time.monotonic()
             bytes1 = sum(s.terminal.bytes_in for s in sessions.values() if s.terminal)

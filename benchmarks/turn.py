@@ -273,7 +273,7 @@ def profile_line_tool(turns: int, top: int = 15) -> dict[str, Any]:
     log(f"profile: {turns} aimterm turns under cProfile (caller and loop thread)")
     side = AimtermSide()
     caller, loop_prof = cProfile.Profile(), cProfile.Profile()
-    ioloop = side.session._ioloop
+    ioloop = side.session.ioloop
     try:
         side.start()
         side.run(WARMUP_TURNS, None)
