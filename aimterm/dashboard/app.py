@@ -107,6 +107,7 @@ class DashboardApp(App[None]):
         self.screen_reply: dict[str, Any] | None = None
         self._screen_running = False
         self._screen_again = False
+        self._selection_moved = asyncio.Event()  # wakes a screen fetch waiting its turn
         self._redraw_pending = False
         self._last_redraw = 0.0
         self._new_events: list[dict[str, Any]] = []  # for the event panel's next redraw
@@ -343,9 +344,10 @@ class DashboardApp(App[None]):
                 # The same instance drew more: its screen again in a moment, not at once (a
                 # busy tool changes it faster than the daemon can be asked). Another
                 # instance chosen meanwhile is fetched straight away.
-                until = time.monotonic() + 1.0 / SCREEN_FETCHES_PER_S
-                while self.selected == iid and time.monotonic() < until:
-                    await asyncio.sleep(0.02)
+                self._selection_moved.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._selection_moved.wait(),
+                                           1.0 / SCREEN_FETCHES_PER_S)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -358,6 +360,7 @@ class DashboardApp(App[None]):
         if iid is None or iid == self.selected:
             return
         self.selected = iid
+        self._selection_moved.set()
         self.query_one(FleetTable).select(iid)
         self._draw_approval()
         self._draw_preview()
