@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from aimterm.records.claude import (
     project_dir_name,
     turn_reply,
 )
+from aimterm.records.follow import RecordFollower
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records" / "claude"
 
@@ -369,3 +371,90 @@ def test_interrupt_markers_and_meta_entries_are_not_prompts() -> None:
     assert got.tokens == {"input": 3, "output": 2}
     # Typed before the prompt was recorded... but recorded long before this turn: not ours.
     assert turn_reply([prompt, *text], "hello", (prompt.at or 0.0) + 5) is None
+
+
+def _attachment(uid: str, parent: str) -> bytes:
+    """An attachment line as 2.1.197 writes one after a prompt (the fixtures leave them out)."""
+    return json.dumps({"parentUuid": parent, "isSidechain": False, "type": "attachment",
+                       "attachment": {"type": "skill_listing", "content": "- a skill"},
+                       "uuid": uid, "timestamp": "2026-12-06T22:16:12.683Z"}).encode() + b"\n"
+
+
+def _uid(raw: bytes, key: str = "uuid") -> str:
+    return str(json.loads(raw)[key])
+
+
+def test_an_answer_written_before_its_prompt_is_read_in_conversation_order(
+        tmp_path: Path) -> None:
+    """2.1.197 on a busy machine appended the turn's answer and turn_duration before the
+    prompt and its attachments (seen: the doctor's reply then came from the screen, the
+    record complete 130 ms before the screen settled). The lines' parentUuid links give the
+    turn back; while the prompt's side is not in, there is no reply (and no wrong one)."""
+    home = Home(tmp_path)
+    rec = home.recorder()
+    lines = lines_of("2.1.197-a.jsonl")
+    (_, short, short_at), (md_index, md, md_at) = prompt_lines(lines)[:2]
+    head, snapshot, prompt, answer, end = lines[:2], lines[2], lines[3], lines[4], lines[5]
+    assert b'"turn_duration"' in end and b'"assistant"' in answer
+    # The answer follows the prompt's last attachment, which the fixture dropped: put it back.
+    attachment = _attachment(_uid(answer, "parentUuid"), _uid(prompt))
+    home.write(rec, [*head, answer, end])
+    assert rec.reply(query(short, short_at)) is None  # no prompt yet
+    home.write(rec, [snapshot, prompt], "ab")
+    assert rec.reply(query(short, short_at)) is None  # the answer's link is not in yet
+    home.write(rec, [attachment], "ab")
+    got = rec.reply(query(short, short_at))
+    assert got is not None and got.text.startswith("Seven is a prime number (answer ")
+    first = got.text
+    # The next turn the same way, answer and prompt in one write; the first turn's reply
+    # stays its own.
+    md_turn = lines[md_index - 1:md_index + 3]
+    assert b'"turn_duration"' in md_turn[-1]
+    home.write(rec, [md_turn[2], md_turn[3], md_turn[0], md_turn[1]], "ab")
+    got = rec.reply(query(md, md_at))
+    assert got is not None and got.text == MDTEXT
+    again = rec.reply(query(short, short_at))
+    assert again is not None and again.text == first
+
+
+def test_a_follower_gets_an_answer_whose_prompt_is_written_after_it(tmp_path: Path) -> None:
+    """As the session polls: the answer is in the file first, the prompt a moment later."""
+    home = Home(tmp_path)
+    rec = home.recorder()
+    lines = lines_of("2.1.197-a.jsonl")
+    (md_index, md, md_at) = prompt_lines(lines)[1]
+    snapshot, prompt, answer, end = lines[md_index - 1:md_index + 3]
+    home.write(rec, [answer, end])
+    follower = RecordFollower(rec, 3.0)
+    fetched = follower.fetch(query(md, md_at))
+    time.sleep(0.3)  # a few polls that see only the answer
+    assert not fetched.done()
+    home.write(rec, [snapshot, prompt], "ab")
+    got = fetched.result(5)
+    assert got is not None and got.text == MDTEXT and follower.misses == 0
+
+
+def test_conversation_order_follows_parent_links() -> None:
+    def line(uid: str, parent: str, text: str = "") -> rc.Line:
+        return rc.Line(uid, parent, (rc.Entry(rc.TEXT, text or uid, uid=uid),))
+
+    def order(lines: list[rc.Line]) -> list[str]:
+        return [e.text for e in rc.in_order(lines)]
+
+    # A child before its parent goes after it; lines of one parent keep their file order.
+    assert order([line("b", "a"), line("a", ""), line("c", "a"), line("d", "b")]) == \
+        ["a", "b", "d", "c"]
+    # A parent never read (an earlier run's, a line left out) keeps the line in file order.
+    assert order([line("x", "gone"), line("y", "x"), line("z", "")]) == ["x", "y", "z"]
+    # Lines naming each other (a broken file) are not lost.
+    assert sorted(order([line("p", "q"), line("q", "p"), line("r", "r")])) == ["p", "q", "r"]
+    # Lines without entries still link.
+    bare = rc.Line("m", "a")
+    assert order([line("b", "m"), bare, line("a", "")]) == ["a", "b"]
+    assert rc.read_line(b'{"type": "mode"}') is None and rc.read_line(b"junk") is None
+    # An entry without a uuid (not seen in any version) is kept, where the file has it.
+    [end] = parse_line(b'{"type": "system", "subtype": "turn_duration"}')
+    assert rc.read_line(b'{"type": "system", "subtype": "turn_duration"}') == \
+        rc.Line("", "", (end,))
+    got = rc.read_line(b'{"type": "attachment", "uuid": "u", "parentUuid": "p"}')
+    assert got == rc.Line("u", "p")

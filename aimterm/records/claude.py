@@ -14,7 +14,13 @@ entries; ``claude --help``, the strings of the installed binary):
   makes a fresh uuid per start and reads only that file (found under the computed project
   folder, else by its name under ``projects/*``), never another instance's.
 * **Format.** One JSON object a line, appended as the session goes (entries are written
-  whole, a line at a time). Read here: ``type: user`` with ``message.content`` a string (or
+  whole, a line at a time). The file's order is not the conversation's: 2.1.197, on a busy
+  machine, was seen to append a turn's answer and its ``turn_duration`` *before* the prompt
+  and its attachments (in the same write or the next one; about 1 run in 6 with two busy loops
+  on 2 cores). Each line's ``parentUuid`` names the line it follows — Claude Code rebuilds the
+  conversation from those links itself — so the reader orders lines by them
+  (:func:`in_order`), and a line whose parent is not read yet stays where the file put it.
+  Read here: ``type: user`` with ``message.content`` a string (or
   text blocks) — the prompt, exactly as typed (multi-line and non-Latin text kept), with
   ``promptSource: typed``; ``isMeta`` ones are Claude Code's own, ``[Request interrupted by
   user…]`` ends an interrupted turn; a ``tool_result`` block is a tool's answer. ``type:
@@ -61,15 +67,15 @@ from typing import Any
 from aimterm.records.base import RecordContext, RecordedReply, Recorder, TurnQuery, same_prompt
 from aimterm.records.tail import FileTail, iso_timestamp
 
-__all__ = ["ID_FILE", "ClaudeRecorder", "Entry", "config_dir", "find_session_file",
-           "parse_line", "project_dir_name", "turn_reply"]
+__all__ = ["ID_FILE", "ClaudeRecorder", "Entry", "Line", "config_dir", "find_session_file",
+           "in_order", "parse_line", "project_dir_name", "read_line", "turn_reply"]
 
 #: This instance's session id, in its private dir, once the session has a file.
 ID_FILE = "claude-session-id"
 #: Reads of the file per call at most (each of at most ``tail.READ_CHUNK`` bytes): a huge
 #: session is caught up with over a few polls.
 READS_PER_CALL = 4
-#: Entries kept per run; older ones are dropped (their turns were read long ago).
+#: Lines kept per run; older ones are dropped (their turns were read long ago).
 MAX_ENTRIES = 20_000
 #: A prompt recorded this long before the turn was typed is an earlier turn's. Both times
 #: come from this machine's clock (the record's cut to the millisecond), and an earlier turn's
@@ -254,14 +260,19 @@ def _assistant_entries(line: dict[str, Any], at: float | None, uid: str) -> list
     return out
 
 
-def parse_line(line: str | bytes) -> list[Entry]:
-    """The entries of one record line; none for a line that is not JSON, not a turn's, or
-    of a kind this reader does not know."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
-        return []
-    if not isinstance(obj, dict) or obj.get("isSidechain") is True:
+@dataclass(frozen=True)
+class Line:
+    """One record line with a place in the conversation: its ``uuid``, its ``parentUuid``
+    (the line it follows; "" for none) and its entries (none for an attachment, a meta note,
+    a sub-agent's line: they still link the conversation up)."""
+
+    uid: str
+    parent: str
+    entries: tuple[Entry, ...] = ()
+
+
+def _entries(obj: dict[str, Any]) -> list[Entry]:
+    if obj.get("isSidechain") is True:
         return []
     at = iso_timestamp(obj.get("timestamp"))
     uid = _str(obj.get("uuid")) or ""
@@ -273,6 +284,74 @@ def parse_line(line: str | bytes) -> list[Entry]:
     if kind == "system" and obj.get("subtype") == "turn_duration":
         return [Entry(END, at=at, uid=uid)]
     return []
+
+
+def _load(line: str | bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def parse_line(line: str | bytes) -> list[Entry]:
+    """The entries of one record line; none for a line that is not JSON, not a turn's, or
+    of a kind this reader does not know."""
+    obj = _load(line)
+    return _entries(obj) if obj is not None else []
+
+
+def read_line(line: str | bytes) -> Line | None:
+    """One record line as a link of the conversation; None for one that is not part of it
+    (neither a ``uuid`` nor an entry: ``mode``, ``file-history-snapshot``, ``last-prompt``,
+    garbage)."""
+    obj = _load(line)
+    if obj is None:
+        return None
+    uid, entries = _str(obj.get("uuid")) or "", tuple(_entries(obj))
+    if not uid and not entries:
+        return None
+    return Line(uid, _str(obj.get("parentUuid")) or "", entries)
+
+
+def in_order(lines: Sequence[Line]) -> list[Entry]:
+    """The entries of ``lines`` in conversation order: each line after the line it follows
+    (its parent), lines with the same parent in file order. The file's order is not the
+    conversation's — 2.1.197 on a busy machine appends the model's answer before the prompt it
+    answers — but every line names its parent. A line whose parent is not (yet) read stays at
+    its place in the file: before a prompt written after it, so it is in no turn until its
+    parent shows up."""
+    first: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        if line.uid:
+            first.setdefault(line.uid, i)
+    children: dict[int, list[int]] = {}
+    roots = []
+    for i, line in enumerate(lines):
+        parent = first.get(line.parent) if line.parent else None
+        if parent is None or parent == i:
+            roots.append(i)
+        else:
+            children.setdefault(parent, []).append(i)
+    out: list[Entry] = []
+    done = [False] * len(lines)
+
+    def walk(root: int) -> None:
+        stack = [root]
+        while stack:  # (no recursion: a session is one long chain)
+            i = stack.pop()
+            if done[i]:
+                continue
+            done[i] = True
+            out.extend(lines[i].entries)
+            stack.extend(reversed(children.get(i, ())))
+
+    for root in roots:
+        walk(root)
+    for i in range(len(lines)):  # lines in a loop of parents (a broken file): file order
+        if not done[i]:
+            walk(i)
+    return out
 
 
 def _finished(body: Sequence[Entry], next_prompt: bool) -> bool:
@@ -337,7 +416,9 @@ class ClaudeRecorder(Recorder):
         self._id_file = ctx.private_dir / ID_FILE
         self._path: Path | None = None
         self._tail: FileTail | None = None
-        self._entries: list[Entry] = []
+        self._lines: list[Line] = []
+        #: The lines' entries in conversation order; None: to be worked out again.
+        self._entries: list[Entry] | None = []
         self._remembered = False
         previous = self._stored_id() if ctx.resume else None
         found = self._locate(previous) if previous else None
@@ -400,17 +481,23 @@ class ClaudeRecorder(Recorder):
                 return False
             lines, restarted = got
             if restarted:
-                self._entries.clear()
-            for line in lines:
-                self._entries.extend(parse_line(line))
+                self._lines.clear()
+                self._entries = None
+            for raw in lines:
+                line = read_line(raw)
+                if line is not None:
+                    self._lines.append(line)
+                    self._entries = None
             if not self._tail.behind:
                 break
-        if len(self._entries) > MAX_ENTRIES:
-            del self._entries[: len(self._entries) - MAX_ENTRIES // 2]
+        if len(self._lines) > MAX_ENTRIES:
+            del self._lines[: len(self._lines) - MAX_ENTRIES // 2]
         self._remember()
         return True
 
     def reply(self, turn: TurnQuery) -> RecordedReply | None:
         if self.session_id is None or not self._update():
             return None
+        if self._entries is None:  # only when lines came in: polls in between stay cheap
+            self._entries = in_order(self._lines)
         return turn_reply(self._entries, turn.prompt, turn.submitted_at, str(self._path))
