@@ -32,6 +32,7 @@ from typing import Any
 
 from aimterm.adapter.schema import MAX_INT, MAX_SECONDS
 from aimterm.config import (
+    MAX_HOSTS,
     MAX_INSTANCES,
     MAX_INSTANCES_CEILING,
     RESUME_MODES,
@@ -169,6 +170,12 @@ CLUSTER_SCHEMA: dict[str, Any] = {
         "log_max_mb": _number("An instance's transcript rolls over past this size, in MB "
                               "(three older files are kept).", positive=True,
                               default=_default(ClusterConfig, "log_max_mb")),
+        "hosts": {"oneOf": [{"const": "auto"},
+                            {"type": "integer", "minimum": 0, "maximum": MAX_HOSTS}],
+                  "default": "auto",
+                  "description": "Session host processes the instances run in, so their "
+                                 "terminals are read on every core: auto (one per core), a "
+                                 "number, or 0 (every terminal on the daemon's own loop)."},
         "restart": {"$ref": _REF + "restart",
                     "description": "Restart policy of instances that exit unasked."},
         "instances": {"type": "array", "items": {"$ref": _REF + "group"}, "minItems": 1,
@@ -226,10 +233,13 @@ _INSTANCE = _obj(
                                    "(continuing its previous conversation)."},
         "turn_started_at": _nullable("number", "When it took the prompt it is working on "
                                                "(Unix time, seconds); null between turns."),
+        "host": _nullable("integer", "The session host process its terminal is read in "
+                                     "(0, 1, ...: see the cluster file's hosts); null: the "
+                                     "daemon's own loop.", minimum=0),
     },
     required=["id", "adapter", "group", "env_digest", "state", "pid", "turns", "restarts",
               "lifecycle", "tags", "cwd", "fatal_reason", "question", "resumed",
-              "turn_started_at"],
+              "turn_started_at", "host"],
 )
 
 _RECOVERED = _obj(

@@ -89,6 +89,9 @@ class ClusterConfig:
     #: The ceiling on instances in the whole cluster: a file or a `scale` past it is refused.
     max_instances: int = MAX_INSTANCES
     log_max_mb: float = 50.0  # an instance's transcript rolls over past this size
+    #: Session host processes the instances run in: None (``auto``) one per core, 0 none
+    #: (every PTY on the daemon's own loop).
+    hosts: int | None = None
     restart: RestartConfig = field(default_factory=RestartConfig)
     instances: tuple[InstanceGroup, ...] = (InstanceGroup("demo", count=3),)
     source: str | None = None  # the file it came from; None for the embedded default
@@ -127,7 +130,9 @@ class ClusterConfig:
 # -- checking -------------------------------------------------------------------------------------
 
 _TOP = ("state_dir", "socket", "routing", "queue_size", "queue_timeout_s", "max_instances",
-        "log_max_mb", "restart", "instances")
+        "log_max_mb", "hosts", "restart", "instances")
+#: The most session hosts a cluster file may ask for (far past any machine's cores).
+MAX_HOSTS = 256
 _RESTART = ("backoff_s", "backoff_max_s", "fast_failure_s", "max_fast_failures")
 _INSTANCE = ("adapter", "count", "cwd", "env", "tags", "stagger_ms", "resume")
 
@@ -228,6 +233,15 @@ def _build(doc: YamlFile, base: Path) -> ClusterConfig:
                                          positive=True)
     if "log_max_mb" in top:
         kw["log_max_mb"] = c.number(top["log_max_mb"], ("log_max_mb",), positive=True)
+    if "hosts" in top:
+        if top["hosts"] == "auto":
+            kw["hosts"] = None
+        elif isinstance(top["hosts"], int) and not isinstance(top["hosts"], bool) \
+                and 0 <= top["hosts"] <= MAX_HOSTS:
+            kw["hosts"] = top["hosts"]
+        else:
+            raise c.fail(("hosts",), f"expected 'auto' or an integer from 0 to {MAX_HOSTS}, "
+                                     f"got {got(top['hosts'])}")
     if "restart" in top:
         raw = c.mapping(top["restart"], ("restart",), _RESTART)
         checks: dict[str, Callable[[Any, KeyPath], Any]] = {

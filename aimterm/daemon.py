@@ -136,7 +136,7 @@ class Daemon:
         # Adapters load here: a bad one fails before anything else happens.
         pool = Pool(groups, routing=cfg.routing, queue_size=cfg.queue_size,
                     queue_timeout_s=cfg.queue_timeout_s, restart=restart, loop=self.io,
-                    max_instances=cfg.max_instances, env=self.instance_env)
+                    max_instances=cfg.max_instances, env=self.instance_env, hosts=cfg.hosts)
         server = ControlServer(cfg.socket_path, self.ops.plain(),
                                streaming=self.ops.streaming(), loop=self.io)
         store = Store(cfg.db_path)

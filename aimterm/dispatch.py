@@ -234,6 +234,13 @@ class Dispatcher:
                 pending.future.set_result(turn)
             except concurrent.futures.InvalidStateError:
                 pass  # it timed out (or was cancelled) first: the caller has its answer
+        elif (isinstance(error, NotReady) and not self.closing
+              and not pending.future.done()):
+            # The instance turned the prompt down before typing a key of it (a hosted session
+            # whose tool changed state while the prompt was on its way): it never started,
+            # so it goes back to the head of the queue as it would have from start_turn.
+            pending.attempts -= 1
+            self._requeue(pending)
         elif (isinstance(error, SessionExited) and pending.retries_left > 0
               and not self.closing and not pending.future.done()):
             pending.retries_left -= 1

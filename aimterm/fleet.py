@@ -32,7 +32,7 @@ __all__ = ["MAX_KINDS", "MAX_TURNS", "STATUS_FIELDS", "Fleet", "TurnRecord", "ch
 #: The fields of one instance in :meth:`Fleet.status`, on both sides.
 STATUS_FIELDS = ("id", "adapter", "group", "env_digest", "state", "pid", "turns", "restarts",
                  "lifecycle", "tags", "cwd", "fatal_reason", "question", "resumed",
-                 "turn_started_at")
+                 "turn_started_at", "host")
 
 #: Bounds of the arguments of ``events`` and ``turns``, on both sides.
 MAX_KINDS = 64

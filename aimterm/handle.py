@@ -62,6 +62,9 @@ class SessionHandle(Protocol):
     def cancel_backoff(self, reason: str) -> None:
         """BACKOFF -> EXITED: a restart by hand overrides the pending back-off."""
 
+    def close(self) -> None:
+        """The instance has left the fleet (stopped first): let go of what is held for it."""
+
     # -- turns ---------------------------------------------------------------------------------
 
     def start_turn(self, prompt: str, on_done: OnTurnDone) -> Turn:

@@ -52,6 +52,7 @@ from aimterm.events import (
     StateChanged,
 )
 from aimterm.handle import SessionFactory, SessionHandle
+from aimterm.host.placement import SessionHosts
 from aimterm.instance import (
     Group,
     GroupSpec,
@@ -88,8 +89,8 @@ class Pool:
                  restart: RestartPolicy | None = None, retry_turns: int = 1,
                  resume: Iterable[str] = (),
                  bus: EventBus | None = None, loop: IOLoop | None = None,
-                 sessions: SessionFactory = Session, max_instances: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 sessions: SessionFactory | None = None, max_instances: int | None = None,
+                 env: Mapping[str, str] | None = None, hosts: int | None = 0) -> None:
         self.bus = bus or EventBus()
         #: Variables every instance carries beneath its group's own (a daemon's marker); not
         #: part of a group's env_digest, which tells groups apart.
@@ -98,7 +99,13 @@ class Pool:
         self._loop = self._ioloop.loop
         self.router = Router(routing)
         self.restart_policy = restart or RestartPolicy()
-        self._sessions = sessions
+        #: Session hosts the instances run in (``hosts``: how many, None for one per core;
+        #: 0 runs them in this process, on its one reader loop).
+        self.hosts: SessionHosts | None = None
+        if sessions is None and hosts != 0:
+            self.hosts = SessionHosts(hosts, loop=self._ioloop)
+            sessions = self.hosts
+        self._sessions: SessionFactory = sessions or Session
         #: The ceiling on desired instances over all groups (None: no ceiling).
         self.max_instances = max_instances
         self._groups: dict[str, Group] = {}
@@ -295,6 +302,9 @@ class Pool:
 
     def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
         """Start every group's instances; with ``wait``, until each is IDLE (or gave up)."""
+        if self.hosts is not None:
+            self.hosts.start()
+
         def go() -> None:
             if self.started:
                 return
@@ -545,6 +555,7 @@ class Pool:
         self._workers.submit(stop)
 
     def _removed(self, inst: Instance, reason: str) -> None:
+        inst.session.close()
         self._instances.pop(inst.id, None)
         self._idle.pop(inst.id, None)
         self.router.forget(inst.id)
@@ -647,6 +658,8 @@ class Pool:
 
         self._ioloop.run_sync(finish)
         self._workers.shutdown(wait=True)
+        if self.hosts is not None:
+            self.hosts.close()
 
     @staticmethod
     def _stop_quietly(session: SessionHandle, budget: float) -> None:

@@ -934,6 +934,10 @@ class Session:
 
         self._ioloop.run_sync(go)
 
+    def close(self) -> None:
+        """Nothing to let go of: the process is stopped, and a stopped session holds only
+        its last screen, which goes with the object."""
+
     def kill(self) -> None:
         """SIGKILL the tool's process group now: for when a polite stop failed."""
         terminal = self.terminal
@@ -1008,7 +1012,12 @@ class Session:
     def status(self) -> dict[str, Any]:
         return {"id": self.id, "adapter": self.spec.name, "state": self._state.value,
                 "pid": self.pid, "turns": self.turns_done, "starts": self.starts,
-                "since": self._state_since, "question": self.question}
+                "since": self._state_since, "question": self.question, "host": None}
+
+    def bytes_in(self) -> int:
+        """Output bytes read from the tool in this run."""
+        terminal = self.terminal
+        return terminal.bytes_in if terminal is not None else 0
 
     def events(self) -> Iterator[Event]:
         return iter(list(self.history))

@@ -36,7 +36,7 @@ def test_storm_benchmark_small() -> None:
     t0 = time.time()
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "storm.py"),
                            "--sizes", str(SIZE), "--window", "2", "--busy", "0.8",
-                           "--profile", "2", "--json-only"],
+                           "--profile", "2", "--hosts", "0,2", "--json-only"],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     assert proc.stderr == ""  # --json-only: no progress
@@ -45,7 +45,14 @@ def test_storm_benchmark_small() -> None:
     assert doc["config"]["fps"] == 10 and doc["config"]["window_s"] == 2
     assert doc["aims"]["at_instances"] == 100 and doc["aims"]["measured"] is False
     assert doc["met"] == {"lag_p95_under_100ms": False, "frames_behind_max_1": False}
-    assert list(doc["sizes"]) == [str(SIZE)]
+    assert list(doc["sizes"]) == [str(SIZE), f"{SIZE}/hosts=2"]
+    assert doc["config"]["hosts"] == [0, 2] and doc["met_by"] == []
+    hosted = doc["sizes"][f"{SIZE}/hosts=2"]
+    assert hosted["ok"] is True and hosted["hosts"] == 2 and hosted["leftovers"] == []
+    assert hosted["turns"]["failed"] == 0 and hosted["turns"]["done"] >= SIZE
+    # The terminals are read in the hosts: they take the CPU, the controller's loop idles.
+    assert hosted["cpu"]["hosts_pct_of_core"] > hosted["cpu"]["loop_thread_pct_of_core"]
+    assert hosted["bytes"]["read_per_s"] > 0 and hosted["frames_behind"]["n"] >= SIZE
 
     cell = doc["sizes"][str(SIZE)]
     assert cell["ok"] is True and cell["all_busy"] is True and cell["leftovers"] == []

@@ -171,11 +171,13 @@ _GROUP = "instances:\n  - adapter: demo\n"
 MISTAKES = [
     ("not-a-mapping", "- adapter: demo\n", "1: expected a mapping, got a list"),
     ("unknown", "statedir: /tmp/x\n", "1: statedir: unknown key 'statedir' (expected one of: "
-     "instances, log_max_mb, max_instances, queue_size, queue_timeout_s, restart, routing, "
-     "socket, state_dir)"),
+     "hosts, instances, log_max_mb, max_instances, queue_size, queue_timeout_s, restart, "
+     "routing, socket, state_dir)"),
     ("plan-tool-id", "tool_id: aider\ncount: 3\n", "1: tool_id: unknown key 'tool_id' "
-     "(expected one of: instances, log_max_mb, max_instances, queue_size, queue_timeout_s, "
-     "restart, routing, socket, state_dir)"),
+     "(expected one of: hosts, instances, log_max_mb, max_instances, queue_size, "
+     "queue_timeout_s, restart, routing, socket, state_dir)"),
+    ("hosts", "hosts: many\n",
+     "1: hosts: expected 'auto' or an integer from 0 to 256, got string 'many'"),
     ("routing", "routing: fastest\n",
      "1: routing: expected one of: round_robin, least_busy, sticky; got string 'fastest'"),
     ("state-dir-null", "state_dir: null\n",

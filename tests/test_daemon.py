@@ -71,12 +71,14 @@ exit: {keys: [quit, enter], timeout_s: 1, signal_grace_s: 0.3}
 """
 
 
-def write_config(root: Path, think: float = 0.0, stubborn: bool = False) -> Path:
+def write_config(root: Path, think: float = 0.0, stubborn: bool = False,
+                 hosts: str = "auto") -> Path:
     config = root / "cluster.yaml"
     extra = ("  - adapter: stubborn\n    count: 1\n    env: {FAKE_EXIT_DELAY: '0.1'}\n"
              if stubborn else "")
     config.write_text(f"""\
 state_dir: state
+hosts: {hosts}
 restart: {{backoff_s: 0.1, fast_failure_s: 1}}
 instances:
   - adapter: echo
@@ -219,8 +221,9 @@ def test_client_without_daemon_says_so_in_one_line(cluster: Cluster) -> None:
     ("queue_timeout_s: -1\n", 1, "queue_timeout_s: expected a number > 0, got -1"),
     ("instances:\n  - adapter: echo\n    resume: yes\n", 3,
      "instances[0].resume: expected one of: after_crash, always, never; got boolean true"),
-    ("statedir: /tmp/x\n", 1, "statedir: unknown key 'statedir' (expected one of: instances, "
-     "log_max_mb, max_instances, queue_size, queue_timeout_s, restart, routing, socket, state_dir)"),
+    ("statedir: /tmp/x\n", 1, "statedir: unknown key 'statedir' (expected one of: hosts, "
+     "instances, log_max_mb, max_instances, queue_size, queue_timeout_s, restart, routing, "
+     "socket, state_dir)"),
     ("log_max_mb: 0\n", 1, "log_max_mb: expected a number > 0, got 0"),
 ])
 def test_bad_cluster_file_names_file_line_and_key(tmp_path: Path, text: str, line: int,
@@ -252,7 +255,9 @@ def test_config_defaults_and_socket_per_state_dir(tmp_path: Path) -> None:
 
 
 def test_sigkill_keeps_history_and_reports_the_inflight_prompt(cluster: Cluster) -> None:
-    write_config(cluster.root, think=5, stubborn=True)
+    # Every terminal on the daemon's own loop: its tools outlive it, and the next daemon
+    # finds them (with session hosts, the hosts kill them: the next test).
+    write_config(cluster.root, think=5, stubborn=True, hosts="0")
     status = up(cluster)
     daemon = status["daemon"]["pid"]
     fleet = cluster_processes(cluster.state)  # the instances and the stubborn grandchild
@@ -290,6 +295,27 @@ def test_sigkill_keeps_history_and_reports_the_inflight_prompt(cluster: Cluster)
         [turn] = store.turns()
         assert turn["prompt"] == "slow one" and turn["status"] == "failed"
         assert store.inflight_turns() == []
+    cluster.cli("cluster", "down")
+
+
+def test_sigkill_with_session_hosts_leaves_no_tool_behind(cluster: Cluster) -> None:
+    """The hosts see their link close and kill every tool's group, the stubborn grandchild
+    that ignores SIGHUP included; the next daemon has no orphan to find."""
+    write_config(cluster.root, think=5, stubborn=True, hosts="2")
+    status = up(cluster)
+    daemon = status["daemon"]["pid"]
+    assert {r["host"] for r in status["instances"]} == {0, 1}
+    fleet = cluster_processes(cluster.state)
+    assert len(fleet) == 4
+    cluster.cli("send", "--tool", "echo", "--no-wait", "slow one")
+    wait_for(lambda: any(r["state"] == "busy" for r in cluster.status()["instances"]),
+             "the prompt to be in flight")
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: gone(daemon), "the daemon to die")
+    wait_for(lambda: not cluster_processes(cluster.state), "every tool gone", timeout=15)
+    status = up(cluster)
+    recovered = status["daemon"]["recovered"]
+    assert recovered["turns_failed"] == 1 and recovered["orphans_killed"] == 0
     cluster.cli("cluster", "down")
 
 

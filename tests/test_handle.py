@@ -19,6 +19,7 @@ import pytest
 from aimterm.errors import TurnTimeout
 from aimterm.events import InstanceRestarting
 from aimterm.handle import SessionHandle
+from aimterm.host.placement import SessionHosts
 from aimterm.pool import GroupSpec, Pool, RestartPolicy
 from aimterm.session import Session
 from aimterm.states import State
@@ -58,11 +59,15 @@ def test_a_session_is_a_handle() -> None:
             "cancel_backoff", "status", "screen_lines", "subscribe"} <= MEMBERS
 
 
-def test_the_pool_needs_nothing_but_the_handle() -> None:
+@pytest.mark.parametrize("where", ["here", "hosts"])
+def test_the_pool_needs_nothing_but_the_handle(where: str) -> None:
+    """The same fleet, its sessions here or in two session hosts."""
     made: list[OnlyTheHandle] = []
+    hosts = SessionHosts(2) if where == "hosts" else None
 
     def sessions(*args: Any, **kwargs: Any) -> OnlyTheHandle:
-        handle = OnlyTheHandle(Session(*args, **kwargs))
+        handle = OnlyTheHandle(Session(*args, **kwargs) if hosts is None
+                               else hosts(*args, **kwargs))
         made.append(handle)
         return handle
 
@@ -93,9 +98,11 @@ def test_the_pool_needs_nothing_but_the_handle() -> None:
         assert [r["id"] for r in pool.status()] == ["echo-1", "spin-1"]
     finally:
         pool.shutdown(timeout=10)
+        if hosts is not None:
+            hosts.close()
     used = set().union(*(h.used for h in made))
     assert {"start", "start_turn", "screen_tail", "interrupt", "cancel_backoff", "stop",
-            "status", "screen_lines"} <= used
+            "status", "screen_lines", "close"} <= used
     assert not [h.id for h in made if h.pid is not None and _alive(h.pid)]
 
 

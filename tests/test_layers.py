@@ -33,6 +33,8 @@ LAYERS = {
     "aimterm.dispatch": 3, "aimterm.instance": 3, "aimterm.handle": 3, "aimterm.turn": 3,
     # The Fleet protocol both the in-process cluster and the socket client implement.
     "aimterm.fleet": 3,
+    # Session hosts: sessions run in processes of their own, behind the same handle.
+    "aimterm.host": 3,
     "aimterm.daemon": 4, "aimterm.ipc": 4, "aimterm.jobs": 4, "aimterm.store": 4,
     "aimterm.plans": 4,  # plans run jobs (L4) in git worktrees
     "aimterm.cli": 5, "aimterm.attach": 5, "aimterm.dashboard": 5,
