@@ -114,10 +114,10 @@ def echo_spec() -> Any:
 # -- 1. spawn-to-ready ----------------------------------------------------------------------------
 
 
-def spawn_aimterm(fx: Fixture, n: int) -> float:
+def spawn_aimterm(fx: Fixture, n: int, hosts: int | None = 0) -> float:
     from aimterm.pool import GroupSpec, Pool
 
-    pool = Pool([GroupSpec(demo_spec(), count=n, cwd=fx.work, env=fx.demo_env())])
+    pool = Pool([GroupSpec(demo_spec(), count=n, cwd=fx.work, env=fx.demo_env())], hosts=hosts)
     try:
         t0 = time.perf_counter()
         pool.start(wait=True, timeout=90)
@@ -198,7 +198,9 @@ def spawn_tmux(fx: Fixture, n: int) -> float:
 def bench_spawn(fx: Fixture, sizes: Sequence[int], reps_small: int, reps_large: int
                 ) -> dict[str, Any]:
     sides: dict[str, Callable[[Fixture, int], float]] = {
-        "aimterm": spawn_aimterm, "pexpect": spawn_pexpect, "tmux_10ms": spawn_tmux}
+        "aimterm": spawn_aimterm, "pexpect": spawn_pexpect, "tmux_10ms": spawn_tmux,
+        # The same fleet in session hosts, one per core (their start-up included).
+        "aimterm_hosts": lambda fx, n: spawn_aimterm(fx, n, hosts=None)}
     names = list(sides)
     out: dict[str, Any] = {"program": "aimterm.demo_agent (demo adapter), state.json "
                                       "pre-created (no first-run dialog)",
@@ -225,11 +227,14 @@ def bench_spawn(fx: Fixture, sizes: Sequence[int], reps_small: int, reps_large: 
 class AimtermThroughput:
     name = "aimterm"
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, hosts: int | None = 0) -> None:
         from aimterm.pool import GroupSpec, Pool
 
         self.n = n
-        self.pool = Pool([GroupSpec(echo_spec(), count=n, env={"FAKE_THINK": "0"})])
+        if hosts != 0:
+            self.name = "aimterm_hosts"
+        self.pool = Pool([GroupSpec(echo_spec(), count=n, env={"FAKE_THINK": "0"})],
+                         hosts=hosts)
         self.counter = 0
         self.errors = 0
         self.cpu_s = 0.0  # this whole process
@@ -455,6 +460,9 @@ def bench_throughput(sizes: Sequence[int], seconds: float, blocks: int) -> dict[
             aim = AimtermThroughput(n)
             sides.append(aim)
             aim.start()
+            hosted = AimtermThroughput(n, hosts=None)
+            sides.append(hosted)
+            hosted.start()
             pex = PexpectThroughput(n)
             sides.append(pex)
             pex.start()
@@ -482,6 +490,8 @@ def bench_throughput(sizes: Sequence[int], seconds: float, blocks: int) -> dict[
                         100 * side.loop_cpu_s / elapsed, 1)
             a = cell["aimterm"]["turns_per_s"]
             cell["aimterm_vs_pexpect"] = rnd(a / cell["pexpect"]["turns_per_s"])
+            cell["aimterm_hosts_vs_pexpect"] = rnd(cell["aimterm_hosts"]["turns_per_s"]
+                                                   / cell["pexpect"]["turns_per_s"])
             cell["aimterm_vs_tmux_10ms"] = rnd(a / cell["tmux_10ms"]["turns_per_s"], 1)
             cell["aimterm_vs_tmux_100ms"] = rnd(a / cell["tmux_100ms"]["turns_per_s"], 1)
             out["sizes"][str(n)] = cell

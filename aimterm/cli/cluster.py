@@ -174,8 +174,10 @@ def run_status(config: str | None, state_dir: str | None, as_json: bool) -> int:
     width = max((len(r["id"]) for r in rows), default=2)
     for r in rows:
         extra = f"  {r['fatal_reason']}" if r.get("fatal_reason") else ""
+        # Which session host reads its terminal (none: the daemon's own loop).
+        host = f"  host {r['host']}" if r.get("host") is not None else ""
         click.echo(f"{r['id']:<{width}}  {r['state']:<8}  pid {r['pid'] or '-':<7}  "
-                   f"turns {r['turns']:<5}  restarts {r['restarts']}{extra}")
+                   f"turns {r['turns']:<5}  restarts {r['restarts']}{host}{extra}")
     return 0
 
 

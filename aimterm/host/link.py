@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aimterm.errors import SessionExited
 from aimterm.events import EventBus
-from aimterm.host.wire import FrameReader, decode_error, frame
+from aimterm.host.wire import FrameReader, Outbox, decode_error
 from aimterm.term.loop import IOLoop
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ class HostLink:
         self._lock = threading.Lock()  # the process and the open requests
         # Loop thread only: commands waiting for this pass's frame, bytes the socket has not
         # taken yet, messages read while a request on the loop thread waited.
-        self._out: list[Any] = []
-        self._flush_due = False
+        self._outbox = Outbox(loop, self._queue)
         self._wbuf = bytearray()
         self._writing = False
         self._deferred: list[Any] = []
@@ -109,7 +108,7 @@ class HostLink:
             proc = self.proc
 
         def hang_up() -> None:
-            self._flush()
+            self._outbox.flush()
             sock = self._sock
             if sock is not None:
                 try:
@@ -130,20 +129,11 @@ class HostLink:
 
     def send(self, msg: tuple[Any, ...]) -> None:
         """A command to the host: gathered into one frame per loop pass, in order."""
-        if not self._ioloop.in_loop():
-            self._ioloop.call_soon(self.send, msg)
-            return
-        self._out.append(msg)
-        if not self._flush_due:
-            self._flush_due = True
-            self._loop.call_soon(self._flush)
+        self._outbox.send(msg)
 
-    def _flush(self) -> None:
-        self._flush_due = False
-        out, self._out = self._out, []
-        if out:
-            self._wbuf += frame(out)
-            self._pump()
+    def _queue(self, data: bytes) -> None:
+        self._wbuf += data
+        self._pump()
 
     def _pump(self) -> None:
         """Write what the socket takes now; the rest when it is writable. The loop never
@@ -177,8 +167,8 @@ class HostLink:
             self._requests[req] = fut
         try:
             if self._ioloop.in_loop():
-                self._out.append((*msg, req))
-                self._flush()
+                self._outbox.send((*msg, req))
+                self._outbox.flush()
                 self._wait_here(fut, timeout)
             else:
                 self.send((*msg, req))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aimterm.events import Event, EventBus, StateChanged
-from aimterm.host.wire import FrameReader, encode_error, encode_event, frame
+from aimterm.host.wire import FrameReader, Outbox, encode_error, encode_event
 from aimterm.session import Session
 from aimterm.states import State
 from aimterm.term.loop import IOLoop
@@ -50,8 +50,7 @@ class HostServer:
         self.bus.subscribe(self._forward)
         self.sessions: dict[str, Session] = {}
         self._listening: dict[str, tuple[Callable[[], None], list[int]]] = {}
-        self._out: list[Any] = []
-        self._flush_due = False
+        self._outbox = Outbox(self._ioloop, self._write)
         self._muted = False
         self._reader = FrameReader()
         self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="host-stop")
@@ -89,24 +88,13 @@ class HostServer:
 
     def send(self, msg: Any) -> None:
         """Queue a message; one frame goes out per loop pass (from any thread)."""
-        if not self._ioloop.in_loop():
-            self._ioloop.call_soon(self.send, msg)
-            return
-        self._out.append(msg)
-        if not self._flush_due:
-            self._flush_due = True
-            self._loop.call_soon(self._flush)
+        self._outbox.send(msg)
 
-    def _flush(self) -> None:
-        self._flush_due = False
-        out, self._out = self._out, []
-        if not out:
-            return
-        data = frame(out)
+    def _write(self, data: bytes) -> None:
         with self._send_lock:
             try:
-                # Blocking on purpose: the controller's reader thread always drains the link,
-                # and order matters more than this loop pass.
+                # Blocking on purpose: the controller reads the link on its loop and never
+                # blocks on writing to it, and order matters more than this loop pass.
                 self._sock.setblocking(True)
                 self._sock.sendall(data)
             except OSError:

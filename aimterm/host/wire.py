@@ -14,14 +14,15 @@ import dataclasses
 import importlib
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aimterm.events import Event, StateChanged, event_classes
 from aimterm.states import State
+from aimterm.term.loop import IOLoop
 
-__all__ = ["FrameReader", "MAX_FRAME", "decode_error", "decode_event", "encode_error",
-           "encode_event", "frame"]
+__all__ = ["FrameReader", "MAX_FRAME", "Outbox", "decode_error", "decode_event",
+           "encode_error", "encode_event", "frame"]
 
 _LEN = struct.Struct("!I")
 #: The largest batch either side accepts: far above any real one (a screen is ~10 KB, a read
@@ -34,6 +35,33 @@ _STATES: dict[str, State] = {s.value: s for s in State}
 def frame(messages: list[Any]) -> bytes:
     body = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
     return _LEN.pack(len(body)) + body
+
+
+class Outbox:
+    """Messages gathered on a loop into one frame per loop pass, handed to ``write`` in the
+    order they were sent (from any thread: others hand over to the loop)."""
+
+    def __init__(self, ioloop: IOLoop, write: Callable[[bytes], None]) -> None:
+        self._ioloop = ioloop
+        self._write = write
+        self._out: list[Any] = []
+        self._due = False
+
+    def send(self, msg: Any) -> None:
+        if not self._ioloop.in_loop():
+            self._ioloop.call_soon(self.send, msg)
+            return
+        self._out.append(msg)
+        if not self._due:
+            self._due = True
+            self._ioloop.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is gathered now (loop thread)."""
+        self._due = False
+        out, self._out = self._out, []
+        if out:
+            self._write(frame(out))
 
 
 class FrameReader:
