@@ -153,6 +153,8 @@ class ClusterManager:
 
     ``tools`` is an adapter name (with ``count``), or a mapping ``{adapter: count}``, or a list
     of :class:`~aimterm.pool.GroupSpec` for full control (cwd, env, tags, stagger, setup hook).
+    ``hosts``: session host processes the instances run in (None: one per core; 0, the
+    default: all on this process's reader loop) — see docs/architecture.md.
     """
 
     def __init__(self, tools: str | AdapterSpec | Mapping[str, int] | Sequence[GroupSpec],
@@ -160,7 +162,8 @@ class ClusterManager:
                  cwd: str | None = None, env: Mapping[str, str] | None = None,
                  setup: SetupHook | None = None, stagger_ms: int = 0,
                  queue_size: int = 1000, queue_timeout_s: float | None = None,
-                 restart: RestartPolicy | None = None, retry_turns: int = 1) -> None:
+                 restart: RestartPolicy | None = None, retry_turns: int = 1,
+                 hosts: int | None = 0) -> None:
         groups: list[GroupSpec]
         common: dict[str, Any] = {"cwd": cwd, "env": dict(env or {}), "setup": setup,
                                   "stagger_ms": stagger_ms}
@@ -172,7 +175,7 @@ class ClusterManager:
             groups = list(tools)
         self.pool = Pool(groups, routing=routing, queue_size=queue_size,
                          queue_timeout_s=queue_timeout_s, restart=restart,
-                         retry_turns=retry_turns)
+                         retry_turns=retry_turns, hosts=hosts)
         self._done: queue.Queue[concurrent.futures.Future[Turn]] = queue.Queue()
         self._history = _History()
         self.pool.bus.subscribe(self._history.on_event)

@@ -38,10 +38,12 @@ SLOW = {"FAKE_THINK": "20"}
 MakeFleet = Callable[..., Fleet]
 
 
-@pytest.fixture(params=["local", "remote"])
+@pytest.fixture(params=["local", "local-hosts", "remote"])
 def make_fleet(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
                ) -> Iterator[MakeFleet]:
-    """``make_fleet(echo=2, confirm=1, ...)``: a started fleet of those tools, all ready."""
+    """``make_fleet(echo=2, confirm=1, ...)``: a started fleet of those tools, all ready:
+    in this process (its sessions here, or in two session hosts), or a daemon's (whose
+    cluster file leaves hosts at auto)."""
     root = Path(tempfile.mkdtemp(prefix="atf-", dir="/tmp"))  # a socket path is short
     adapters = root / "adapters"
     adapters.mkdir()
@@ -54,9 +56,10 @@ def make_fleet(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
     def make(env: dict[str, str] | None = None, **counts: int) -> Fleet:
         env = env or {}
-        if request.param == "local":
+        if request.param.startswith("local"):
             groups = [GroupSpec(name, count=n, env=env) for name, n in counts.items()]
-            cluster = ClusterManager(groups, restart=RestartPolicy(backoff_s=0.1))
+            cluster = ClusterManager(groups, restart=RestartPolicy(backoff_s=0.1),
+                                     hosts=2 if request.param == "local-hosts" else 0)
             stops.append(cluster.shutdown)
             return cluster.start(timeout=20)
         env_yaml = "{" + ", ".join(f"{k}: '{v}'" for k, v in env.items()) + "}"
