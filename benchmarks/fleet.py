@@ -768,16 +768,21 @@ def memory_child(side: str, n: int) -> dict[str, Any]:
         gc.collect()
         before = rss_mb()
         out: dict[str, Any] = {"side": side, "agents": n, "rss_before_mb": round(before, 2)}
-        if side == "aimterm":
+        if side in ("aimterm", "aimterm_hosts"):
             from aimterm.pool import GroupSpec, Pool
 
-            pool = Pool([GroupSpec(demo_spec(), count=n, cwd=fx.work, env=fx.demo_env())])
+            pool = Pool([GroupSpec(demo_spec(), count=n, cwd=fx.work, env=fx.demo_env())],
+                        hosts=None if side == "aimterm_hosts" else 0)
             try:
                 pool.start(wait=True, timeout=90)
                 turns = [f.result(30) for f in [pool.submit("hello") for _ in range(n)]]
                 out["turns_done"] = sum(1 for t in turns if t.status.value == "done")
                 gc.collect()
                 out["rss_mb"] = round(rss_mb(), 2)
+                if pool.hosts is not None:
+                    # The screens live in the hosts: their memory counts, as tmux's server's.
+                    out["server_rss_mb"] = round(sum(rss_mb(p) for p in pool.hosts.pids()), 2)
+                    out["total_rss_mb"] = round(out["rss_mb"] + out["server_rss_mb"], 2)
             finally:
                 pool.shutdown()
         elif side == "pexpect":
@@ -845,7 +850,7 @@ def bench_memory(sizes: Sequence[int]) -> dict[str, Any]:
                            "sizes": {}}
     for n in sizes:
         cell: dict[str, Any] = {}
-        for side in ("aimterm", "pexpect", "tmux"):
+        for side in ("aimterm", "aimterm_hosts", "pexpect", "tmux"):
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()),
                                    "--memory-child", side, str(n)],
                                   capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -853,7 +858,9 @@ def bench_memory(sizes: Sequence[int]) -> dict[str, Any]:
                 raise RuntimeError(f"memory child {side} {n} failed ({proc.returncode}): "
                                    f"{proc.stderr[-1500:]}")
             cell[side] = json.loads(proc.stdout)
-        log(f"  memory N={n}: aimterm {cell['aimterm']['rss_mb']} MB, pexpect "
+        log(f"  memory N={n}: aimterm {cell['aimterm']['rss_mb']} MB (in hosts: "
+            f"{cell['aimterm_hosts']['rss_mb']} MB + hosts "
+            f"{cell['aimterm_hosts']['server_rss_mb']} MB), pexpect "
             f"{cell['pexpect']['rss_mb']} MB, tmux {cell['tmux']['rss_mb']} MB + server "
             f"{cell['tmux']['server_rss_mb']} MB")
         out["sizes"][str(n)] = cell
