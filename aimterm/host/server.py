@@ -16,6 +16,7 @@ every tool's process group and exits.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import os
@@ -53,6 +54,8 @@ class HostServer:
         self._outbox = Outbox(self._ioloop, self._write)
         self._muted = False
         self._reader = FrameReader()
+        self._todo: collections.deque[Any] = collections.deque()
+        self._run_due = False
         self._workers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="host-stop")
         self._send_lock = threading.Lock()
         self.closed = threading.Event()
@@ -79,12 +82,33 @@ class HostServer:
             return
         try:
             for batch in self._reader.feed(data):
-                for msg in batch:
-                    self._command(msg)
+                self._todo.extend(batch)
         except Exception:  # a broken link (a corrupt frame) ends the host, never silently
             log.exception("session host: bad frame from the controller")
             self._loop.remove_reader(self._sock.fileno())
             self.closed.set()
+            return
+        if not self._run_due:  # (else the pass already due goes on with these, in order)
+            self._run_commands()
+
+    def _resume(self) -> None:
+        self._run_due = False
+        self._run_commands()
+
+    def _run_commands(self) -> None:
+        """The commands read so far, in order, but one start per loop pass: a spawn blocks the
+        loop for a fork and an exec, and the tools started a moment ago must have their
+        terminal queries answered meanwhile (the demo agent gives up after 2 s)."""
+        todo = self._todo
+        started = False
+        while todo:
+            if todo[0][0] == "start":
+                if started:
+                    self._run_due = True
+                    self._loop.call_soon(self._resume)
+                    return
+                started = True
+            self._command(todo.popleft())
 
     def send(self, msg: Any) -> None:
         """Queue a message; one frame goes out per loop pass (from any thread)."""
