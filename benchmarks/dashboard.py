@@ -520,15 +520,15 @@ def bench_keys(d: Daemon, ids: list[str], presses: int, open_timeout: float,
 # -- the cluster ------------------------------------------------------------------------------------
 
 
-def cluster_config(n: int) -> str:
-    return ("state_dir: state\nrestart: {backoff_s: 0.1, fast_failure_s: 1}\ninstances:\n"
-            f"  - adapter: echo\n    count: {n}\n    env: {{FAKE_THINK: \"0\"}}\n")
+def cluster_config(n: int, hosts: str = "auto") -> str:
+    return (f"state_dir: state\nhosts: {hosts}\nrestart: {{backoff_s: 0.1, fast_failure_s: 1}}\n"
+            f"instances:\n  - adapter: echo\n    count: {n}\n    env: {{FAKE_THINK: \"0\"}}\n")
 
 
-def start_cluster(d: Daemon, n: int, timeout: float) -> list[str]:
+def start_cluster(d: Daemon, n: int, timeout: float, hosts: str = "auto") -> list[str]:
     from aimterm.ipc.client import ControlClient
 
-    d.config.write_text(cluster_config(n))
+    d.config.write_text(cluster_config(n, hosts))
     out = d.run("cluster", "up", "--detach", "-c", str(d.config), "--state-dir", str(d.state),
                 timeout=timeout)
     if out.returncode != 0:
@@ -576,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=None,
                    help="cap the load at this many turns per second (default: no cap, as "
                         "fast as the fleet answers)")
+    p.add_argument("--hosts", default="auto",
+                   help="the daemon's session hosts (the cluster file's hosts: auto, N or 0)")
     p.add_argument("--json-only", action="store_true", help="no progress on stderr")
     p.add_argument("--load-child", metavar="SOCKET", help=argparse.SUPPRESS)
     p.add_argument("--ids", help=argparse.SUPPRESS)
@@ -601,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "benchmark": "dashboard", "quick": q, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "config": {"instances": n, "tool": "tests/fakes/echo_repl.py, FAKE_THINK=0",
+        "config": {"instances": n, "hosts": args.hosts,
+                   "tool": "tests/fakes/echo_repl.py, FAKE_THINK=0",
                    "block_s": block_s, "pairs": pairs, "key_presses": presses,
                    "rate_cap_turns_per_s": args.rate,
                    "terminal": f"{COLS}x{ROWS}"},
@@ -630,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"cluster of {n} echo instances ...")
         t0 = time.perf_counter()
-        ids = start_cluster(d, n, timeout=60 + n * 0.5)
+        ids = start_cluster(d, n, timeout=60 + n * 0.5, hosts=args.hosts)
         doc["cluster_up_s"] = rnd(time.perf_counter() - t0, 2)
         log(f"  up in {doc['cluster_up_s']} s; warm-up load ...")
         warm = Load(d, ids, 1.0 if q else 3.0)
