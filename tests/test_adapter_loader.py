@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from aimterm.adapter.loader import load_file, load_text, spec_to_dict
 from aimterm.adapter.schema import SCHEMA, schema_json
 from aimterm.adapter.spec import AdapterSpec, KeyItem, Region
+from aimterm.adapter.validator import SubsetValidator
 from aimterm.errors import ConfigError
 
 MINIMAL = """\
@@ -776,3 +777,94 @@ def test_loaded_spec_is_an_adapter_spec(tmp_path: Path) -> None:
     spec = load_text(MINIMAL, "/somewhere/tool.yml", origin="user")
     assert isinstance(spec, AdapterSpec)
     assert (spec.name, spec.origin, spec.source) == ("tool", "user", "/somewhere/tool.yml")
+
+
+def _nodes(data: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [path]
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out += _nodes(value, (*path, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            out += _nodes(value, (*path, index))
+    return out
+
+
+_ODD_VALUES = [None, True, False, 0, -1, 1, 2.5, 3.0, -0.5, 10**12, "", "x", "idle", "busy",
+               "rows:2-5", "Bad Name", "bottom:3", "enter", [], [1], ["x", 2], {}, {"bogus": 1},
+               {"match": "x"}, {"text": 1, "paste": 2}, [{}], {"wait_ms": -3}]
+
+
+@pytest.mark.parametrize("adapter", sorted(p.name for p in
+                                           (Path(__file__).resolve().parent.parent
+                                            / "adapters").glob("*.yaml")))
+def test_the_adapter_validator_finds_what_jsonschema_finds(adapter: str) -> None:
+    # The loader's own validator against jsonschema: the same errors, in the same order, on
+    # every built-in adapter with one or two of its nodes replaced, removed or joined.
+    import copy
+    import random
+
+
+
+    path = Path(__file__).resolve().parent.parent / "adapters" / adapter
+    original = yaml.safe_load(path.read_text())
+    ours, theirs = SubsetValidator(SCHEMA), Draft202012Validator(SCHEMA)
+    rng = random.Random(adapter)
+
+    def errors_of(data: object) -> tuple[list[object], list[object]]:
+        return ([(e.validator, tuple(e.absolute_path), e.message, e.schema, e.instance)
+                 for e in ours.iter_errors(data)],
+                [(e.validator, tuple(e.absolute_path), e.message, e.schema, e.instance)
+                 for e in theirs.iter_errors(data)])
+
+    a, b = errors_of(original)
+    assert a == b == []
+    for _ in range(300):
+        data = yaml.safe_load(path.read_text())
+        for _ in range(rng.randint(1, 3)):
+            target = rng.choice(_nodes(data))
+            if not target:
+                continue
+            parent: object = data
+            for step in target[:-1]:
+                parent = parent[step]  # type: ignore[index]
+            what = rng.random()
+            if what < 0.6:
+                parent[target[-1]] = copy.deepcopy(rng.choice(_ODD_VALUES))  # type: ignore[index]
+            elif what < 0.8 and isinstance(parent, dict):
+                del parent[target[-1]]
+            elif isinstance(parent, dict):
+                parent[rng.choice(["bogus", "zz", "a"])] = copy.deepcopy(rng.choice(_ODD_VALUES))
+        a, b = errors_of(data)
+        # (in order but for a value mapping's own entries: jsonschema takes those from a set)
+        assert sorted(map(repr, a)) == sorted(map(repr, b)), data
+
+
+def test_the_adapter_validator_refuses_a_keyword_it_does_not_check() -> None:
+
+
+    SubsetValidator(SCHEMA)
+    with pytest.raises(TypeError):
+        SubsetValidator({"type": "object", "properties": {"a": {"oneOf": []}}})
+    with pytest.raises(TypeError):
+        SubsetValidator({"type": "string", "format": "uri"})
+
+
+def test_loading_an_adapter_does_not_import_jsonschema() -> None:
+    code = ("import sys; from aimterm.adapter.registry import load_adapter; "
+            "load_adapter('demo'); print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_schema_past_the_subset_is_checked_by_jsonschema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aimterm.adapter import loader
+
+    monkeypatch.setattr(loader, "_validator_cache", [])
+    monkeypatch.setattr(loader, "SCHEMA", {"type": "object", "properties": {
+        "name": {"type": "string", "format": "hostname"}}})
+    assert isinstance(loader._validator(), Draft202012Validator)
+    monkeypatch.setattr(loader, "_validator_cache", [])
+    monkeypatch.setattr(loader, "SCHEMA", SCHEMA)
+    assert isinstance(loader._validator(), SubsetValidator)

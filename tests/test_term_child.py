@@ -480,3 +480,29 @@ def test_trees_usage_counts_each_tree_once_and_a_gone_process_as_none() -> None:
                 child.kill()
             proc.kill()
             proc.wait()
+
+
+def test_the_pty_process_has_the_attributes_ptyprocess_gives_it() -> None:
+    import ptyprocess
+
+    from aimterm.term.child import _PtyProcess
+
+    fds = os.pipe()
+    try:
+        stock = ptyprocess.PtyProcess(0, fds[0])
+        ours = _PtyProcess(0, fds[1])
+        assert set(vars(ours)) == set(vars(stock))
+        assert {k: v for k, v in vars(ours).items() if k not in ("fd", "fileobj")} == \
+            {k: v for k, v in vars(stock).items() if k not in ("fd", "fileobj")}
+        ours.closed = stock.closed = True  # (no finaliser: the files are closed below)
+        ours.fileobj.close()
+        stock.fileobj.close()
+        for fd in fds:  # closing the file closed its fd, as the pair's did
+            with pytest.raises(OSError):
+                os.fstat(fd)
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

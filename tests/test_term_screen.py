@@ -553,7 +553,8 @@ _STREAM_PIECES = [b"plain text ", b"\x1b[12;34H", b"\x1b[H", b"\x1b[2J", b"\x1b[
                   b"\x0f", b"\x1b]0;title\x07", b"\x1b]2;a \x1b[1m b\x1b\\", b"\x1b(0qqq\x1b(B",
                   b"\x1b7", b"\x1b8", b"\x1bM", b"\x1b#8", b"\x9b5C", b"\x1b[4h", b"\x1b[4l",
                   b"\x1b[1\x0d2H", b"\x1b[5\x18x", b"\x1b[>1c", b"\x1b[2$p", "é界".encode(),
-                  b"\x1b[?5h", b"\x1b[?5l", b"\x1b[27m",
+                  b"\x1b[?5h", b"\x1b[?5l", b"\x1b[27m", b"\x1b]1;icon\x07", b"\x1b]0;",
+                  "\x1b]2;c1 end\u009c".encode(), b"\x1b]2;\x07", b"\x1b]3;x\x07", b"\x1b]R",
                   b"\xe7\x95", b"\x8c", b"\x1b[S", b"\x1b[2@", b"\x1b[3P", b"\x1b[`"]
 
 
@@ -606,3 +607,62 @@ def test_a_rows_view_reads_what_lines_give(pieces: list[bytes], reads: list[int]
     assert screen.lines() == plain.lines() and len(screen.rows_view()) == 8
     with pytest.raises(IndexError):
         screen.rows_view()[8]
+
+
+def _pyte_erase(screen: Screen) -> None:
+    """Give ``screen`` pyte's own erases (every erased cell written in the cursor's style)."""
+    import types
+
+    import pyte
+
+    from aimterm.term.screen import _tolerant
+
+    inner = screen._screen
+
+    def erase_in_display(self: object, how: int = 0, *args: object, **kwargs: object) -> None:
+        if how == 3:
+            inner.scrollback.clear()
+            return
+        pyte.Screen.erase_in_display(self, how)  # type: ignore[arg-type]
+
+    for name, fn in (("erase_in_line", pyte.Screen.erase_in_line),
+                     ("erase_characters", pyte.Screen.erase_characters),
+                     ("erase_in_display", erase_in_display)):
+        setattr(inner, name, types.MethodType(_tolerant(fn), inner))
+    screen._stream = pyte.ByteStream(inner)
+
+
+def _cells(screen: Screen) -> list[list[object]]:
+    inner = screen._screen
+    return [[inner.buffer[y][x] for x in range(inner.columns)] for y in range(inner.lines)]
+
+
+_ERASE_PIECES = [*_STREAM_PIECES, b"\x1b[J", b"\x1b[1J", b"\x1b[0J", b"\x1b[X", b"\x1b[4X",
+                 b"\x1b[200X", b"\x1b[41m", b"\x1b[41m\x1b[2K", b"\x1b[1;1H\x1b[2Kab"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_ERASE_PIECES), max_size=80))
+def test_erased_cells_read_as_pyte_writes_them(pieces: list[bytes]) -> None:
+    # A cell erased in the default style is left out rather than written: every cell reads
+    # the same. (pyte's erase-in-display restyles only the cells a row holds, so after an
+    # erase in a colour the blank cells' styles may differ; their text never does.)
+    sparse, plain = Screen(8, 30), Screen(8, 30)
+    _pyte_erase(plain)
+    for piece in pieces:
+        sparse.feed(piece)
+        plain.feed(piece)
+    a, b = _cells(sparse), _cells(plain)
+    assert [[c.data for c in row] for row in a] == [[c.data for c in row] for row in b]
+    if not any(p.endswith(b"J") for p in pieces):
+        assert a == b
+    x, y = sparse._screen, plain._screen
+    assert (x.cursor.x, x.cursor.y, x.cursor.attrs) == (y.cursor.x, y.cursor.y, y.cursor.attrs)
+    assert sparse.lines() == plain.lines()
+
+
+def test_a_row_erased_in_the_default_style_holds_no_cells() -> None:
+    screen = Screen(4, 120)
+    screen.feed(b"x" * 120 + b"\x1b[1;1H\x1b[2Khi\x1b[2;1H\x1b[K\x1b[3;1H\x1b[J")
+    assert {y: len(line) for y, line in screen._screen.buffer.items() if line} == {0: 2}
+    assert screen.lines()[0] == "hi"

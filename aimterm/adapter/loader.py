@@ -41,6 +41,7 @@ from aimterm.adapter.spec import (
     TerminalSpec,
     template_fields,
 )
+from aimterm.adapter.validator import SubsetValidator
 from aimterm.adapter.yamlfile import (
     build_yaml,
     compose_yaml,
@@ -199,11 +200,13 @@ def _merge(parent: _Doc, child: _Doc) -> _Doc:
 
 
 def _validator() -> Any:
-    # Built on first use: jsonschema is slow to import and most commands never validate.
     if not _validator_cache:
-        from jsonschema import Draft202012Validator
+        try:
+            _validator_cache.append(SubsetValidator(SCHEMA))
+        except TypeError:  # a keyword past the subset: jsonschema itself, at its memory cost
+            from jsonschema import Draft202012Validator
 
-        _validator_cache.append(Draft202012Validator(SCHEMA))
+            _validator_cache.append(Draft202012Validator(SCHEMA))
     return _validator_cache[0]
 
 

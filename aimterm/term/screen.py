@@ -77,6 +77,24 @@ def _all_narrow(text: str) -> bool:
     return True
 
 
+class _Row(dict):  # type: ignore[type-arg]
+    """One row's cells by column; a missing cell reads as ``default``. pyte's own row type
+    keeps ``default`` in a dict of attributes, one for every row of every screen."""
+
+    __slots__ = ("default",)
+
+    def __init__(self, default: Any) -> None:
+        self.default = default
+
+    def __missing__(self, key: int) -> Any:
+        return self.default
+
+
+#: The blank cell, plain and in reverse-video screen mode: one of each for every row.
+_BLANK = {reverse: pyte.screens.Char(data=" ", fg="default", bg="default", reverse=reverse)
+          for reverse in (False, True)}
+
+
 class _HardenedScreen(pyte.Screen):
     """pyte.Screen with text scrollback, an alternate screen, and no way to raise."""
 
@@ -87,13 +105,21 @@ class _HardenedScreen(pyte.Screen):
         self._saved_main: tuple[Any, Any] | None = None
         self.private_modes: set[int] = set()
         super().__init__(columns, lines)
+        self.buffer = collections.defaultdict(self._new_row)
+
+    def _new_row(self) -> Any:
+        return _Row(self.default_char)
+
+    @property
+    def default_char(self) -> Any:
+        return _BLANK[pyte.modes.DECSCNM in self.mode]
 
     # Scrollback: the top line leaves the screen when the whole screen scrolls up.
     def index(self) -> None:
         top, bottom = self.margins or Margins(0, self.lines - 1)
         if self.cursor.y == bottom and top == 0 and not self.alt_active:
             if self.scrollback.maxlen:
-                self.scrollback.append(_render(self.buffer[top], self.columns))
+                self.scrollback.append(_render(self.buffer.get(top), self.columns))
             self.pushed += 1
         super().index()
 
@@ -101,7 +127,56 @@ class _HardenedScreen(pyte.Screen):
         if how == 3:  # xterm: erase saved lines only
             self.scrollback.clear()
             return
+        if how in (0, 1, 2) and self.cursor.attrs == self.default_char:
+            # Rows erased in the style a missing cell reads as hold nothing (see erase_in_line).
+            rows = range(self.cursor.y + 1, self.lines) if how == 0 else \
+                range(self.cursor.y) if how == 1 else range(self.lines)
+            self.dirty.update(rows)
+            buffer = self.buffer
+            for y in rows:
+                line = buffer.get(y)
+                if line is None:
+                    continue
+                if line.default == self.cursor.attrs:
+                    line.clear()
+                else:  # (as pyte does)
+                    for x in line:
+                        line[x] = self.cursor.attrs
+            if how != 2:
+                self.erase_in_line(how)
+            return
         super().erase_in_display(how)
+
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        # pyte writes the cursor's style into every erased cell, which makes each cleared row
+        # a dict of every column (kilobytes, held for as long as the row shows). A cell in the
+        # style a missing cell reads as is dropped instead: every cell reads the same.
+        line = self.buffer.get(self.cursor.y)
+        default = self.default_char if line is None else line.default
+        if how not in (0, 1, 2) or self.cursor.attrs != default:
+            super().erase_in_line(how, private)
+            return
+        self.dirty.add(self.cursor.y)
+        if line is None:  # (a row never written holds nothing to erase)
+            return
+        if how == 2:
+            line.clear()
+            return
+        x = self.cursor.x
+        kept = {k: v for k, v in line.items() if (k < x if how == 0 else k > x)}
+        if len(kept) < len(line):
+            line.clear()  # (a dict never shrinks on deletes: refilled, it is sized to fit)
+            line.update(kept)
+
+    def erase_characters(self, count: int | None = None) -> None:
+        line = self.buffer[self.cursor.y]
+        if self.cursor.attrs != line.default:
+            super().erase_characters(count)
+            return
+        self.dirty.add(self.cursor.y)
+        x = self.cursor.x
+        for k in range(x, min(x + (count or 1), self.columns)):
+            line.pop(k, None)
 
     def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
         if private:  # ESC[?...m: xterm's "query/set key modifier options"; not SGR
@@ -256,6 +331,8 @@ _harden(_HardenedScreen)
 #: The control sequences most output is made of — CSI with decimal parameters (cursor
 #: moves, colours, erases) — whole in one chunk: what :class:`_FastStream` dispatches itself.
 _PLAIN_CSI = re.compile(r"\x1b\[(\?)?([0-9;]*)([@A-Za-z`])")
+#: A title or icon name (OSC 0, 1 or 2) whole in one chunk, ended by BEL or ST.
+_PLAIN_OSC = re.compile("\x1b\\]([012]);([^\x07\x1b\x9c]*)(?:\x07|\x1b\\\\)")
 #: Parameters by their text ("12;34" -> (12, 34)): the same moves and colours come back.
 _PARAMS: dict[str, tuple[int, ...]] = {}
 
@@ -269,22 +346,27 @@ class _FastText(pyte.Stream):
 
     def attach(self, screen: Any) -> None:
         super().attach(screen)
-        debug = screen.debug
-        # The handlers as written, not their tolerant wrappers: feed guards its calls as the
-        # wrappers would, without a wrapper's call for each one.
-        self._csi_fast = collections.defaultdict(
-            lambda: debug, {ch: _bare(screen, name) for ch, name in self.csi.items()})
-        # (SI and SO are ignored in UTF-8 mode: pyte's parser decides.)
-        self._basic_fast = {ch: _bare(screen, name) for ch, name in self.basic.items()
-                            if ch not in (pyte.control.SI, pyte.control.SO)}
-        self._draw_fast = _bare(screen, "draw")
+        self._fast = _fast_handlers(type(self), type(screen))
+
+    def _initialize_parser(self) -> None:
+        # pyte's parser is a generator holding four tables of the screen's bound handlers
+        # (6 KB a screen); it is made when a sequence the fast paths do not take first comes,
+        # which for many tools is never. (Between sequences it holds no other state.)
+        self._parser = None
+        self._taking_plain_text = True
+
+    def _send_to_parser(self, data: str) -> bool | None:
+        if self._parser is None:
+            pyte.Stream._initialize_parser(self)
+        return super()._send_to_parser(data)
 
     def feed(self, data: str) -> None:
         send = self._send_to_parser
-        draw = self._draw_fast
+        screen = self.listener
+        csi, basic, draw, debug, icon, title = self._fast
         match_text = self._text_pattern.match
         match_csi = _PLAIN_CSI.match
-        csi, basic = self._csi_fast, self._basic_fast
+        match_osc = _PLAIN_OSC.match
         taking = self._taking_plain_text
         offset, length = 0, len(data)
         while offset < length:
@@ -296,7 +378,7 @@ class _FastText(pyte.Stream):
             if m is not None:
                 start, offset = m.span()
                 try:
-                    draw(data[start:offset])
+                    draw(screen, data[start:offset])
                 except Exception:
                     log.debug("screen draw failed", exc_info=True)
                 continue
@@ -310,26 +392,38 @@ class _FastText(pyte.Stream):
                         args = tuple(min(int(p or 0), 9999) for p in params.split(";"))
                         if len(_PARAMS) < 4096:
                             _PARAMS[params] = args
-                    handler = csi[final]
+                    run: Any = csi.get(final, debug)
                     try:  # (as the tolerant wrapper guards it, inlined)
                         if private:
-                            handler(*args, private=True)
+                            run(screen, *args, private=True)
                         else:
-                            handler(*args)
+                            run(screen, *args)
                     except TypeError:  # an unexpected `private`: once more, plainly
                         try:
-                            handler(*args)
+                            run(screen, *args)
                         except Exception:
                             log.debug("screen handler failed on %r", args, exc_info=True)
                     except Exception:
                         log.debug("screen handler failed on %r", args, exc_info=True)
                     offset = m.end()
                     continue
+                m = match_osc(data, offset)
+                if m is not None:  # a title, as pyte's parser takes it
+                    code, text = m.group(1), m.group(2)
+                    try:
+                        if code in "01":
+                            icon(screen, text)
+                        if code in "02":
+                            title(screen, text)
+                    except Exception:
+                        log.debug("screen title failed on %r", text, exc_info=True)
+                    offset = m.end()
+                    continue
             else:
                 handler = basic.get(ch)
                 if handler is not None:
                     try:
-                        handler()
+                        handler(screen)
                     except Exception:
                         log.debug("screen handler %r failed", ch, exc_info=True)
                     offset += 1
@@ -339,11 +433,29 @@ class _FastText(pyte.Stream):
         self._taking_plain_text = taking
 
 
-def _bare(screen: Any, name: str) -> Any:
-    """``screen``'s handler ``name`` without its tolerant wrapper (see :func:`_harden`)."""
-    handler = getattr(screen, name)
-    raw = getattr(getattr(handler, "__func__", None), "__wrapped__", None)
-    return raw.__get__(screen) if raw is not None else handler
+def _bare(cls: type, name: str) -> Any:
+    """``cls``'s handler ``name`` without its tolerant wrapper (see :func:`_harden`)."""
+    handler = getattr(cls, name)
+    return getattr(handler, "__wrapped__", handler)
+
+
+#: What :meth:`_FastText.feed` dispatches to, by stream and screen class: plain functions
+#: that take the screen, made once (bound methods would be two tables per screen).
+_Handlers = tuple[dict[str, Any], dict[str, Any], Any, Any, Any, Any]
+_FAST: dict[tuple[type, type], _Handlers] = {}
+
+
+def _fast_handlers(stream: type, screen: type) -> _Handlers:
+    done = _FAST.get((stream, screen))
+    if done is None:
+        csi = {ch: _bare(screen, name) for ch, name in stream.csi.items()}  # type: ignore[attr-defined]
+        # (SI and SO are ignored in UTF-8 mode: pyte's parser decides.)
+        basic = {ch: _bare(screen, name) for ch, name in stream.basic.items()  # type: ignore[attr-defined]
+                 if ch not in (pyte.control.SI, pyte.control.SO)}
+        done = _FAST[(stream, screen)] = (
+            csi, basic, _bare(screen, "draw"), _bare(screen, "debug"),
+            _bare(screen, "set_icon_name"), _bare(screen, "set_title"))
+    return done
 
 
 class _FastStream(pyte.ByteStream, _FastText):  # type: ignore[misc]  # (bytes in, str on)

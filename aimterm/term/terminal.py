@@ -29,6 +29,17 @@ ExitListener = Callable[[int | None, int | None], None]
 _LAZY_MAX = 128 * 1024
 _LAZY_KEEP = 32 * 1024
 
+#: Environment strings by their text, one copy for every terminal: each instance's environment
+#: is a fresh copy of nearly the same variables (4 KB apiece).
+_ENV_TEXT: dict[str, str] = {}
+
+
+def _shared(text: str) -> str:
+    if len(_ENV_TEXT) >= 4096:
+        _ENV_TEXT.clear()
+    return _ENV_TEXT.setdefault(text, text)
+
+
 class Terminal:
     def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                  cwd: str | None = None, rows: int = 40, cols: int = 120,
@@ -37,7 +48,7 @@ class Terminal:
                  transcript_max_bytes: int | None = None,
                  loop: IOLoop | None = None) -> None:
         self.argv = list(argv)
-        self.env = dict(os.environ if env is None else env)
+        self.env = {_shared(k): _shared(v) for k, v in (os.environ if env is None else env).items()}
         self.cwd = cwd
         self.rows, self.cols = rows, cols
         self.loop = loop or IOLoop.shared()
