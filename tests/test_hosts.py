@@ -22,12 +22,16 @@ import pytest
 from aimterm.errors import NotReady, SessionExited, SpawnError
 from aimterm.events import (
     Event,
+    EventBus,
+    InstanceRestarting,
     ProcessExited,
     StateChanged,
     TurnFinished,
     TurnRetried,
     TurnStarted,
 )
+from aimterm.host.link import HostLink
+from aimterm.host.proxy import HostedSession
 from aimterm.host.wire import (
     MAX_FRAME,
     FrameReader,
@@ -40,6 +44,8 @@ from aimterm.host.wire import (
 from aimterm.pool import GroupSpec, Pool, RestartPolicy
 from aimterm.procs import pid_alive
 from aimterm.states import TRANSITIONS, State
+from aimterm.term.loop import IOLoop
+from aimterm.turn import Turn
 from tests.helpers import CONFIRM, ECHO, SPINNER, fake_adapter, wait_for
 
 # -- the wire --------------------------------------------------------------------------------
@@ -265,3 +271,54 @@ def test_a_controller_that_dies_takes_no_tool_with_it(tmp_path: Any) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_read_hands_turns_over_in_the_order_a_local_session_does() -> None:
+    """One read of the link can hold a whole turn. One that ended well reaches the caller
+    after its events are out (a history opens its record on turn_started); one that failed
+    is handed over inside its exit's batch, before what listeners do about the exit."""
+    loop = IOLoop.shared()
+    link = HostLink(0, loop)
+    bus = EventBus()
+    session = HostedSession(link, fake_adapter(ECHO, "echo"), instance_id="e-1", bus=bus,
+                            loop=loop)
+    seen: list[str] = []
+
+    def listen(event: Event) -> None:
+        seen.append(event.kind if not isinstance(event, StateChanged) else str(event.new))
+        if isinstance(event, StateChanged) and event.new is State.EXITED:
+            # What the pool does about an exit: an event of its own, after the exit's.
+            bus.emit(InstanceRestarting("e-1", delay_s=0.1, attempt=1, reason="test"))
+
+    bus.subscribe(listen)
+
+    def ev(event: Event) -> tuple[Any, ...]:
+        return ("ev", encode_event(event), (None, 1, 0, None)
+                if isinstance(event, StateChanged) else None)
+
+    def changed(old: State, new: State) -> tuple[Any, ...]:
+        return ev(StateChanged("e-1", old=old, new=new))
+
+    loop.run_sync(link._deliver, [changed(State.EXITED, State.STARTING),
+                                  changed(State.STARTING, State.IDLE)])
+    for outcome in ("done", "failed"):
+        seen.clear()
+        session.start_turn("x", lambda turn, error: seen.append(
+            f"on_done {type(error).__name__ if error else turn.reply}"))
+        start = [changed(State.IDLE, State.BUSY), ev(TurnStarted("e-1", turn=1, prompt="x"))]
+        if outcome == "done":
+            turn = Turn(1, "x", "e-1", "echo", reply="echo: x")
+            msgs = [*start, changed(State.BUSY, State.IDLE),
+                    ev(TurnFinished("e-1", turn=1, status="done")), ("done", "e-1", turn, None, 1)]
+            loop.run_sync(link._deliver, msgs)
+            assert seen == ["busy", "turn_started", "idle", "turn_finished", "on_done echo: x"]
+        else:
+            error = encode_error(SessionExited("gone", instance="e-1"))
+            msgs = [*start, changed(State.BUSY, State.EXITED),
+                    ev(TurnFinished("e-1", turn=1, status="failed")),
+                    ev(ProcessExited("e-1", pid=1, returncode=None, signal=9)),
+                    ("done", "e-1", None, error, 1)]
+            loop.run_sync(link._deliver, msgs)
+            assert seen == ["on_done SessionExited", "busy", "turn_started", "exited",
+                            "turn_finished", "process_exited", "instance_restarting"]
+    session.close()

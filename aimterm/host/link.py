@@ -248,11 +248,21 @@ class HostLink:
             msgs, self._deferred = self._deferred + msgs, []
         if self.bus is None or not msgs:
             return
-        # A read's events reach the listeners together, after the outcomes they carry: as a
-        # local session's exit does, its state change, failed turn and process exit all go
-        # out before what the pool does about the first of them.
-        with self.bus.batch():
-            self._deliver_all(msgs)
+        # A read's events reach the listeners together, with the outcomes of the turns that
+        # failed among them: as a local session's exit does, its state change, failed turn,
+        # process exit and the retry go out before what the pool does about the first of
+        # them. A turn that ended well is handed over only after its events are out, as a
+        # local one is (its record is opened by its turn_started before its reply comes).
+        start = 0
+        for i, msg in enumerate(msgs):
+            if msg[0] == "done" and msg[3] is None:
+                with self.bus.batch():
+                    self._deliver_all(msgs[start:i])
+                self._deliver_all(msgs[i:i + 1])
+                start = i + 1
+        if start < len(msgs):
+            with self.bus.batch():
+                self._deliver_all(msgs[start:])
 
     def _deliver_all(self, msgs: list[Any]) -> None:
         sessions = self.sessions
