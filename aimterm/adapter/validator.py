@@ -56,6 +56,16 @@ def _is_type(value: Any, kind: str) -> bool:
     return kind == "number" and isinstance(value, (int, float))
 
 
+def _too_few(least: int, otherwise: str) -> str:
+    """jsonschema's words for a minItems / minLength / minProperties miss."""
+    return "should be non-empty" if least == 1 else otherwise
+
+
+def _too_many(most: int, otherwise: str) -> str:
+    """jsonschema's words for a maxItems / maxLength / maxProperties miss."""
+    return "is expected to be empty" if most == 0 else otherwise
+
+
 class SubsetValidator:
     """The adapter schema's checks, in jsonschema's order and words. jsonschema itself costs
     about 4.5 MB of memory to import (its referencing library, every draft's meta-schema);
@@ -127,30 +137,24 @@ class SubsetValidator:
                             yield _SchemaError(kind, path, schema, value,
                                                f"{name!r} is a required property")
                 elif kind == "minProperties" and len(value) < arg:
-                    message = f"{value!r} " + ("should be non-empty" if arg == 1
-                                               else "does not have enough properties")
+                    message = f"{value!r} " + _too_few(arg, "does not have enough properties")
                 elif kind == "maxProperties" and len(value) > arg:
-                    message = f"{value!r} " + ("is expected to be empty" if arg == 0
-                                               else "has too many properties")
+                    message = f"{value!r} " + _too_many(arg, "has too many properties")
             elif isinstance(value, list):
                 if kind == "items":
                     for index, item in enumerate(value):
                         yield from self._errors(item, arg, (*path, index))
                 elif kind == "minItems" and len(value) < arg:
-                    message = f"{value!r} " + ("should be non-empty" if arg == 1
-                                               else "is too short")
+                    message = f"{value!r} " + _too_few(arg, "is too short")
                 elif kind == "maxItems" and len(value) > arg:
-                    message = f"{value!r} " + ("is expected to be empty" if arg == 0
-                                               else "is too long")
+                    message = f"{value!r} " + _too_many(arg, "is too long")
             elif isinstance(value, str):
                 if kind == "pattern" and not self._patterns[arg].search(value):
                     message = f"{value!r} does not match {arg!r}"
                 elif kind == "minLength" and len(value) < arg:
-                    message = f"{value!r} " + ("should be non-empty" if arg == 1
-                                               else "is too short")
+                    message = f"{value!r} " + _too_few(arg, "is too short")
                 elif kind == "maxLength" and len(value) > arg:
-                    message = f"{value!r} " + ("is expected to be empty" if arg == 0
-                                               else "is too long")
+                    message = f"{value!r} " + _too_many(arg, "is too long")
             elif _is_type(value, "number"):
                 if kind == "minimum" and value < arg:
                     message = f"{value!r} is less than the minimum of {arg!r}"

@@ -29,7 +29,7 @@ from typing import Any
 from aimterm.events import Event, EventBus, StateChanged
 from aimterm.host.wire import FrameReader, Outbox, encode_error, encode_event
 from aimterm.session import Session
-from aimterm.states import State
+from aimterm.states import LIVE_STATES, State
 from aimterm.term.loop import IOLoop
 from aimterm.turn import Turn
 
@@ -160,8 +160,8 @@ class HostServer:
     def _op_drop(self, iid: str) -> None:
         session = self.sessions.pop(iid, None)
         self._unlisten(iid)
-        if session is not None and session.state in (State.STARTING, State.IDLE, State.BUSY,
-                                                     State.WAITING, State.ATTACHED):
+        if session is not None and session.state in LIVE_STATES \
+                and session.state is not State.STOPPING:
             self._workers.submit(session.stop, 2.0)
 
     def _op_start(self, iid: str, resume: bool) -> None:
